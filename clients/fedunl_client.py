@@ -1,0 +1,104 @@
+"""The NumPyClient that holds one client's data and does its local work."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import torch
+from flwr.compat.client.numpy_client import NumPyClient
+
+from clients.local_training import TrainSettings, train_epochs
+from fedunl_flwr.config import RunConfig
+from fedunl_flwr.data.scenarios import ClientData
+from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
+from fedunl_flwr.metrics.evaluation import evaluate_model
+from fedunl_flwr.models import build_model, get_device
+from fedunl_flwr.records import get_weights, set_weights
+
+
+class FedunlClient(NumPyClient):
+    """Local training and evaluation on one client's train and test splits.
+
+    Parameters
+    ----------
+    data : ClientData
+        The client's local data (never sent anywhere).
+    config : RunConfig
+        The run's configuration (training settings, model).
+    model_name : str
+        Model to build (scenario default already resolved).
+    in_channels : int
+        Model input channels.
+    class_names : tuple[str, ...]
+        The federation's label space.
+    """
+
+    def __init__(self, data: ClientData, config: RunConfig, model_name: str,
+                 in_channels: int, class_names: tuple[str, ...]) -> None:
+        self.data = data
+        self.config = config
+        self.class_names = class_names
+        self.num_classes = len(class_names)
+        self.device = get_device()
+        self.model = build_model(model_name, in_channels, self.num_classes,
+                                 config.model_width).to(self.device)
+        self.x_train = images_to_tensor(data.x_train, in_channels)
+        self.y_train = labels_to_tensor(data.y_train)
+        self.x_test = images_to_tensor(data.x_test, in_channels)
+        self.y_test = labels_to_tensor(data.y_test)
+
+    @property
+    def partition_id(self) -> int:
+        return self.data.partition_id
+
+    def describe(self) -> dict[str, int | list[int] | str]:
+        """What the server may know of this client: sizes and label counts."""
+        return {
+            "partition-id": self.partition_id,
+            "num-train": len(self.y_train),
+            "num-test": len(self.y_test),
+            "train-class-counts": np.bincount(self.data.y_train,
+                                              minlength=self.num_classes).tolist(),
+        }
+
+    def get_parameters(self, config: dict) -> list[np.ndarray]:
+        return get_weights(self.model)
+
+    def train_settings(self, config: dict) -> TrainSettings:
+        """Run-config settings; a message may override ``local-epochs``."""
+        return TrainSettings(self.config.optimizer, self.config.learning_rate,
+                             int(config.get("local-epochs", self.config.local_epochs)),
+                             self.config.batch_size)
+
+    def generator(self, config: dict) -> torch.Generator:
+        """Seeded per (run seed, client, round, phase) so runs are reproducible."""
+        tag = (f"{self.config.seed}/{self.partition_id}/{config.get('server-round', 0)}/"
+               f"{config.get('phase', 'train')}")
+        return torch.Generator().manual_seed(zlib.crc32(tag.encode()))
+
+    def training_set(self, config: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples to train on this round (all local training data)."""
+        return self.x_train, self.y_train
+
+    def fit(self, parameters: list[np.ndarray], config: dict
+            ) -> tuple[list[np.ndarray], int, dict]:
+        set_weights(self.model, parameters)
+        x, y = self.training_set(config)
+        settings = self.train_settings(config)
+        loss = train_epochs(self.model, x, y, settings, self.generator(config))
+        return get_weights(self.model), len(y), {"train-loss": loss,
+                                                 "local-epochs": settings.epochs,
+                                                 "partition-id": self.partition_id}
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict
+                 ) -> tuple[float, int, dict]:
+        set_weights(self.model, parameters)
+        result = evaluate_model(self.model, self.x_test, self.y_test, self.num_classes)
+        return result.loss, result.num_examples, {
+            "accuracy": result.accuracy,
+            "loss-sum": result.loss_sum,
+            "partition-id": self.partition_id,
+            "class-correct": result.class_correct.tolist(),
+            "class-total": result.class_total.tolist(),
+        }

@@ -1,0 +1,83 @@
+"""Local training loop shared by the clients and the plain-PyTorch benchmark."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Local optimisation settings (from run-config)."""
+
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    epochs: int = 1
+    batch_size: int = 32
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """Adam or SGD (momentum 0.9) over the model's parameters."""
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=0.9)
+    raise ValueError(f"unknown optimizer {settings.optimizer!r}; use 'adam' or 'sgd'")
+
+
+def train_epochs(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                 settings: TrainSettings, generator: torch.Generator,
+                 sample_loss_sums: np.ndarray | None = None) -> float:
+    """Train ``model`` in place for ``settings.epochs`` epochs; return the mean loss.
+
+    Parameters
+    ----------
+    sample_loss_sums : np.ndarray, optional
+        If given (one entry per sample), each sample's loss of every step is added
+        to it: the cumulative sample loss (CSL) memorisation proxy.
+    """
+    device = next(model.parameters()).device
+    optimizer = make_optimizer(model, settings)
+    model.train()
+    total, count = 0.0, 0
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        for start in range(0, len(order), settings.batch_size):
+            batch = order[start:start + settings.batch_size]
+            if len(batch) < 2 and len(order) > 1:
+                continue  # BatchNorm cannot train on a single sample
+            x, y = inputs[batch].to(device), labels[batch].to(device)
+            losses = F.cross_entropy(model(x), y, reduction="none")
+            loss = losses.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+            count += len(batch)
+            if sample_loss_sums is not None:
+                np.add.at(sample_loss_sums, batch.numpy(), losses.detach().cpu().numpy())
+    return total / max(1, count)
+
+
+def mean_loss_gradient(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                       batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Gradient of the mean loss over the whole local data w.r.t. each parameter.
+
+    The model is in eval mode (BatchNorm uses its running statistics) so the
+    gradient is that of the model as it stands.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    for start in range(0, len(labels), batch_size):
+        x = inputs[start:start + batch_size].to(device)
+        y = labels[start:start + batch_size].to(device)
+        F.cross_entropy(model(x), y, reduction="sum").div(len(labels)).backward()
+    grads = {name: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+             for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return grads

@@ -1,0 +1,105 @@
+"""fedunl ClientApp: routes Message API messages to the NumPyClient's methods."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.fedunl_client import FedunlClient
+from fedunl_flwr.config import RunConfig, pyproject_defaults
+from fedunl_flwr.data.scenarios import (build_federated_data, get_scenario,
+                                        load_client_file)
+from fedunl_flwr.records import record_to_weights, state_keys, weights_to_record
+
+
+def load_run_config(run_config: Mapping[str, Any],
+                    overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Run-config over the pyproject defaults (``run_simulation`` sends none).
+
+    ``overrides`` (kebab-case keys) come last; tests and scripts that call
+    ``run_simulation`` use them in place of ``--run-config``.
+    """
+    return RunConfig.from_mapping({**pyproject_defaults(), **dict(run_config),
+                                   **dict(overrides or {})})
+
+
+@lru_cache(maxsize=8)
+def _client_for(config: RunConfig, partition_id: int, data_file: str) -> FedunlClient:
+    scenario = get_scenario(config.scenario)
+    if data_file:
+        data = load_client_file(data_file, partition_id)
+        num_classes = int(max(data.y_train.max(), data.y_test.max()) + 1)
+        class_names = tuple(str(c) for c in range(num_classes))
+    else:
+        federation = build_federated_data(
+            config.scenario, config.num_clients, config.dirichlet_alpha,
+            config.samples_per_client, config.test_samples_per_client, config.seed,
+            str(config.resolved_data_dir()), config.download)
+        if not 0 <= partition_id < len(federation.clients):
+            raise ValueError(f"partition-id {partition_id} out of range: scenario "
+                             f"{config.scenario} has {len(federation.clients)} clients")
+        data, class_names = federation.clients[partition_id], federation.class_names
+    return FedunlClient(data, config, config.model or scenario.default_model,
+                        scenario.in_channels, class_names)
+
+
+def get_client(context: Context, overrides: Mapping[str, Any] | None = None
+               ) -> FedunlClient:
+    """This node's client (cached per process: Ray actors serve many messages)."""
+    config = load_run_config(context.run_config, overrides)
+    node = context.node_config
+    return _client_for(config, int(node.get("partition-id", 0)),
+                       str(node.get("data-file", "")))
+
+
+def _reply(message: Message, content: RecordDict) -> Message:
+    return Message(content, reply_to=message)
+
+
+def _config(message: Message) -> dict:
+    return dict(message.content.config_records.get("config", ConfigRecord()))
+
+
+def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
+    """The ClientApp; ``overrides`` replace run-config values (for ``run_simulation``)."""
+    client_app = ClientApp()
+
+    @client_app.query("describe")
+    def describe(message: Message, context: Context) -> Message:
+        """Partition id, sample counts, label counts and class names (no data)."""
+        client = get_client(context, overrides)
+        return _reply(message, RecordDict({
+            "metrics": MetricRecord(client.describe()),
+            "info": ConfigRecord({"domain": client.data.domain,
+                                  "class-names": list(client.class_names)}),
+        }))
+
+    @client_app.train()
+    def train(message: Message, context: Context) -> Message:
+        """Local training from the received global model."""
+        client = get_client(context, overrides)
+        weights, num_examples, metrics = client.fit(
+            record_to_weights(message.content["arrays"]), _config(message))
+        return _reply(message, RecordDict({
+            "arrays": weights_to_record(state_keys(client.model), weights),
+            "metrics": MetricRecord({**metrics, "num-examples": num_examples}),
+        }))
+
+    @client_app.evaluate()
+    def evaluate(message: Message, context: Context) -> Message:
+        """Loss, accuracy and per-class counts on the client's test split."""
+        client = get_client(context, overrides)
+        loss, num_examples, metrics = client.evaluate(
+            record_to_weights(message.content["arrays"]), _config(message))
+        return _reply(message, RecordDict({
+            "metrics": MetricRecord({**metrics, "loss": loss, "num-examples": num_examples}),
+        }))
+
+    return client_app
+
+
+app = build_client_app()

@@ -1,0 +1,190 @@
+"""Typed run-config: parsing, validation and the hashes that key the run store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ConfigError(ValueError):
+    """A run-config value is missing, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every run-config key of the app (kebab-case in TOML, snake_case here).
+
+    The defaults equal ``[tool.flwr.app.config]`` in ``pyproject.toml`` (a test
+    checks it); ``README.md`` documents each key.
+    """
+
+    # Scenario and data
+    scenario: str = "digits-real-noniid-offline"
+    num_clients: int = 0
+    dirichlet_alpha: float = 0.5
+    samples_per_client: int = 600
+    test_samples_per_client: int = 300
+    data_dir: str = ""
+    download: bool = False
+    seed: int = 0
+    # Model and local training
+    model: str = ""
+    model_width: int = 0
+    optimizer: str = "adam"
+    learning_rate: float = 0.001
+    local_epochs: int = 1
+    batch_size: int = 32
+    # Federation
+    num_server_rounds: int = 5
+    fraction_train: float = 1.0
+    evaluate_every: int = 1
+    # Outputs
+    results_dir: str = ""
+    # Unlearning
+    strategy: str = "fedavg"
+    forget_scope: str = "class"
+    forget_clients: str = ""
+    forget_classes: str = ""
+    forget_samples: str = ""
+    unlearn_rounds: int = 3
+    unlearn_local_epochs: int = 0
+    zero_units: int = 10
+    attribution_top_n: int = 50
+    attribution_steps: int = 20
+    attribution_samples: int = 256
+    rho: float = 0.4
+    gradient_source: str = "gradient"
+    selection: str = "redundant"
+    retrain_seeds: int = 1
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
+        """Build from a run-config mapping (kebab-case keys) and validate it.
+
+        Missing keys take their defaults; unknown keys and wrongly typed values
+        raise :class:`ConfigError`.
+        """
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(
+                    f"unknown run-config key {key!r}; known keys: "
+                    f"{', '.join(sorted(k.replace('_', '-') for k in known))}"
+                )
+            kwargs[name] = _coerce(key, value, type(getattr(cls, name)))
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values out of range."""
+        checks = [
+            (self.num_clients >= 0, "num-clients must be >= 0 (0 = scenario default)"),
+            (self.dirichlet_alpha > 0, "dirichlet-alpha must be > 0"),
+            (self.samples_per_client >= 0, "samples-per-client must be >= 0 (0 = all)"),
+            (self.test_samples_per_client >= 0,
+             "test-samples-per-client must be >= 0 (0 = all)"),
+            (self.model_width >= 0, "model-width must be >= 0 (0 = model default)"),
+            (self.optimizer in ("adam", "sgd"), "optimizer must be 'adam' or 'sgd'"),
+            (self.learning_rate > 0, "learning-rate must be > 0"),
+            (self.local_epochs >= 1, "local-epochs must be >= 1"),
+            (self.batch_size >= 1, "batch-size must be >= 1"),
+            (self.num_server_rounds >= 1, "num-server-rounds must be >= 1"),
+            (0 < self.fraction_train <= 1, "fraction-train must be in (0, 1]"),
+            (self.evaluate_every >= 1, "evaluate-every must be >= 1"),
+            (self.forget_scope in ("client", "class", "samples"),
+             "forget-scope must be 'client', 'class' or 'samples'"),
+            (self.unlearn_rounds >= 0, "unlearn-rounds must be >= 0"),
+            (self.unlearn_local_epochs >= 0,
+             "unlearn-local-epochs must be >= 0 (0 = local-epochs)"),
+            (self.zero_units >= 1, "zero-units must be >= 1"),
+            (self.attribution_top_n >= 1, "attribution-top-n must be >= 1"),
+            (self.attribution_steps >= 1, "attribution-steps must be >= 1"),
+            (self.attribution_samples >= 1, "attribution-samples must be >= 1"),
+            (0.0 <= self.rho <= 1.0, f"rho must be in [0, 1], got {self.rho}"),
+            (self.gradient_source in ("gradient", "update"),
+             "gradient-source must be 'gradient' or 'update'"),
+            (self.retrain_seeds >= 1, "retrain-seeds must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    # --- derived values -------------------------------------------------------
+    def resolved_data_dir(self) -> Path:
+        """The dataset folder: ``data-dir``, else ``$FEDUNL_DATA_DIR``, else a user cache."""
+        from fedunl_flwr.data.sources import data_dir_from_env
+
+        return data_dir_from_env(self.data_dir or None)
+
+    def resolved_results_dir(self) -> Path:
+        """The run-store root: ``results-dir``, else ``$FEDUNL_RESULTS_DIR``, else ./results."""
+        root = self.results_dir or os.environ.get("FEDUNL_RESULTS_DIR") or "results"
+        return Path(root).expanduser().resolve()
+
+    def training_key(self) -> dict[str, Any]:
+        """The settings that determine the original (FedAvg) model."""
+        names = ("scenario", "num_clients", "dirichlet_alpha", "samples_per_client",
+                 "test_samples_per_client", "seed", "model", "model_width", "optimizer",
+                 "learning_rate", "local_epochs", "batch_size", "num_server_rounds",
+                 "fraction_train")
+        values = asdict(self)
+        return {name: values[name] for name in names}
+
+    def unlearning_key(self) -> dict[str, Any]:
+        """The settings that determine an unlearning run (includes the training key)."""
+        values = asdict(self)
+        skip = set(self.training_key()) | {"data_dir", "download", "results_dir",
+                                           "evaluate_every"}
+        return {"training": self.training_key(),
+                **{k: v for k, v in values.items() if k not in skip}}
+
+
+def config_hash(key: Mapping[str, Any]) -> str:
+    """Short stable hash of a JSON-able mapping."""
+    blob = json.dumps(key, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """Parse ``"0,3"`` into ``[0, 3]``; a clear error names ``what`` on bad input."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return [int(item) for item in items]
+    except ValueError as err:
+        raise ConfigError(f"{what} must be comma-separated integers, got {text!r}") from err
+
+
+def pyproject_defaults(path: Path | None = None) -> dict[str, Any]:
+    """The ``[tool.flwr.app.config]`` table (``run_simulation`` gives no run-config)."""
+    path = path or PROJECT_ROOT / "pyproject.toml"
+    with open(path, "rb") as handle:
+        return dict(tomllib.load(handle)["tool"]["flwr"]["app"]["config"])
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value

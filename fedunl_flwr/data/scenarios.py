@@ -1,0 +1,215 @@
+"""Named scenarios: which datasets, how they are split across clients, which model."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from fedunl_flwr.data.partition import cap_indices, dirichlet_partition, iid_partition
+from fedunl_flwr.data.sources import ImageDataset, load_dataset
+
+# Channels of each dataset's images, known without loading them.
+DATASET_CHANNELS = {
+    "mnist": 1, "usps": 1, "svhn": 3, "cifar10": 3, "cifar100": 3, "emnist": 1,
+    "fashion-mnist": 1, "uci-digits": 1, "tinyimagenet-subset": 3,
+    "tinyimagenet-cifar10": 3, "tinyimagenet-cifar100": 3,
+    "imagenet-cifar10": 3, "imagenet-cifar100": 3,
+}
+SINGLE_DATASETS = ("mnist", "usps", "svhn", "cifar10", "cifar100", "emnist",
+                   "fashion-mnist", "uci-digits", "tinyimagenet-subset")
+
+
+@dataclass(frozen=True)
+class DomainGroup:
+    """Clients that hold one domain (dataset); ``num_clients=0`` takes ``num-clients``."""
+
+    dataset: str
+    num_clients: int = 0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A federation's data layout.
+
+    Parameters
+    ----------
+    name : str
+        Run-config name.
+    groups : tuple[DomainGroup, ...]
+        Client groups in partition-id order, one domain each.
+    partitioner : str
+        ``"iid"`` or ``"dirichlet"`` (inside each group).
+    default_model : str
+        Model used when run-config ``model`` is empty.
+    description : str
+        One line for the README and ``--help`` style listings.
+    alpha : float | None
+        Dirichlet alpha fixed by the name (``cifar10-dir0.1``); None takes run-config.
+    """
+
+    name: str
+    groups: tuple[DomainGroup, ...]
+    partitioner: str
+    default_model: str
+    description: str
+    alpha: float | None = None
+
+    @property
+    def in_channels(self) -> int:
+        """3 if any domain is RGB (gray images are then repeated), else 1."""
+        return max(DATASET_CHANNELS[group.dataset] for group in self.groups)
+
+    def num_clients(self, requested: int) -> int:
+        """Total clients, given run-config ``num-clients`` (0 = default of 10)."""
+        return sum(group.num_clients or requested or 10 for group in self.groups)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s for s in (
+        Scenario("digits-real-noniid",
+                 (DomainGroup("mnist", 3), DomainGroup("svhn", 3), DomainGroup("usps", 3)),
+                 "dirichlet", "cnn",
+                 "seed 000 Table 3: MNIST C1-C3, SVHN C4-C6, USPS C7-C9 (SVHN downloads)"),
+        Scenario("digits-real-noniid-offline",
+                 (DomainGroup("mnist", 3), DomainGroup("uci-digits", 3),
+                  DomainGroup("usps", 3)),
+                 "dirichlet", "cnn",
+                 "offline digits: MNIST C1-C3, UCI digits (8x8) C4-C6, USPS C7-C9"),
+        Scenario("images9-real-noniid",
+                 (DomainGroup("cifar10", 5), DomainGroup("imagenet-cifar10", 5)),
+                 "dirichlet", "resnet18",
+                 "seed 000: CIFAR-10 C1-C5 + ImageNet C6-C10 on their shared classes"),
+        Scenario("images7-real-noniid-offline",
+                 (DomainGroup("cifar10", 5), DomainGroup("tinyimagenet-cifar10", 5)),
+                 "dirichlet", "resnet18",
+                 "offline: CIFAR-10 C1-C5 + Tiny-ImageNet (64x64) C6-C10, 7 shared classes"),
+        Scenario("images65-real-noniid",
+                 (DomainGroup("cifar100", 5), DomainGroup("imagenet-cifar100", 5)),
+                 "dirichlet", "resnet32",
+                 "seed 000: CIFAR-100 C1-C5 + ImageNet C6-C10 on their shared classes"),
+        Scenario("images39-real-noniid-offline",
+                 (DomainGroup("cifar100", 5), DomainGroup("tinyimagenet-cifar100", 5)),
+                 "dirichlet", "resnet32",
+                 "CIFAR-100 C1-C5 + Tiny-ImageNet C6-C10 on 39 shared classes "
+                 "(CIFAR-100 downloads)"),
+    )
+}
+_SINGLE = re.compile(r"^(?P<dataset>[a-z0-9-]+?)-(?P<split>iid|dir)(?P<alpha>[0-9.]*)$")
+
+
+def get_scenario(name: str) -> Scenario:
+    """Look up a named scenario or build a single-dataset one (``cifar10-iid``, ``mnist-dir0.1``)."""
+    if name in SCENARIOS:
+        return SCENARIOS[name]
+    match = _SINGLE.match(name)
+    if match and match["dataset"] in SINGLE_DATASETS and (
+        match["split"] == "dir" or not match["alpha"]
+    ):
+        alpha = float(match["alpha"]) if match["alpha"] else None
+        if alpha is not None and alpha <= 0:
+            raise ValueError(f"scenario {name!r}: dirichlet alpha must be > 0")
+        partitioner = "iid" if match["split"] == "iid" else "dirichlet"
+        default_model = "cnn" if DATASET_CHANNELS[match["dataset"]] == 1 else "resnet18"
+        return Scenario(name, (DomainGroup(match["dataset"]),), partitioner, default_model,
+                        f"{match['dataset']} split {partitioner}", alpha)
+    raise ValueError(
+        f"unknown scenario {name!r}; named scenarios: {', '.join(SCENARIOS)}; or "
+        f"'<dataset>-iid' / '<dataset>-dir' / '<dataset>-dir<alpha>' with dataset in "
+        f"{', '.join(SINGLE_DATASETS)}"
+    )
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's local data (train and test from its own domain)."""
+
+    partition_id: int
+    domain: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass(frozen=True)
+class FederatedData:
+    """All clients of a scenario plus the shared label space."""
+
+    scenario: Scenario
+    clients: tuple[ClientData, ...]
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def load_domain(dataset: str, data_dir: Path, download: bool) -> ImageDataset:
+    """Load one domain; ``tinyimagenet-<target>`` is the subset in CIFAR label space."""
+    if dataset.startswith("tinyimagenet-cifar"):
+        from fedunl_flwr.data.sources import load_tinyimagenet_shared
+
+        return load_tinyimagenet_shared(data_dir, dataset.removeprefix("tinyimagenet-"))
+    return load_dataset(dataset, data_dir, download=download)
+
+
+def _restrict(data: ImageDataset, keep: list[int]) -> tuple[np.ndarray, ...]:
+    """Keep the shared classes and relabel them to ``0..len(keep)-1``."""
+    relabel = np.full(max(data.num_classes, max(keep) + 1), -1, dtype=np.int64)
+    relabel[keep] = np.arange(len(keep))
+    train = np.isin(data.y_train, keep)
+    test = np.isin(data.y_test, keep)
+    return (data.x_train[train], relabel[data.y_train[train]],
+            data.x_test[test], relabel[data.y_test[test]])
+
+
+@lru_cache(maxsize=4)
+def build_federated_data(scenario_name: str, num_clients: int, alpha: float,
+                         samples_per_client: int, test_samples_per_client: int,
+                         seed: int, data_dir: str, download: bool = False) -> FederatedData:
+    """Partition a scenario's datasets across its clients (seeded, cached per process).
+
+    Classes are the labels present in every domain (the shared label space of the
+    cross-domain scenarios), relabelled to ``0..C-1``.
+    """
+    scenario = get_scenario(scenario_name)
+    alpha = scenario.alpha or alpha
+    domains = [load_domain(g.dataset, Path(data_dir), download) for g in scenario.groups]
+    shared = sorted(set.intersection(*(set(np.unique(d.y_train).tolist()) for d in domains)))
+    class_names = tuple(domains[0].class_names[c] for c in shared)
+    rng = np.random.default_rng(seed)
+    clients: list[ClientData] = []
+    for group, domain in zip(scenario.groups, domains):
+        x_train, y_train, x_test, y_test = _restrict(domain, shared)
+        count = group.num_clients or num_clients or 10
+        if scenario.partitioner == "iid":
+            train_parts = iid_partition(len(y_train), count, rng)
+            test_parts = iid_partition(len(y_test), count, rng)
+        else:
+            train_parts, test_parts = dirichlet_partition(
+                y_train, y_test, count, alpha, len(shared), rng)
+        for train_idx, test_idx in zip(train_parts, test_parts):
+            train_idx = cap_indices(train_idx, samples_per_client, rng)
+            test_idx = cap_indices(test_idx, test_samples_per_client, rng)
+            clients.append(ClientData(len(clients), group.dataset, x_train[train_idx],
+                                      y_train[train_idx], x_test[test_idx],
+                                      y_test[test_idx]))
+    return FederatedData(scenario, tuple(clients), class_names)
+
+
+def load_client_file(path: str | Path, partition_id: int) -> ClientData:
+    """A real SuperNode's own data: an ``.npz`` with ``x_train, y_train, x_test, y_test``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"client data file {path} (node-config 'data-file') not found")
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(data.files)
+        if missing:
+            raise ValueError(f"client data file {path} lacks {sorted(missing)}")
+        return ClientData(partition_id, str(data["domain"]) if "domain" in data.files
+                          else path.stem, data["x_train"], data["y_train"].astype(np.int64),
+                          data["x_test"], data["y_test"].astype(np.int64))

@@ -1,0 +1,95 @@
+"""Discover the connected clients and address them by partition id."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore import log
+from logging import INFO
+
+
+class ClientError(RuntimeError):
+    """A client replied with an error; the run stops rather than go on without it."""
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """What a client reported of itself (sizes and label counts, never data)."""
+
+    partition_id: int
+    node_id: int
+    num_train: int
+    num_test: int
+    train_class_counts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Federation:
+    """Connected clients keyed by partition id, and the shared number of classes."""
+
+    clients: dict[int, ClientInfo]
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def partition_ids(self) -> list[int]:
+        return sorted(self.clients)
+
+    def node_ids(self, partition_ids: list[int]) -> list[int]:
+        return [self.clients[p].node_id for p in partition_ids]
+
+
+def raise_on_errors(replies: list[Message], what: str) -> None:
+    """Raise :class:`ClientError` naming each failed node and its reason."""
+    failed = [f"node {m.metadata.src_node_id}: {m.error.reason}"
+              for m in replies if m.has_error()]
+    if failed:
+        raise ClientError(f"{what} failed on {len(failed)} client(s):\n  "
+                          + "\n  ".join(failed))
+
+
+def wait_for_nodes(grid: Grid, expected: int, timeout: float = 600.0) -> list[int]:
+    """Node ids once ``expected`` nodes are connected (real deployments connect late)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        node_ids = list(grid.get_node_ids())
+        if len(node_ids) >= expected:
+            return node_ids
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(node_ids)} of {expected} clients connected "
+                               f"after {timeout:.0f} s")
+        time.sleep(1.0)
+
+
+def discover_federation(grid: Grid, expected_clients: int) -> Federation:
+    """Ask every node for its partition id and label counts (one query round)."""
+    node_ids = wait_for_nodes(grid, expected_clients)
+    messages = [Message(RecordDict(), dst_node_id=n, message_type="query.describe")
+                for n in node_ids]
+    replies = list(grid.send_and_receive(messages))
+    raise_on_errors(replies, "loading client data")
+    clients: dict[int, ClientInfo] = {}
+    class_names: set[tuple[str, ...]] = set()
+    for reply in replies:
+        metrics = reply.content["metrics"]
+        pid = int(metrics["partition-id"])
+        if pid in clients:
+            raise ValueError(f"two nodes report partition-id {pid}")
+        clients[pid] = ClientInfo(pid, reply.metadata.src_node_id, int(metrics["num-train"]),
+                                  int(metrics["num-test"]),
+                                  tuple(int(c) for c in metrics["train-class-counts"]))
+        class_names.add(tuple(reply.content["info"]["class-names"]))
+    if len(class_names) != 1:
+        raise ValueError(f"clients disagree on the label space: {sorted(class_names)}")
+    if sorted(clients) != list(range(expected_clients)):
+        raise ValueError(f"expected partition ids 0..{expected_clients - 1}, "
+                         f"got {sorted(clients)}")
+    names = list(class_names.pop())
+    log(INFO, "fedunl: %d clients connected, %d classes", len(clients), len(names))
+    return Federation(clients, names)

@@ -1,0 +1,213 @@
+"""Models (small CNN, CIFAR-style ResNets, VGG-9) and their neuron sites."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class NeuronSite:
+    """A layer of units that attribution and zeroing act on.
+
+    Parameters
+    ----------
+    name : str
+        Name of the module whose forward output holds the units' activations
+        (shape ``(N, C, ...)``, one unit per channel ``C``).
+    zero_modules : tuple[str, ...]
+        Modules that produce that output: the conv/linear layer and, if present, its
+        BatchNorm. Zeroing unit ``k`` zeroes output channel ``k`` of each of them, so
+        the unit outputs zero for every input.
+    num_units : int
+        Number of units (output channels / features) in the layer.
+    """
+
+    name: str
+    zero_modules: tuple[str, ...]
+    num_units: int
+
+
+class ConvUnit(nn.Module):
+    """Conv -> BatchNorm -> ReLU; its ``act`` output is one neuron site."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class SiteModel(nn.Module):
+    """Base class: lists the neuron sites found from the ``ConvUnit``/``Hidden`` layout."""
+
+    def neuron_sites(self) -> list[NeuronSite]:
+        """Return the model's neuron sites in forward order."""
+        sites = []
+        for name, module in self.named_modules():
+            if isinstance(module, ConvUnit):
+                sites.append(
+                    NeuronSite(f"{name}.act", (f"{name}.conv", f"{name}.bn"),
+                               module.conv.out_channels)
+                )
+            elif isinstance(module, BasicBlock):
+                sites.append(NeuronSite(f"{name}.unit1.act",
+                                        (f"{name}.unit1.conv", f"{name}.unit1.bn"),
+                                        module.unit1.conv.out_channels))
+                # The residual branch's channel before the addition: zeroing conv2 and
+                # bn2 makes this branch output zero for that channel.
+                sites.append(NeuronSite(f"{name}.bn2", (f"{name}.conv2", f"{name}.bn2"),
+                                        module.conv2.out_channels))
+            elif isinstance(module, HiddenLinear):
+                sites.append(NeuronSite(f"{name}.act", (f"{name}.fc",),
+                                        module.fc.out_features))
+        return sites
+
+
+class HiddenLinear(nn.Module):
+    """Linear -> ReLU hidden layer; its ``act`` output is one neuron site."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, out_features)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fc(x))
+
+
+class SmallCNN(SiteModel):
+    """Two conv units and two fully connected layers; any input size (adaptive pooling)."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            ConvUnit(in_channels, width), nn.MaxPool2d(2),
+            ConvUnit(width, 2 * width), nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+        )
+        self.hidden = HiddenLinear(2 * width * 16, 4 * width)
+        self.classifier = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.hidden(self.features(x)))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs) with a projection shortcut when needed."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.unit1 = ConvUnit(in_channels, out_channels, stride)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn2(self.conv2(self.unit1(x))) + self.shortcut(x))
+
+
+class ResNet(SiteModel):
+    """CIFAR-style ResNet: 3x3 stem, no initial max-pool, global average pooling."""
+
+    def __init__(self, blocks_per_stage: tuple[int, ...], stage_widths: tuple[int, ...],
+                 in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.stem = ConvUnit(in_channels, stage_widths[0])
+        stages, channels = [], stage_widths[0]
+        for index, (blocks, width) in enumerate(zip(blocks_per_stage, stage_widths)):
+            for block in range(blocks):
+                stride = 2 if index > 0 and block == 0 else 1
+                stages.append(BasicBlock(channels, width, stride))
+                channels = width
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.stages(self.stem(x))))
+
+
+class VGG9(SiteModel):
+    """VGG-9 (six conv units, three linear layers) as used in FL papers."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32) -> None:
+        super().__init__()
+        plan = [width, 2 * width, "M", 4 * width, 4 * width, "M", 8 * width, 8 * width, "M"]
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for item in plan:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers.append(ConvUnit(channels, int(item)))
+                channels = int(item)
+        layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.hidden1 = HiddenLinear(channels * 4, 16 * width)
+        self.hidden2 = HiddenLinear(16 * width, 16 * width)
+        self.classifier = nn.Linear(16 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.hidden2(self.hidden1(self.features(x))))
+
+
+def _resnet(blocks: tuple[int, ...], base_widths: tuple[int, ...]) -> Callable[..., ResNet]:
+    def build(in_channels: int, num_classes: int, width: int) -> ResNet:
+        scale = width / base_widths[0]
+        widths = tuple(max(1, round(w * scale)) for w in base_widths)
+        return ResNet(blocks, widths, in_channels, num_classes)
+
+    return build
+
+
+MODELS: dict[str, tuple[Callable[..., nn.Module], int]] = {
+    # name -> (builder(in_channels, num_classes, width), default width)
+    "cnn": (SmallCNN, 32),
+    "resnet18": (_resnet((2, 2, 2, 2), (64, 128, 256, 512)), 64),
+    "resnet34": (_resnet((3, 4, 6, 3), (64, 128, 256, 512)), 64),
+    "resnet32": (_resnet((5, 5, 5), (16, 32, 64)), 16),
+    "vgg9": (VGG9, 32),
+}
+
+
+def build_model(name: str, in_channels: int, num_classes: int, width: int = 0,
+                seed: int | None = None) -> SiteModel:
+    """Build a model by name.
+
+    Parameters
+    ----------
+    name : str
+        One of ``MODELS``.
+    in_channels : int
+        Input channels (1 gray, 3 RGB).
+    num_classes : int
+        Output classes.
+    width : int (default: 0)
+        Width of the first stage; 0 takes the model's standard width.
+    seed : int, optional
+        Seed for the parameter initialisation (deterministic models).
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    builder, default_width = MODELS[name]
+    if seed is not None:
+        torch.manual_seed(seed)
+    return builder(in_channels, num_classes, width or default_width)
+
+
+def get_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

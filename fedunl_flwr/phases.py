@@ -1,0 +1,130 @@
+"""Server-side phases: original training (or loading it) and per-client evaluation."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from logging import INFO
+
+import numpy as np
+import pandas as pd
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from fedunl_flwr.config import RunConfig
+from fedunl_flwr.data.scenarios import get_scenario
+from fedunl_flwr.federation import Federation, raise_on_errors
+from fedunl_flwr.metrics.evaluation import Evaluation
+from fedunl_flwr.models import SiteModel, build_model
+from fedunl_flwr.records import get_weights, record_to_dict, state_keys, weights_to_record
+from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
+from fedunl_flwr.store import PhaseStore, RunStore, check_arrays_match
+from strategies.fedavg_train import FedAvgTrain
+
+
+@dataclass
+class TrainedModel:
+    """A phase's global model, the clients' last local models and its progress."""
+
+    arrays: ArrayRecord
+    client_arrays: dict[int, ArrayRecord]
+    history: list[dict]
+    store: PhaseStore
+    evaluations: dict[int, Evaluation] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def model_for(config: RunConfig, num_classes: int, seed: int | None = None) -> SiteModel:
+    """The run's model (scenario default unless run-config ``model`` is set)."""
+    scenario = get_scenario(config.scenario)
+    return build_model(config.model or scenario.default_model, scenario.in_channels,
+                       num_classes, config.model_width, seed=seed)
+
+
+def initial_arrays(config: RunConfig, num_classes: int, seed: int) -> ArrayRecord:
+    """Freshly initialised model weights (seeded)."""
+    model = model_for(config, num_classes, seed)
+    return weights_to_record(state_keys(model), get_weights(model))
+
+
+def evaluate_clients(grid: Grid, federation: Federation, arrays: ArrayRecord,
+                     partition_ids: list[int] | None = None) -> dict[int, Evaluation]:
+    """Each client evaluates ``arrays`` on its test split; per-class counts come back."""
+    partition_ids = partition_ids or federation.partition_ids
+    record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 0})})
+    messages = [Message(record, dst_node_id=n, message_type=MessageType.EVALUATE)
+                for n in federation.node_ids(partition_ids)]
+    replies = list(grid.send_and_receive(messages))
+    raise_on_errors(replies, "evaluation")
+    evaluations = {}
+    for reply in replies:
+        metrics = reply.content["metrics"]
+        evaluations[int(metrics["partition-id"])] = Evaluation(
+            float(metrics["loss-sum"]), np.asarray(metrics["class-correct"], dtype=np.int64),
+            np.asarray(metrics["class-total"], dtype=np.int64))
+    return evaluations
+
+
+def write_evaluation(store: PhaseStore, evaluations: dict[int, Evaluation],
+                     class_names: list[str], extra: dict) -> pd.DataFrame:
+    """accuracy.csv, accuracy.md and summary.json (written last: marks completion)."""
+    frame = accuracy_frame(evaluations, class_names)
+    store.write_text("accuracy.csv", frame.to_csv(float_format="%.4f"))
+    store.write_text("accuracy.md", frame_to_markdown(frame))
+    store.write_json("summary.json", {**extra, **accuracy_summary(evaluations),
+                                      "class_names": class_names, "config": store.key})
+    return frame
+
+
+def save_model_phase(store: PhaseStore, result: TrainedModel) -> None:
+    """Global model, each client's last local model and per-round metrics."""
+    store.write_arrays("global", record_to_dict(result.arrays))
+    for pid, arrays in result.client_arrays.items():
+        store.write_arrays(f"client-{pid}", record_to_dict(arrays))
+    store.write_text("metrics.csv", pd.DataFrame(result.history).to_csv(index=False))
+
+
+def load_model_phase(store: PhaseStore, model: SiteModel) -> TrainedModel:
+    """Load a completed phase, checking that its arrays fit ``model``."""
+    keys = state_keys(model)
+    shapes = [tuple(model.state_dict()[k].shape) for k in keys]
+
+    def load(name: str) -> ArrayRecord:
+        arrays = store.read_arrays(name)
+        check_arrays_match(arrays, keys, shapes, store.path)
+        return weights_to_record(keys, [arrays[k] for k in keys])
+
+    summary = store.read_json("summary.json")
+    client_arrays = {int(path.stem.split("-")[1]): load(path.stem)
+                     for path in sorted(store.path.glob("client-*.npz"))}
+    history = pd.read_csv(store.path / "metrics.csv").to_dict("records") \
+        if (store.path / "metrics.csv").stat().st_size > 1 else []
+    return TrainedModel(load("global"), client_arrays, history, store,
+                        seconds=float(summary.get("seconds", 0.0)))
+
+
+def train_original(grid: Grid, config: RunConfig, federation: Federation,
+                   run_store: RunStore, class_names: list[str]) -> TrainedModel:
+    """FedAvg on all clients, or the stored result of the same configuration."""
+    store = run_store.phase(config.scenario, "train", config.training_key())
+    template = model_for(config, federation.num_classes)
+    if store.is_complete():
+        log(INFO, "fedunl: loading the original model from %s", store.path)
+        return load_model_phase(store, template)
+    store.begin()
+    log(INFO, "fedunl: training the original model (%d rounds) into %s",
+        config.num_server_rounds, store.path)
+    strategy = FedAvgTrain(federation, federation.partition_ids, config.num_server_rounds,
+                           config.fraction_train, config.evaluate_every, config.seed)
+    start = time.perf_counter()
+    result = strategy.start(grid, initial_arrays(config, federation.num_classes, config.seed),
+                            num_rounds=config.num_server_rounds)
+    trained = TrainedModel(result.arrays, strategy.client_arrays, strategy.history_rows(),
+                           store, seconds=time.perf_counter() - start)
+    save_model_phase(store, trained)
+    trained.evaluations = evaluate_clients(grid, federation, trained.arrays)
+    write_evaluation(store, trained.evaluations, class_names,
+                     {"phase": "train", "seconds": trained.seconds,
+                      "client_epochs": strategy.client_epochs})
+    return trained

@@ -1,0 +1,66 @@
+"""fedunl ServerApp: validates the run, trains (or loads) the original model, unlearns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from logging import INFO
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.supercore import log
+
+from fedunl_flwr.client_app import load_run_config
+from fedunl_flwr.config import RunConfig
+from fedunl_flwr.data.scenarios import get_scenario
+from fedunl_flwr.federation import discover_federation
+from fedunl_flwr.models import MODELS
+from fedunl_flwr.phases import evaluate_clients, train_original
+from fedunl_flwr.reports.accuracy import accuracy_frame, frame_to_markdown
+from fedunl_flwr.store import RunStore
+from strategies import get_strategy
+
+def check_names(config: RunConfig) -> None:
+    """Fail before any work on an unknown scenario, model or strategy."""
+    get_scenario(config.scenario)
+    if config.model and config.model not in MODELS:
+        raise ValueError(f"unknown model {config.model!r}; choose one of {sorted(MODELS)}")
+    get_strategy(config.strategy)
+
+
+def run(grid: Grid, config: RunConfig) -> dict:
+    """All phases of one run; returns paths of what was written."""
+    check_names(config)
+    strategy_cls = get_strategy(config.strategy)
+    scenario = get_scenario(config.scenario)
+    federation = discover_federation(grid, scenario.num_clients(config.num_clients))
+    request = strategy_cls.validate_request(config, federation) if strategy_cls else None
+    store = RunStore(config.resolved_results_dir())
+    original = train_original(grid, config, federation, store, federation.class_names)
+    if not original.evaluations:
+        original.evaluations = evaluate_clients(grid, federation, original.arrays)
+    table = accuracy_frame(original.evaluations, federation.class_names)
+    log(INFO, "fedunl: original model, per-client per-class test accuracy (%%):\n%s",
+        frame_to_markdown(table, digits=1))
+    outputs = {"train": str(original.store.path)}
+    if strategy_cls is not None:
+        unlearned = strategy_cls.run_unlearning(grid, config, federation, request, original,
+                                                store)
+        outputs["unlearn"] = str(unlearned)
+    log(INFO, "fedunl: results in %s", ", ".join(outputs.values()))
+    return outputs
+
+
+def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
+    """The ServerApp; ``overrides`` replace run-config values (for ``run_simulation``)."""
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        """Entry point of ``flwr run``."""
+        run(grid, load_run_config(context.run_config, overrides))
+
+    return server_app
+
+
+app = build_server_app()

@@ -1,0 +1,135 @@
+"""Run store: one folder per configuration, atomic writes, checked checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedunl_flwr.config import config_hash
+
+
+class CheckpointError(RuntimeError):
+    """A stored checkpoint is corrupt or belongs to another configuration."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class PhaseStore:
+    """The folder of one phase (training, unlearning, ...) of one configuration.
+
+    Parameters
+    ----------
+    path : Path
+        The folder (``<root>/<scenario>/<phase>-<hash>``).
+    key : Mapping[str, Any]
+        Everything that determines the phase's result; saved as ``config.json``.
+    """
+
+    def __init__(self, path: Path, key: Mapping[str, Any]) -> None:
+        self.path = path
+        self.key = dict(key)
+
+    def check(self) -> None:
+        """Raise if the folder holds results of another configuration."""
+        stored = self.path / "config.json"
+        if not stored.exists():
+            return
+        try:
+            other = json.loads(stored.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{stored} is corrupt ({err}); move the folder away "
+                                  "to recompute it") from err
+        if other != json.loads(json.dumps(self.key)):
+            raise CheckpointError(
+                f"{self.path} holds results of another configuration; it is left "
+                "untouched. Move it away, or use another results-dir."
+            )
+
+    def is_complete(self) -> bool:
+        """True when the phase finished (its ``summary.json`` was written last)."""
+        self.check()
+        return (self.path / "summary.json").exists()
+
+    def begin(self) -> None:
+        """Create the folder and record the configuration."""
+        self.check()
+        self.write_json("config.json", self.key)
+
+    def write_json(self, name: str, value: Any) -> None:
+        atomic_write_bytes(self.path / name,
+                           json.dumps(value, indent=2, sort_keys=True).encode())
+
+    def read_json(self, name: str) -> Any:
+        path = self.path / name
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{path} is corrupt ({err})") from err
+
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write_bytes(self.path / name, text.encode())
+
+    def write_arrays(self, name: str, arrays: Mapping[str, np.ndarray]) -> None:
+        """Save named arrays as ``<name>.npz`` (no pickle)."""
+        import io
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+        atomic_write_bytes(self.path / f"{name}.npz", buffer.getvalue())
+
+    def read_arrays(self, name: str) -> dict[str, np.ndarray]:
+        """Load ``<name>.npz``; a corrupt file is a :class:`CheckpointError`."""
+        path = self.path / f"{name}.npz"
+        if not path.exists():
+            raise CheckpointError(f"checkpoint {path} is missing; move {self.path} away "
+                                  "to recompute it")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+            raise CheckpointError(f"checkpoint {path} is corrupt ({err}); it is left "
+                                  f"untouched: move {self.path} away to recompute it") from err
+
+
+class RunStore:
+    """Root of all results: ``<root>/<scenario>/<phase>-<config hash>/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def phase(self, scenario: str, phase: str, key: Mapping[str, Any]) -> PhaseStore:
+        return PhaseStore(self.root / scenario / f"{phase}-{config_hash(key)}", key)
+
+
+def check_arrays_match(stored: Mapping[str, np.ndarray], keys: list[str],
+                       shapes: list[tuple[int, ...]], where: Path) -> None:
+    """Raise :class:`CheckpointError` if stored arrays do not fit the model."""
+    if list(stored) != keys:
+        raise CheckpointError(f"checkpoint in {where} does not match the model's "
+                              "parameters (another model or configuration)")
+    for key, shape in zip(keys, shapes):
+        if tuple(stored[key].shape) != tuple(shape):
+            raise CheckpointError(f"checkpoint in {where}: {key} has shape "
+                                  f"{stored[key].shape}, model expects {shape}")

@@ -1,0 +1,606 @@
+"""Parameter selection and re-initialisation for FedMemEraser and its Table F4 alternatives."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "BUFFER_NAME_SUFFIXES",
+    "SELECTION_STRATEGIES",
+    "default_init_bound",
+    "depth_split_index",
+    "eligible_parameter_names",
+    "reinitialize_parameters",
+    "select_depth_parameters",
+    "select_localized_parameters",
+    "select_parameters",
+    "select_redundant_parameters",
+    "select_salun_parameters",
+    "selection_count",
+]
+
+#: State-dict entries with these name endings are running statistics, never trainable parameters;
+#: they are never selected, whatever ``include_1d`` says (re-drawing a running variance from
+#: U(-0.1, 0.1) would make it negative).
+BUFFER_NAME_SUFFIXES: tuple[str, ...] = ("running_mean", "running_var", "num_batches_tracked")
+
+#: Bound of the uniform distribution used to re-draw 1-D tensors (biases, norm parameters).
+ONE_D_INIT_BOUND: float = 0.1
+
+#: Strategy name -> what it selects. ``redundant`` is FedMemEraser (Alg. 1); the others are the
+#: Table F4 (App. F.3) comparisons, which need the forgetting clients' gradient.
+SELECTION_STRATEGIES: dict[str, str] = {
+    "redundant": (
+        "FedMemEraser (Alg. 1, step 5): the rho fraction of eligible entries with the smallest "
+        "|mean gradient of the remaining clients|, ranked globally over all eligible tensors."
+    ),
+    "salun": (
+        "SalUn selection (App. F.3): the rho fraction of eligible entries with the largest "
+        "|gradient of the loss on the forget data|, ranked globally."
+    ),
+    "localized": (
+        "Localized selection (App. F.3, Torkzadehmahani et al. 2024): per layer, the rho fraction "
+        "of output channels with the largest score, score = mean of the top-5 |w * g_forget| "
+        "entries of the channel; a chosen channel is selected whole."
+    ),
+    "deep": (
+        "Deep-layers selection (App. F.3): SalUn selection restricted to the deep layers, i.e. "
+        "the eligible tensors at or after split_index in state-dict order; rho is the fraction "
+        "of that part's entries."
+    ),
+    "shallow": (
+        "Shallow-layers selection (App. F.3): SalUn selection restricted to the shallow layers, "
+        "i.e. the eligible tensors before split_index in state-dict order; rho is the fraction "
+        "of that part's entries."
+    ),
+}
+
+DepthPart = Literal["deep", "shallow"]
+
+
+def _is_buffer_name(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in BUFFER_NAME_SUFFIXES
+
+
+def eligible_parameter_names(
+    params: Mapping[str, Tensor], *, include_1d: bool = False
+) -> list[str]:
+    """Names of the tensors a selection strategy may pick from, in mapping order.
+
+    Parameters
+    ----------
+    params
+        Ordered mapping ``name -> tensor`` (a ``state_dict()`` or ``dict(named_parameters())``).
+    include_1d
+        Also include floating 1-D tensors (biases, norm weights/biases). The paper re-initialises
+        conv/linear weights only (the default); the authors' code ranks all tensors.
+
+    Returns
+    -------
+    list[str]
+        Floating-point tensors with ``ndim >= 2`` (conv and linear weights), plus floating 1-D
+        tensors when ``include_1d``. Scalars, integer tensors and running statistics
+        (names ending in :data:`BUFFER_NAME_SUFFIXES`) are never eligible.
+    """
+    names: list[str] = []
+    for name, tensor in params.items():
+        if not torch.is_tensor(tensor):
+            raise TypeError(f"params[{name!r}] is a {type(tensor).__name__}, expected a torch.Tensor")
+        if not tensor.is_floating_point() or _is_buffer_name(name):
+            continue
+        if tensor.ndim >= 2 or (include_1d and tensor.ndim == 1):
+            names.append(name)
+    return names
+
+
+def _check_rho(rho: float, what: str = "rho") -> float:
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)):
+        raise ValueError(f"{what} must be a number in [0, 1], got {rho!r}")
+    value = float(rho)
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{what} must be in [0, 1] (a fraction, e.g. 0.4 for 40%), got {rho!r}")
+    return value
+
+
+def selection_count(rho: float, total: int) -> int:
+    """Number of entries a fraction ``rho`` of ``total`` selects: ``rho * total`` rounded half up.
+
+    Parameters
+    ----------
+    rho
+        Fraction in [0, 1].
+    total
+        Number of candidate entries (>= 0).
+
+    Returns
+    -------
+    int
+        ``floor(rho * total + 0.5)``, clipped to ``[0, total]``.
+
+    Raises
+    ------
+    ValueError
+        If ``rho`` is not in [0, 1] or ``total`` is negative.
+    """
+    value = _check_rho(rho)
+    if total < 0:
+        raise ValueError(f"total must be >= 0, got {total}")
+    return min(total, max(0, math.floor(value * total + 0.5)))
+
+
+def _resolve_names(
+    tensors: Mapping[str, Tensor], names: Sequence[str] | None, include_1d: bool, what: str
+) -> list[str]:
+    if names is None:
+        return eligible_parameter_names(tensors, include_1d=include_1d)
+    resolved = list(names)
+    missing = [n for n in resolved if n not in tensors]
+    if missing:
+        raise ValueError(f"{what} has no tensor named {missing[:5]} (asked for in names)")
+    if len(set(resolved)) != len(resolved):
+        raise ValueError("names contains duplicates")
+    return resolved
+
+
+def _global_rank_masks(
+    scores: Mapping[str, Tensor], names: Sequence[str], rho: float, *, largest: bool
+) -> dict[str, Tensor]:
+    """Select exactly ``selection_count(rho, total)`` entries over ``names`` by one global ranking.
+
+    Ties are broken by position in the concatenation of the flattened tensors (in ``names``
+    order, row-major inside a tensor): the earlier entry wins, for both directions.
+    """
+    _check_rho(rho)
+    flat = [scores[n].detach().abs().reshape(-1).to("cpu", torch.float64) for n in names]
+    sizes = [f.numel() for f in flat]
+    total = sum(sizes)
+    count = selection_count(rho, total)
+    chosen = torch.zeros(total, dtype=torch.bool)
+    if count > 0:
+        values = torch.cat(flat)
+        if torch.isnan(values).any():
+            raise ValueError("the scores used for ranking contain NaN")
+        key = -values if largest else values
+        order = torch.argsort(key, stable=True)
+        chosen[order[:count]] = True
+    masks: dict[str, Tensor] = {}
+    for name, part in zip(names, torch.split(chosen, sizes), strict=True):
+        tensor = scores[name]
+        masks[name] = part.reshape(tensor.shape).to(tensor.device)
+    return masks
+
+
+def select_redundant_parameters(
+    grad_stats: Mapping[str, Tensor],
+    rho: float,
+    names: Sequence[str] | None = None,
+    *,
+    include_1d: bool = False,
+) -> dict[str, Tensor]:
+    """FedMemEraser's redundant parameters: the lowest ``rho`` fraction of entries by ``|g|``.
+
+    Parameters
+    ----------
+    grad_stats
+        ``name -> statistic`` with the parameters' shapes: the remaining clients' averaged
+        gradient (Alg. 1, step 4) or averaged model update. Its absolute value is ranked.
+    rho
+        Fraction of eligible entries to select, in [0, 1]. 0 selects none, 1 selects all.
+    names
+        Tensors to rank over (default: :func:`eligible_parameter_names` of ``grad_stats``).
+    include_1d
+        Passed to :func:`eligible_parameter_names` when ``names`` is None.
+
+    Returns
+    -------
+    dict[str, Tensor]
+        ``name -> bool mask`` (same shape and device as the statistic) for every ranked name.
+        Exactly ``selection_count(rho, total)`` entries are True, chosen by one GLOBAL ranking
+        of ``|g|`` ascending over all ranked tensors; ties go to the earlier entry in the
+        concatenation of the flattened tensors in ``names`` order.
+
+    Raises
+    ------
+    ValueError
+        If ``rho`` is outside [0, 1], a name is unknown, or the statistic contains NaN.
+    """
+    ranked = _resolve_names(grad_stats, names, include_1d, "grad_stats")
+    return _global_rank_masks(grad_stats, ranked, rho, largest=False)
+
+
+def select_salun_parameters(
+    forget_grad_stats: Mapping[str, Tensor],
+    rho: float,
+    names: Sequence[str] | None = None,
+    *,
+    include_1d: bool = False,
+) -> dict[str, Tensor]:
+    """SalUn-style salient parameters: the highest ``rho`` fraction of entries by ``|g_forget|``.
+
+    App. F.3 of the FedMemEraser paper: "The SalUn Selection selects parameters with the highest
+    gradient magnitudes, based on the principles of saliency maps"; these baselines use the
+    unlearning data D_u, so the statistic is the gradient of the loss on the forget data
+    (Fan et al. 2024 threshold that gradient; here a fraction ``rho`` replaces their threshold so
+    that all strategies select comparable amounts).
+
+    Parameters
+    ----------
+    forget_grad_stats
+        ``name -> gradient of the loss on the forget data`` (same shapes as the parameters).
+    rho
+        Fraction of eligible entries to select, in [0, 1].
+    names, include_1d
+        As in :func:`select_redundant_parameters`.
+
+    Returns
+    -------
+    dict[str, Tensor]
+        ``name -> bool mask``; exactly ``selection_count(rho, total)`` True entries, chosen by one
+        global ranking of ``|g_forget|`` descending; ties go to the earlier entry.
+
+    Raises
+    ------
+    ValueError
+        If ``rho`` is outside [0, 1], a name is unknown, or the gradient contains NaN.
+    """
+    ranked = _resolve_names(forget_grad_stats, names, include_1d, "forget_grad_stats")
+    return _global_rank_masks(forget_grad_stats, ranked, rho, largest=True)
+
+
+def _channel_scores(weight: Tensor, grad: Tensor, top_k: int) -> Tensor:
+    """Mean of the ``top_k`` largest ``|w * g|`` entries of each output channel (row 0 axis)."""
+    product = (weight.detach().to("cpu", torch.float64) * grad.detach().to("cpu", torch.float64)).abs()
+    rows = product.reshape(product.shape[0], -1) if product.ndim >= 2 else product.reshape(-1, 1)
+    k = min(top_k, rows.shape[1])
+    return torch.topk(rows, k, dim=1).values.mean(dim=1)
+
+
+def select_localized_parameters(
+    weights: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor],
+    rho: float,
+    top_k: int = 5,
+    *,
+    largest: bool = True,
+    names: Sequence[str] | None = None,
+    include_1d: bool = False,
+) -> dict[str, Tensor]:
+    """Localized selection: whole output channels chosen per layer by ``|w * g|``.
+
+    For each ranked tensor, an output channel is a slice along dim 0 (a conv filter, a row of a
+    linear weight; for a 1-D tensor, each entry). Its score is the mean of its ``top_k`` largest
+    ``|w * g|`` entries (all entries if it has fewer). In EACH tensor, the
+    ``selection_count(rho, n_channels)`` channels with the largest score are chosen (App. F.3:
+    "chooses channel-wise neurons with the highest magnitude of the weighted gradient");
+    ``largest=False`` chooses the smallest instead. Ties go to the lower channel index. A chosen
+    channel selects all of its entries.
+
+    Parameters
+    ----------
+    weights
+        ``name -> parameter value`` (the global model).
+    grads
+        ``name -> gradient`` of the same shapes (for Table F4: the gradient on the forget data).
+    rho
+        Fraction of channels to choose in every layer, in [0, 1].
+    top_k
+        Number of largest entries averaged per channel (>= 1).
+    largest
+        Choose the highest-scoring channels (default, the paper) or the lowest.
+    names, include_1d
+        As in :func:`select_redundant_parameters` (names default to the eligible ``weights``).
+
+    Returns
+    -------
+    dict[str, Tensor]
+        ``name -> bool mask`` for every ranked name.
+
+    Raises
+    ------
+    ValueError
+        If ``rho`` is outside [0, 1], ``top_k < 1``, a name is missing from either mapping, or
+        shapes differ.
+    """
+    _check_rho(rho)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    ranked = _resolve_names(weights, names, include_1d, "weights")
+    masks: dict[str, Tensor] = {}
+    for name in ranked:
+        if name not in grads:
+            raise ValueError(f"grads has no tensor named {name!r}")
+        weight, grad = weights[name], grads[name]
+        if weight.shape != grad.shape:
+            raise ValueError(
+                f"shape mismatch for {name!r}: weight {tuple(weight.shape)} vs grad {tuple(grad.shape)}"
+            )
+        if weight.ndim == 0:
+            raise ValueError(f"{name!r} is a scalar; it has no output channels")
+        scores = _channel_scores(weight, grad, top_k)
+        if torch.isnan(scores).any():
+            raise ValueError(f"the |w * g| scores of {name!r} contain NaN")
+        n_channels = scores.numel()
+        count = selection_count(rho, n_channels)
+        chosen = torch.zeros(n_channels, dtype=torch.bool)
+        if count > 0:
+            order = torch.argsort(-scores if largest else scores, stable=True)
+            chosen[order[:count]] = True
+        view_shape = (n_channels,) + (1,) * (weight.ndim - 1)
+        masks[name] = chosen.reshape(view_shape).expand(weight.shape).clone().to(weight.device)
+    return masks
+
+
+def depth_split_index(
+    params: Mapping[str, Tensor],
+    deep_fraction: float,
+    names: Sequence[str] | None = None,
+    *,
+    include_1d: bool = False,
+) -> int:
+    """Layer index at which the deep part starts so that it holds a given share of the entries.
+
+    Parameters
+    ----------
+    params
+        Ordered ``name -> tensor`` mapping (only shapes are used).
+    deep_fraction
+        Share of the eligible entries the deep part must hold, in [0, 1].
+    names, include_1d
+        Tensors to split (default: the eligible ones, in mapping order).
+
+    Returns
+    -------
+    int
+        The largest ``s`` in ``[0, len(names)]`` such that the tensors ``names[s:]`` hold at least
+        ``selection_count(deep_fraction, total)`` entries, i.e. the shortest suffix of layers
+        holding that share. ``select_depth_parameters(..., rho=1.0, split_index=s)`` then selects
+        those whole layers (``part="deep"``) or all the others (``part="shallow"``).
+    """
+    ranked = _resolve_names(params, names, include_1d, "params")
+    sizes = [params[n].numel() for n in ranked]
+    needed = selection_count(deep_fraction, sum(sizes))
+    held = 0
+    for index in range(len(ranked), 0, -1):
+        if held >= needed:
+            return index
+        held += sizes[index - 1]
+    return 0
+
+
+def select_depth_parameters(
+    forget_grad_stats: Mapping[str, Tensor],
+    rho: float,
+    part: DepthPart,
+    *,
+    split_index: int | None = None,
+    names: Sequence[str] | None = None,
+    include_1d: bool = False,
+) -> dict[str, Tensor]:
+    """Deep- or shallow-layers selection: SalUn ranking restricted to one side of a layer split.
+
+    The ranked tensors ``names`` (default: eligible tensors in state-dict order) are split at
+    ``split_index = s``: the shallow part is ``names[:s]``, the deep part ``names[s:]``. Inside
+    the chosen part, the ``selection_count(rho, n_part)`` entries with the largest
+    ``|g_forget|`` are selected by one ranking over the part (App. F.3: "adopts the selection
+    strategy of SalUn but restricts the selection to deep layers"); ``rho`` is a fraction of the
+    PART's entries. The other part is never selected. With ``rho=1`` the whole part is selected;
+    combine with :func:`depth_split_index` to reset "the last layers holding a given share".
+
+    Parameters
+    ----------
+    forget_grad_stats
+        ``name -> gradient on the forget data`` (or any statistic whose magnitude is ranked).
+    rho
+        Fraction of the part's entries to select, in [0, 1].
+    part
+        ``"deep"`` or ``"shallow"``.
+    split_index
+        First index of the deep part, in ``[0, len(names)]``. Default ``len(names) // 2`` (the
+        first half of the layers is shallow, the rest deep).
+    names, include_1d
+        As in :func:`select_redundant_parameters`.
+
+    Returns
+    -------
+    dict[str, Tensor]
+        ``name -> bool mask`` for every ranked name (all False outside the part).
+
+    Raises
+    ------
+    ValueError
+        If ``part`` is unknown, ``split_index`` is out of range or leaves the part empty, or
+        ``rho`` is outside [0, 1].
+    """
+    if part not in ("deep", "shallow"):
+        raise ValueError(f"part must be 'deep' or 'shallow', got {part!r}")
+    _check_rho(rho)
+    ranked = _resolve_names(forget_grad_stats, names, include_1d, "forget_grad_stats")
+    split = len(ranked) // 2 if split_index is None else split_index
+    if isinstance(split, bool) or not isinstance(split, int) or not 0 <= split <= len(ranked):
+        raise ValueError(f"split_index must be an integer in [0, {len(ranked)}], got {split_index!r}")
+    inside = ranked[split:] if part == "deep" else ranked[:split]
+    if not inside:
+        raise ValueError(
+            f"the {part} part is empty: split_index={split} with {len(ranked)} ranked tensors"
+        )
+    masks = _global_rank_masks(forget_grad_stats, inside, rho, largest=True)
+    result: dict[str, Tensor] = {}
+    for name in ranked:
+        if name in masks:
+            result[name] = masks[name]
+        else:
+            tensor = forget_grad_stats[name]
+            result[name] = torch.zeros(tensor.shape, dtype=torch.bool, device=tensor.device)
+    return result
+
+
+def _fan_in(shape: Sequence[int]) -> int:
+    """Fan-in as ``torch.nn.init._calculate_fan_in_and_fan_out``: ``shape[1] * prod(shape[2:])``."""
+    receptive_field = math.prod(shape[2:]) if len(shape) > 2 else 1
+    return int(shape[1]) * receptive_field
+
+
+def default_init_bound(shape: Sequence[int] | torch.Size) -> float:
+    """Half-width ``b`` of the uniform distribution a tensor of this shape is re-drawn from.
+
+    Parameters
+    ----------
+    shape
+        Tensor shape.
+
+    Returns
+    -------
+    float
+        ``ndim >= 2``: Kaiming uniform with ``nonlinearity="relu"`` (``a=0``), i.e.
+        ``b = gain * sqrt(3 / fan_in)`` with ``gain = sqrt(2)``, so ``b = sqrt(6 / fan_in)`` and
+        ``fan_in = shape[1] * prod(shape[2:])``. ``ndim == 1``: ``b = 0.1``.
+
+    Raises
+    ------
+    ValueError
+        For a scalar shape or a zero fan-in.
+    """
+    dims = tuple(int(d) for d in shape)
+    if len(dims) == 1:
+        return ONE_D_INIT_BOUND
+    if len(dims) == 0:
+        raise ValueError("a scalar tensor has no default initialisation")
+    fan_in = _fan_in(dims)
+    if fan_in <= 0:
+        raise ValueError(f"fan_in is 0 for shape {dims}")
+    gain = math.sqrt(2.0)
+    return gain * math.sqrt(3.0 / fan_in)
+
+
+def reinitialize_parameters(
+    params: Mapping[str, Tensor],
+    masks: Mapping[str, Tensor],
+    generator: torch.Generator,
+) -> dict[str, Tensor]:
+    """Re-draw the masked entries from the layer's default initialisation (Alg. 1, step 6).
+
+    For every name in ``params`` (in mapping order) that has a mask, a full tensor of the
+    parameter's shape is drawn from ``U(-b, b)`` with ``b = default_init_bound(shape)`` using
+    ``generator`` (on the generator's device, then moved to the parameter's device and dtype),
+    and the entries under the mask take those values. Drawing the full shape makes the value an
+    entry receives independent of which other entries are masked.
+
+    Parameters
+    ----------
+    params
+        Ordered ``name -> tensor`` mapping (not modified).
+    masks
+        ``name -> bool tensor`` of the parameter's shape; names without a mask are copied.
+    generator
+        Source of randomness; the same seed gives the same result.
+
+    Returns
+    -------
+    dict[str, Tensor]
+        NEW tensors for every name in ``params``; unmasked entries are bit-for-bit copies.
+
+    Raises
+    ------
+    ValueError
+        If a mask names an unknown tensor, has the wrong shape or dtype, or selects entries of a
+        non-floating or scalar tensor.
+    """
+    unknown = [name for name in masks if name not in params]
+    if unknown:
+        raise ValueError(f"masks name tensors that params lacks: {unknown[:5]}")
+    result: dict[str, Tensor] = {}
+    for name, tensor in params.items():
+        copy = tensor.detach().clone()
+        mask = masks.get(name)
+        if mask is not None:
+            if mask.dtype != torch.bool:
+                raise ValueError(f"mask for {name!r} must be a bool tensor, got {mask.dtype}")
+            if mask.shape != tensor.shape:
+                raise ValueError(
+                    f"mask for {name!r} has shape {tuple(mask.shape)}, the tensor {tuple(tensor.shape)}"
+                )
+            if not tensor.is_floating_point() or tensor.ndim == 0:
+                if bool(mask.any()):
+                    raise ValueError(f"{name!r} ({tensor.dtype}, ndim {tensor.ndim}) cannot be re-drawn")
+            else:
+                bound = default_init_bound(tensor.shape)
+                fresh = torch.empty(tensor.shape, dtype=torch.float32, device=generator.device)
+                fresh.uniform_(-bound, bound, generator=generator)
+                fresh = fresh.to(device=tensor.device, dtype=tensor.dtype)
+                copy = torch.where(mask.to(tensor.device), fresh, copy)
+        result[name] = copy
+    return result
+
+
+def select_parameters(
+    strategy: str,
+    *,
+    rho: float,
+    grad_stats: Mapping[str, Tensor] | None = None,
+    weights: Mapping[str, Tensor] | None = None,
+    forget_grad_stats: Mapping[str, Tensor] | None = None,
+    include_1d: bool = False,
+    top_k: int = 5,
+    split_index: int | None = None,
+) -> dict[str, Tensor]:
+    """Select parameters with one of :data:`SELECTION_STRATEGIES`.
+
+    Parameters
+    ----------
+    strategy
+        ``"redundant"`` (needs ``grad_stats``), ``"salun"`` (needs ``forget_grad_stats``),
+        ``"localized"`` (needs ``weights`` and ``forget_grad_stats``), ``"deep"`` / ``"shallow"``
+        (need ``forget_grad_stats``; ``split_index`` as in :func:`select_depth_parameters`).
+    rho
+        Selection fraction in [0, 1] (meaning per strategy: see :data:`SELECTION_STRATEGIES`).
+    grad_stats
+        Remaining clients' averaged gradient or update.
+    weights
+        Global model parameters.
+    forget_grad_stats
+        Gradient of the loss on the forget data.
+    include_1d
+        Also rank 1-D tensors (biases, norm parameters).
+    top_k
+        Entries averaged per channel by ``"localized"``.
+    split_index
+        Layer split for ``"deep"`` / ``"shallow"``.
+
+    Returns
+    -------
+    dict[str, Tensor]
+        ``name -> bool mask``, ready for :func:`reinitialize_parameters`.
+
+    Raises
+    ------
+    ValueError
+        On an unknown strategy (the message lists the valid names), a missing required input,
+        or invalid ``rho``.
+    """
+    if strategy not in SELECTION_STRATEGIES:
+        valid = ", ".join(sorted(SELECTION_STRATEGIES))
+        raise ValueError(f"unknown selection strategy {strategy!r}; valid strategies: {valid}")
+    _check_rho(rho)
+    if strategy == "redundant":
+        if grad_stats is None:
+            raise ValueError("strategy 'redundant' needs grad_stats (remaining clients' gradient)")
+        return select_redundant_parameters(grad_stats, rho, include_1d=include_1d)
+    if forget_grad_stats is None:
+        raise ValueError(f"strategy {strategy!r} needs forget_grad_stats (gradient on the forget data)")
+    if strategy == "salun":
+        return select_salun_parameters(forget_grad_stats, rho, include_1d=include_1d)
+    if strategy == "localized":
+        if weights is None:
+            raise ValueError("strategy 'localized' needs weights (the global model's parameters)")
+        return select_localized_parameters(
+            weights, forget_grad_stats, rho, top_k=top_k, include_1d=include_1d
+        )
+    part: DepthPart = "deep" if strategy == "deep" else "shallow"
+    return select_depth_parameters(
+        forget_grad_stats, rho, part, split_index=split_index, include_1d=include_1d
+    )

@@ -1,0 +1,160 @@
+"""FedAvg over a chosen set of clients, with per-round progress and kept client models."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from logging import INFO
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore import log
+
+from fedunl_flwr.federation import Federation, raise_on_errors
+
+
+@dataclass
+class RoundRecord:
+    """One round's progress (``accuracy`` is NaN when the round was not evaluated)."""
+
+    round: int
+    seconds: float
+    elapsed: float
+    train_loss: float
+    accuracy: float
+    clients_trained: int
+
+
+class FedAvgTrain(FedAvg):
+    """FedAvg whose participants are partition ids (e.g. only the remaining clients).
+
+    Every sampled participant trains from the global model; the server averages the
+    returned models weighted by sample count. All clients evaluate the global model
+    on their test split every ``evaluate_every`` rounds (and in the last round), and
+    one progress line is logged per round.
+
+    Parameters
+    ----------
+    federation : Federation
+        Connected clients by partition id.
+    participants : list[int]
+        Partition ids that may be sampled for training.
+    num_rounds : int
+        Rounds this strategy will run (the last one is always evaluated).
+    fraction_train : float (default: 1.0)
+        Fraction of participants sampled per round (at least one).
+    evaluate_every : int (default: 1)
+        Evaluate every this many rounds.
+    seed : int (default: 0)
+        Seed of the participant sampling.
+    phase : str (default: "train")
+        Phase name sent to clients (seeds their local shuffling) and shown in logs.
+    """
+
+    def __init__(self, federation: Federation, participants: list[int], num_rounds: int,
+                 fraction_train: float = 1.0, evaluate_every: int = 1, seed: int = 0,
+                 phase: str = "train") -> None:
+        super().__init__(fraction_train=fraction_train, min_train_nodes=1,
+                         min_evaluate_nodes=1, min_available_nodes=1)
+        unknown = sorted(set(participants) - set(federation.clients))
+        if unknown or not participants:
+            raise ValueError(f"invalid participants {participants} (unknown: {unknown})")
+        self.federation = federation
+        self.participants = sorted(participants)
+        self.num_rounds = num_rounds
+        self.evaluate_every = evaluate_every
+        self.phase = phase
+        self.rng = np.random.default_rng(seed)
+        self.history: list[RoundRecord] = []
+        self.client_arrays: dict[int, ArrayRecord] = {}
+        self.client_epochs = 0
+        self._start = time.perf_counter()
+        self._round_start = self._start
+        self._train_loss = math.nan
+        self._trained = 0
+
+    def summary(self) -> None:
+        log(INFO, "\t├──> %s: phase %s, participants %s", type(self).__name__, self.phase,
+            self.participants)
+        super().summary()
+
+    def sample_participants(self, server_round: int) -> list[int]:
+        """Seeded sample of ``fraction_train`` of the participants."""
+        count = max(1, math.ceil(self.fraction_train * len(self.participants)))
+        if count >= len(self.participants):
+            return list(self.participants)
+        return sorted(self.rng.choice(self.participants, size=count, replace=False).tolist())
+
+    def train_messages(self, partition_ids: list[int], arrays: ArrayRecord,
+                       config: ConfigRecord) -> list[Message]:
+        """One train message per partition id, carrying the global model and config."""
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return list(self._construct_messages(
+            record, self.federation.node_ids(partition_ids), MessageType.TRAIN))
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """Send the global model to the sampled participants."""
+        self._round_start = time.perf_counter()
+        config["server-round"] = server_round
+        config["phase"] = self.phase
+        return self.train_messages(self.sample_participants(server_round), arrays, config)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Keep each client's returned model, then average them (FedAvg)."""
+        replies = list(replies)
+        raise_on_errors(replies, f"{self.phase} round {server_round}")
+        for reply in replies:
+            pid = int(reply.content["metrics"]["partition-id"])
+            self.client_arrays[pid] = reply.content["arrays"]
+            self.client_epochs += int(reply.content["metrics"].get("local-epochs", 1))
+        self._trained = len(replies)
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        self._train_loss = float(metrics["train-loss"]) if metrics else math.nan
+        if not self._evaluates(server_round):
+            self._log_round(server_round, math.nan)
+        return arrays, metrics
+
+    def _evaluates(self, server_round: int) -> bool:
+        return server_round % self.evaluate_every == 0 or server_round == self.num_rounds
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """All clients evaluate the global model on their test split."""
+        if not self._evaluates(server_round):
+            return []
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(
+            record, self.federation.node_ids(self.federation.partition_ids),
+            MessageType.EVALUATE)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        """Accuracy over all clients' test data; logs the round's progress line."""
+        replies = list(replies)
+        raise_on_errors(replies, f"{self.phase} evaluation round {server_round}")
+        correct = sum(sum(r.content["metrics"]["class-correct"]) for r in replies)
+        total = sum(sum(r.content["metrics"]["class-total"]) for r in replies)
+        accuracy = correct / max(1, total)
+        self._log_round(server_round, accuracy)
+        return MetricRecord({"accuracy": accuracy})
+
+    def _log_round(self, server_round: int, accuracy: float) -> None:
+        now = time.perf_counter()
+        record = RoundRecord(server_round, now - self._round_start, now - self._start,
+                             self._train_loss, accuracy, self._trained)
+        self.history.append(record)
+        shown = "   n/a" if math.isnan(accuracy) else f"{100 * accuracy:6.2f}%"
+        log(INFO, "fedunl %s round %d/%d | %.1f s | train loss %.4f | accuracy %s",
+            self.phase, server_round, self.num_rounds, record.seconds, record.train_loss,
+            shown)
+
+    def history_rows(self) -> list[dict]:
+        """Per-round records as plain dicts (for CSV/JSON)."""
+        return [asdict(record) for record in self.history]
