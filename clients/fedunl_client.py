@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from flwr.compat.client.numpy_client import NumPyClient
 
+from clients.fair_unlearning import FairUnlearningWork
 from clients.local_training import TrainSettings, train_epochs
-from fedunl_flwr.config import RunConfig
+from clients.memorization import MemorizationWork
+from fedunl_flwr.config import RunConfig, parse_int_list
 from fedunl_flwr.data.scenarios import ClientData
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.metrics.evaluation import evaluate_model
 from fedunl_flwr.models import build_model, get_device
 from fedunl_flwr.records import get_weights, set_weights
 
+# What a query action returns: any of "arrays" (name -> ndarray), "metrics" (numbers
+# or lists of numbers) and "info" (strings or lists of strings).
+QueryReply = dict[str, Mapping[str, Any]]
 
-class FedunlClient(NumPyClient):
+
+class BaseClient(NumPyClient):
     """Local training and evaluation on one client's train and test splits.
 
     Parameters
@@ -34,6 +42,9 @@ class FedunlClient(NumPyClient):
         The federation's label space.
     """
 
+    # Query actions served by this class (``query.<action>`` -> ``query_<action>``).
+    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = ("describe",)
+
     def __init__(self, data: ClientData, config: RunConfig, model_name: str,
                  in_channels: int, class_names: tuple[str, ...]) -> None:
         self.data = data
@@ -48,18 +59,33 @@ class FedunlClient(NumPyClient):
         self.x_test = images_to_tensor(data.x_test, in_channels)
         self.y_test = labels_to_tensor(data.y_test)
 
+    @classmethod
+    def query_actions(cls) -> list[str]:
+        """All query actions of this class and its mixins."""
+        return sorted({a for klass in cls.__mro__ for a in getattr(klass, "QUERY_ACTIONS", ())})
+
+    def answer_query(self, action: str, weights: list[np.ndarray] | None,
+                     config: dict) -> QueryReply:
+        """Dispatch ``query.<action>`` to ``query_<action>`` (dashes become underscores)."""
+        if action not in self.query_actions():
+            raise ValueError(f"unknown query action {action!r}")
+        return getattr(self, f"query_{action.replace('-', '_')}")(weights, config)
+
     @property
     def partition_id(self) -> int:
         return self.data.partition_id
 
-    def describe(self) -> dict[str, int | list[int] | str]:
-        """What the server may know of this client: sizes and label counts."""
+    def query_describe(self, weights: list[np.ndarray] | None, config: dict) -> QueryReply:
+        """What the server may know of this client: sizes, label counts, class names."""
         return {
-            "partition-id": self.partition_id,
-            "num-train": len(self.y_train),
-            "num-test": len(self.y_test),
-            "train-class-counts": np.bincount(self.data.y_train,
-                                              minlength=self.num_classes).tolist(),
+            "metrics": {
+                "partition-id": self.partition_id,
+                "num-train": len(self.y_train),
+                "num-test": len(self.y_test),
+                "train-class-counts": np.bincount(self.data.y_train,
+                                                  minlength=self.num_classes).tolist(),
+            },
+            "info": {"domain": self.data.domain, "class-names": list(self.class_names)},
         }
 
     def get_parameters(self, config: dict) -> list[np.ndarray]:
@@ -78,8 +104,26 @@ class FedunlClient(NumPyClient):
         return torch.Generator().manual_seed(zlib.crc32(tag.encode()))
 
     def training_set(self, config: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The samples to train on this round (all local training data)."""
-        return self.x_train, self.y_train
+        """This round's training samples.
+
+        The message config may ask to drop classes (``exclude-classes``), drop samples
+        by position (``exclude-samples``), or relabel classes to random other classes
+        (``relabel-classes``, seeded): the local work of retraining without the
+        forgotten data, Delete-Retrain and Relabel-Poison.
+        """
+        x, y = self.x_train, self.y_train.clone()
+        keep = torch.ones(len(y), dtype=torch.bool)
+        if config.get("exclude-classes"):
+            classes = parse_int_list(str(config["exclude-classes"]), "exclude-classes")
+            keep &= ~torch.isin(y, torch.tensor(classes))
+        if config.get("exclude-samples"):
+            keep[parse_int_list(str(config["exclude-samples"]), "exclude-samples")] = False
+        if config.get("relabel-classes"):
+            classes = parse_int_list(str(config["relabel-classes"]), "relabel-classes")
+            y = relabel_to_other_classes(y, classes, self.num_classes,
+                                         torch.Generator().manual_seed(self.config.seed
+                                                                       + self.partition_id))
+        return x[keep], y[keep]
 
     def fit(self, parameters: list[np.ndarray], config: dict
             ) -> tuple[list[np.ndarray], int, dict]:
@@ -102,3 +146,17 @@ class FedunlClient(NumPyClient):
             "class-correct": result.class_correct.tolist(),
             "class-total": result.class_total.tolist(),
         }
+
+
+def relabel_to_other_classes(labels: torch.Tensor, classes: list[int], num_classes: int,
+                             generator: torch.Generator) -> torch.Tensor:
+    """Give each sample of ``classes`` a uniformly random label other than its own."""
+    labels = labels.clone()
+    chosen = torch.isin(labels, torch.tensor(classes))
+    offsets = torch.randint(1, num_classes, (int(chosen.sum()),), generator=generator)
+    labels[chosen] = (labels[chosen] + offsets) % num_classes
+    return labels
+
+
+class FedunlClient(FairUnlearningWork, MemorizationWork, BaseClient):
+    """The client used by the ClientApp: base work plus each method family's work."""

@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import (Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord,
+                      RecordDict)
 from flwr.clientapp import ClientApp
 
 from clients.fedunl_client import FedunlClient
@@ -68,15 +70,26 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     """The ClientApp; ``overrides`` replace run-config values (for ``run_simulation``)."""
     client_app = ClientApp()
 
-    @client_app.query("describe")
-    def describe(message: Message, context: Context) -> Message:
-        """Partition id, sample counts, label counts and class names (no data)."""
-        client = get_client(context, overrides)
-        return _reply(message, RecordDict({
-            "metrics": MetricRecord(client.describe()),
-            "info": ConfigRecord({"domain": client.data.domain,
-                                  "class-names": list(client.class_names)}),
-        }))
+    def answer(action: str):
+        def handler(message: Message, context: Context) -> Message:
+            client = get_client(context, overrides)
+            arrays = message.content.array_records.get("arrays")
+            reply = client.answer_query(action, record_to_weights(arrays) if arrays else None,
+                                        _config(message))
+            content = RecordDict()
+            if "arrays" in reply:
+                content["arrays"] = ArrayRecord({k: Array(np.ascontiguousarray(v))
+                                                 for k, v in reply["arrays"].items()})
+            if "metrics" in reply:
+                content["metrics"] = MetricRecord(dict(reply["metrics"]))
+            if "info" in reply:
+                content["info"] = ConfigRecord(dict(reply["info"]))
+            return _reply(message, content)
+
+        return handler
+
+    for action in FedunlClient.query_actions():
+        client_app.query(action)(answer(action))
 
     @client_app.train()
     def train(message: Message, context: Context) -> Message:

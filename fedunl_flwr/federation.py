@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from logging import INFO
 
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
-from logging import INFO
 
 
 class ClientError(RuntimeError):
@@ -93,3 +93,14 @@ def discover_federation(grid: Grid, expected_clients: int) -> Federation:
     names = list(class_names.pop())
     log(INFO, "fedunl: %d clients connected, %d classes", len(clients), len(names))
     return Federation(clients, names)
+
+
+def query_clients(grid: Grid, federation: Federation, partition_ids: list[int], action: str,
+                  content: RecordDict) -> dict[int, RecordDict]:
+    """Send a ``query.<action>`` message to each client; replies keyed by partition id."""
+    messages = [Message(content, dst_node_id=n, message_type=f"query.{action}")
+                for n in federation.node_ids(partition_ids)]
+    replies = list(grid.send_and_receive(messages))
+    raise_on_errors(replies, f"query {action!r}")
+    by_node = {reply.metadata.src_node_id: reply.content for reply in replies}
+    return {pid: by_node[federation.clients[pid].node_id] for pid in partition_ids}

@@ -49,25 +49,7 @@ class SiteModel(nn.Module):
 
     def neuron_sites(self) -> list[NeuronSite]:
         """Return the model's neuron sites in forward order."""
-        sites = []
-        for name, module in self.named_modules():
-            if isinstance(module, ConvUnit):
-                sites.append(
-                    NeuronSite(f"{name}.act", (f"{name}.conv", f"{name}.bn"),
-                               module.conv.out_channels)
-                )
-            elif isinstance(module, BasicBlock):
-                sites.append(NeuronSite(f"{name}.unit1.act",
-                                        (f"{name}.unit1.conv", f"{name}.unit1.bn"),
-                                        module.unit1.conv.out_channels))
-                # The residual branch's channel before the addition: zeroing conv2 and
-                # bn2 makes this branch output zero for that channel.
-                sites.append(NeuronSite(f"{name}.bn2", (f"{name}.conv2", f"{name}.bn2"),
-                                        module.conv2.out_channels))
-            elif isinstance(module, HiddenLinear):
-                sites.append(NeuronSite(f"{name}.act", (f"{name}.fc",),
-                                        module.fc.out_features))
-        return sites
+        return _collect_sites(self, "")
 
 
 class HiddenLinear(nn.Module):
@@ -162,6 +144,23 @@ class VGG9(SiteModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.hidden2(self.hidden1(self.features(x))))
+
+
+def _collect_sites(module: nn.Module, prefix: str) -> list[NeuronSite]:
+    if isinstance(module, ConvUnit):
+        return [NeuronSite(f"{prefix}act", (f"{prefix}conv", f"{prefix}bn"),
+                           module.conv.out_channels)]
+    if isinstance(module, HiddenLinear):
+        return [NeuronSite(f"{prefix}act", (f"{prefix}fc",), module.fc.out_features)]
+    sites = []
+    for name, child in module.named_children():
+        sites += _collect_sites(child, f"{prefix}{name}.")
+    if isinstance(module, BasicBlock):
+        # The residual branch's channel before the addition: zeroing conv2 and bn2
+        # makes this branch output zero for that channel.
+        sites.append(NeuronSite(f"{prefix}bn2", (f"{prefix}conv2", f"{prefix}bn2"),
+                                module.conv2.out_channels))
+    return sites
 
 
 def _resnet(blocks: tuple[int, ...], base_widths: tuple[int, ...]) -> Callable[..., ResNet]:

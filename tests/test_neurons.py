@@ -254,7 +254,7 @@ def test_dominance_ratios_and_selection() -> None:
     assert select_dominant_units(ratios, 10) == [("u", 2), ("t", 0), ("s", 1), ("s", 0),
                                                  ("t", 1)]
     assert select_dominant_units(ratios, 0) == []
-    assert dominance_ratios(forget, []) [0] == ("s", 1, 0.0)
+    assert dominance_ratios(forget, [])[0] == ("s", 1, 0.0)
 
 
 def test_dominance_ties_by_forget_score() -> None:

@@ -1,0 +1,210 @@
+"""Unlearning requests and the phase wrapper that every unlearning strategy shares."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from logging import INFO
+from pathlib import Path
+from typing import ClassVar
+
+from flwr.app import ArrayRecord, ConfigRecord
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from fedunl_flwr.config import ConfigError, RunConfig, parse_int_list
+from fedunl_flwr.federation import Federation
+from fedunl_flwr.phases import (TrainedModel, evaluate_clients, load_model_phase, model_for,
+                                save_model_phase, write_evaluation)
+from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
+from fedunl_flwr.store import PhaseStore, RunStore
+
+
+@dataclass(frozen=True)
+class UnlearningRequest:
+    """Who asks to forget what.
+
+    Parameters
+    ----------
+    scope : str
+        ``client`` (the clients leave), ``class`` (their samples of the classes) or
+        ``samples`` (listed sample ids).
+    clients : tuple[int, ...]
+        Requesting (or leaving) partition ids; for ``class`` scope with no clients
+        named, every client forgets the classes (seed 001 App. H.4).
+    classes : tuple[int, ...]
+        Classes to forget (``class`` scope).
+    samples : dict[int, tuple[int, ...]]
+        Per client, positions in its training split to forget (``samples`` scope).
+    """
+
+    scope: str
+    clients: tuple[int, ...]
+    classes: tuple[int, ...] = ()
+    samples: dict[int, tuple[int, ...]] = field(default_factory=dict)
+
+    def remaining_clients(self, federation: Federation) -> list[int]:
+        """Clients that keep training: all but the leaving ones for ``client`` scope."""
+        if self.scope == "client":
+            return [p for p in federation.partition_ids if p not in self.clients]
+        return federation.partition_ids
+
+    def removal_config(self, partition_id: int) -> dict[str, str]:
+        """What a client drops from its training data when retraining without D_u."""
+        if self.scope == "class" and partition_id in self.clients:
+            return {"exclude-classes": ",".join(map(str, self.classes))}
+        if self.scope == "samples" and partition_id in self.samples:
+            return {"exclude-samples": ",".join(map(str, self.samples[partition_id]))}
+        return {}
+
+    def as_dict(self) -> dict:
+        return {"scope": self.scope, "clients": list(self.clients),
+                "classes": list(self.classes),
+                "samples": {str(k): list(v) for k, v in self.samples.items()}}
+
+
+def parse_forget_samples(text: str) -> dict[int, tuple[int, ...]]:
+    """``"0:1,2,3;4:7"`` -> ``{0: (1, 2, 3), 4: (7,)}``."""
+    samples: dict[int, tuple[int, ...]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        client, sep, ids = part.partition(":")
+        if not sep:
+            raise ConfigError(f"forget-samples entries are 'client:id,id,...', got {part!r}")
+        pid = parse_int_list(client, "forget-samples client")
+        if len(pid) != 1:
+            raise ConfigError(f"forget-samples: bad client in {part!r}")
+        samples[pid[0]] = tuple(sorted(set(samples.get(pid[0], ()))
+                                       | set(parse_int_list(ids, "forget-samples ids"))))
+    return samples
+
+
+def parse_request(config: RunConfig, federation: Federation) -> UnlearningRequest:
+    """Validate the run-config's request against the connected clients."""
+    scope = config.forget_scope
+    clients = tuple(sorted(set(parse_int_list(config.forget_clients, "forget-clients"))))
+    classes = tuple(sorted(set(parse_int_list(config.forget_classes, "forget-classes"))))
+    unknown = [c for c in clients if c not in federation.clients]
+    if unknown:
+        raise ConfigError(f"forget-clients {unknown} unknown: the clients are "
+                          f"0..{len(federation.clients) - 1}")
+    if scope == "client":
+        if not clients:
+            raise ConfigError("forget-scope 'client' needs forget-clients (e.g. \"0\")")
+        if len(clients) == len(federation.clients):
+            raise ConfigError("forget-clients names every client: nobody would remain")
+        return UnlearningRequest(scope, clients)
+    if scope == "class":
+        if not classes:
+            raise ConfigError("forget-scope 'class' needs forget-classes (e.g. \"0\")")
+        bad = [c for c in classes if not 0 <= c < federation.num_classes]
+        if bad:
+            raise ConfigError(f"forget-classes {bad} out of range 0..{federation.num_classes - 1}")
+        holders = clients or tuple(federation.partition_ids)
+        for pid in clients:
+            counts = federation.clients[pid].train_class_counts
+            missing = [c for c in classes if counts[c] == 0]
+            if missing:
+                raise ConfigError(f"client {pid} holds no training sample of class(es) "
+                                  f"{missing}; its class counts are {list(counts)}")
+        return UnlearningRequest(scope, holders, classes)
+    samples = parse_forget_samples(config.forget_samples)
+    if not samples:
+        raise ConfigError("forget-scope 'samples' needs forget-samples (e.g. \"0:1,2,3\")")
+    for pid, ids in samples.items():
+        if pid not in federation.clients:
+            raise ConfigError(f"forget-samples names unknown client {pid}")
+        size = federation.clients[pid].num_train
+        bad = [i for i in ids if not 0 <= i < size]
+        if bad:
+            raise ConfigError(f"forget-samples for client {pid}: ids {bad[:5]} outside "
+                              f"0..{size - 1}")
+    return UnlearningRequest(scope, tuple(sorted(samples)), (), samples)
+
+
+@dataclass
+class UnlearningRun:
+    """Everything an unlearning strategy works from."""
+
+    config: RunConfig
+    federation: Federation
+    request: UnlearningRequest
+    original: TrainedModel
+    store: PhaseStore
+    run_store: RunStore
+
+
+@dataclass
+class UnlearningOutcome:
+    """The unlearned model plus what the strategy measured on the way."""
+
+    arrays: ArrayRecord
+    history: list[dict] = field(default_factory=list)
+    client_epochs: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class UnlearningStrategyMixin:
+    """Shared phase handling: validation, run-store folder, before/after evaluation.
+
+    A strategy sets ``name`` and ``scopes`` and implements :meth:`unlearn`.
+    """
+
+    name: ClassVar[str] = ""
+    scopes: ClassVar[tuple[str, ...]] = ("client", "class", "samples")
+
+    @classmethod
+    def validate_request(cls, config: RunConfig, federation: Federation) -> UnlearningRequest:
+        """Parse the request and check that this strategy handles its scope."""
+        if config.forget_scope not in cls.scopes:
+            raise ConfigError(f"strategy {cls.name!r} handles forget-scope "
+                              f"{' / '.join(cls.scopes)}, not {config.forget_scope!r}")
+        return parse_request(config, federation)
+
+    @classmethod
+    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+        """Produce the unlearned model (implemented by each strategy)."""
+        raise NotImplementedError
+
+    @classmethod
+    def run_unlearning(cls, grid: Grid, config: RunConfig, federation: Federation,
+                       request: UnlearningRequest, original: TrainedModel,
+                       run_store: RunStore) -> Path:
+        """Run (or load) the unlearning phase and write its before/after summary."""
+        store = run_store.phase(config.scenario, f"unlearn-{cls.name}", config.unlearning_key())
+        if store.is_complete():
+            log(INFO, "fedunl: unlearning result already stored in %s", store.path)
+            done = load_model_phase(store, model_for(config, federation.num_classes))
+            after = evaluate_clients(grid, federation, done.arrays)
+            _log_table(f"{cls.name} (stored)", after, federation.class_names)
+            return store.path
+        store.begin()
+        log(INFO, "fedunl: unlearning with %s, request %s", cls.name, request.as_dict())
+        start = time.perf_counter()
+        outcome = cls.unlearn(grid, UnlearningRun(config, federation, request, original,
+                                                  store, run_store))
+        seconds = time.perf_counter() - start
+        save_model_phase(store, TrainedModel(outcome.arrays, {}, outcome.history, store))
+        after = evaluate_clients(grid, federation, outcome.arrays)
+        before = original.evaluations or evaluate_clients(grid, federation, original.arrays)
+        write_evaluation(store, after, federation.class_names, {
+            "phase": "unlearn", "strategy": cls.name, "request": request.as_dict(),
+            "seconds": seconds, "client_epochs": outcome.client_epochs,
+            "before": accuracy_summary(before),
+            "global_accuracy_before": accuracy_summary(before)["global_accuracy"],
+            "global_accuracy_after": accuracy_summary(after)["global_accuracy"],
+            **outcome.extra,
+        })
+        _log_table(cls.name, after, federation.class_names)
+        return store.path
+
+
+def _log_table(name: str, evaluations, class_names) -> None:
+    log(INFO, "fedunl: after %s, per-client per-class test accuracy (%%):\n%s", name,
+        frame_to_markdown(accuracy_frame(evaluations, class_names), digits=1))
+
+
+def unlearn_config(config: RunConfig, phase: str) -> ConfigRecord:
+    """Base train config of an unlearning phase (local epochs may differ)."""
+    epochs = config.unlearn_local_epochs or config.local_epochs
+    return ConfigRecord({"phase": phase, "local-epochs": epochs})
+
