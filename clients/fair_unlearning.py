@@ -1,11 +1,177 @@
-"""Client work of the cross-domain fair unlearning routes (seed 000)."""
+"""Client work of the cross-domain fair unlearning routes (seed 000).
+
+Two query actions, each answered from the global model the server sends:
+
+``query.activations`` (Neuron-Zeroing)
+    The client runs its training samples of each requested class through the model
+    and returns, per class, the mean post-activation of every unit (one vector per
+    neuron site) and how many samples the mean is over. Nothing per sample leaves
+    the client.
+
+``query.attribution`` (FedCCCU)
+    The client computes the integrated-gradient attribution of every unit for every
+    class it holds (seed 000 eq. 2-4; at most ``samples-per-class`` training samples
+    per class, ``steps`` Riemann steps) and returns only its top-N
+    ``(site, unit, score)`` entries per class, encoded by :func:`encode_entries`.
+
+Retraining with a deleted or relabelled class needs no extra code here: the train
+message's config carries ``exclude-classes`` / ``relabel-classes`` and
+``BaseClient.training_set`` applies them.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from fedunl_flwr.config import parse_int_list
+from fedunl_flwr.records import set_weights
+from fedunl_flwr.unlearning.neurons import (Entry, integrated_gradient_attribution,
+                                            mean_activations, top_units_per_class)
+
+# Rows (samples x steps) x pixels per attribution pass: 1024 rows of 32x32 images.
+ATTRIBUTION_PIXEL_ROWS = 1024 * 32 * 32
+ACTIVATION_KEY_SEPARATOR = "|"
+
+
+def activation_key(class_id: int, site: str) -> str:
+    """ArrayRecord key of one class's mean activations at one site."""
+    return f"{class_id}{ACTIVATION_KEY_SEPARATOR}{site}"
+
+
+def split_activation_key(key: str) -> tuple[int, str]:
+    """Inverse of :func:`activation_key`."""
+    class_id, _, site = key.partition(ACTIVATION_KEY_SEPARATOR)
+    return int(class_id), site
+
+
+def encode_entries(lists: Mapping[int, list[Entry]]) -> tuple[dict[str, list], dict[str, list]]:
+    """Per-class top-N lists as parallel lists: ``(metrics, info)`` of a reply.
+
+    ``metrics`` holds ``entry-class`` (int), ``entry-unit`` (int) and ``entry-score``
+    (float); ``info`` holds ``entry-site`` (str); entry ``i`` of each list belongs
+    together. Classes appear in ascending order, each list in its ranked order.
+    """
+    classes, units, scores, sites = [], [], [], []
+    for class_id in sorted(lists):
+        for site, unit, score in lists[class_id]:
+            classes.append(int(class_id))
+            sites.append(str(site))
+            units.append(int(unit))
+            scores.append(float(score))
+    return ({"entry-class": classes, "entry-unit": units, "entry-score": scores},
+            {"entry-site": sites})
+
+
+def decode_entries(metrics: Mapping[str, Any], info: Mapping[str, Any]
+                   ) -> dict[int, list[Entry]]:
+    """Inverse of :func:`encode_entries` (checks that the lists line up)."""
+    classes = [int(c) for c in metrics.get("entry-class", [])]
+    units = [int(u) for u in metrics.get("entry-unit", [])]
+    scores = [float(s) for s in metrics.get("entry-score", [])]
+    sites = [str(s) for s in info.get("entry-site", [])]
+    if not len(classes) == len(units) == len(scores) == len(sites):
+        raise ValueError(f"attribution reply lists differ in length: {len(classes)} classes, "
+                         f"{len(units)} units, {len(scores)} scores, {len(sites)} sites")
+    lists: dict[int, list[Entry]] = {}
+    for class_id, site, unit, score in zip(classes, sites, units, scores):
+        lists.setdefault(class_id, []).append((site, unit, score))
+    return lists
+
+
+def attribution_batch_size(sample_shape: tuple[int, ...], steps: int) -> int:
+    """Samples per attribution pass: about 1024 rows of 32x32 per pass, fewer for big images."""
+    pixels = int(np.prod(sample_shape[1:])) if len(sample_shape) > 1 else 1
+    rows = max(1, ATTRIBUTION_PIXEL_ROWS // max(1, pixels))
+    return max(1, rows // steps)
 
 
 class FairUnlearningWork:
-    """Mixin for ``BaseClient``: activation statistics and attribution scores."""
+    """Mixin for ``BaseClient``: activation statistics and attribution scores.
 
-    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = ()
+    Uses the base client's ``model``, ``x_train``, ``y_train``, ``config``,
+    ``num_classes`` and ``partition_id``; the model runs on its device (CUDA when
+    present) and the functions it calls move each batch there.
+    """
+
+    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = ("activations", "attribution")
+
+    def query_activations(self, weights: list[np.ndarray] | None, config: dict
+                          ) -> dict[str, Mapping[str, Any]]:
+        """Mean post-activation per unit over this client's samples of each class.
+
+        Config: ``classes`` (e.g. ``"0"`` or ``"0,3"``). Returns ``arrays`` keyed
+        ``"<class>|<site>"`` (float64, one entry per unit), and ``metrics``
+        ``classes`` / ``class-samples`` (samples each mean is over; 0 and no arrays
+        for a class the client does not hold).
+        """
+        if weights is None:
+            raise ValueError("query 'activations' needs the global model's arrays")
+        set_weights(self.model, weights)
+        classes = parse_int_list(str(config.get("classes", "")), "classes")
+        if not classes:
+            raise ValueError("query 'activations' needs config 'classes'")
+        arrays: dict[str, np.ndarray] = {}
+        counts = []
+        for class_id in classes:
+            mask = self.y_train == class_id
+            counts.append(int(mask.sum()))
+            if counts[-1] == 0:
+                continue
+            for site, means in mean_activations(self.model, self.x_train[mask]).items():
+                arrays[activation_key(class_id, site)] = means
+        return {"arrays": arrays,
+                "metrics": {"partition-id": self.partition_id, "classes": classes,
+                            "class-samples": counts}}
+
+    def attribution_samples(self, per_class: int) -> torch.Tensor:
+        """Positions of at most ``per_class`` training samples of each class (seeded)."""
+        generator = torch.Generator().manual_seed(self.config.seed * 1009 + self.partition_id)
+        chosen = []
+        for class_id in torch.unique(self.y_train).tolist():
+            positions = torch.nonzero(self.y_train == class_id).flatten()
+            if len(positions) > per_class:
+                order = torch.randperm(len(positions), generator=generator)[:per_class]
+                positions = positions[order.sort().values]
+            chosen.append(positions)
+        return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)
+
+    def query_attribution(self, weights: list[np.ndarray] | None, config: dict
+                          ) -> dict[str, Mapping[str, Any]]:
+        """FedCCCU: this client's top-N attributed units per class (eq. 2-4).
+
+        Config: ``steps`` (m), ``top-n`` (N), ``samples-per-class`` (cap per
+        class), optional ``classes`` (default: every class the client holds).
+        Returns the entries (see :func:`encode_entries`) plus ``num-samples``,
+        ``class-samples`` (per scored class) and ``attribution-seconds``.
+        """
+        if weights is None:
+            raise ValueError("query 'attribution' needs the global model's arrays")
+        set_weights(self.model, weights)
+        steps = int(config.get("steps", self.config.attribution_steps))
+        top_n = int(config.get("top-n", self.config.attribution_top_n))
+        per_class = int(config.get("samples-per-class", self.config.attribution_samples))
+        positions = self.attribution_samples(per_class)
+        if config.get("classes"):
+            wanted = torch.tensor(parse_int_list(str(config["classes"]), "classes"))
+            positions = positions[torch.isin(self.y_train[positions], wanted)]
+        x, y = self.x_train[positions], self.y_train[positions]
+        device = next(self.model.parameters()).device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        scores = integrated_gradient_attribution(
+            self.model, x, y, steps, batch_size=attribution_batch_size(tuple(x.shape), steps))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        metrics, info = encode_entries(top_units_per_class(scores, top_n))
+        counts = torch.bincount(y, minlength=self.num_classes).tolist()
+        return {"metrics": {**metrics, "partition-id": self.partition_id,
+                            "num-samples": len(y), "class-samples": counts,
+                            "attribution-seconds": seconds},
+                "info": info}

@@ -53,7 +53,7 @@ class BaseClient(NumPyClient):
         self.num_classes = len(class_names)
         self.device = get_device()
         self.model = build_model(model_name, in_channels, self.num_classes,
-                                 config.model_width).to(self.device)
+                                 config.model_width, norm=config.model_norm).to(self.device)
         self.x_train = images_to_tensor(data.x_train, in_channels)
         self.y_train = labels_to_tensor(data.y_train)
         self.x_test = images_to_tensor(data.x_test, in_channels)
@@ -130,10 +130,20 @@ class BaseClient(NumPyClient):
         set_weights(self.model, parameters)
         x, y = self.training_set(config)
         settings = self.train_settings(config)
-        loss = train_epochs(self.model, x, y, settings, self.generator(config))
+        sample_losses = self.sample_loss_buffer(config, len(y))
+        loss = train_epochs(self.model, x, y, settings, self.generator(config), sample_losses)
+        if sample_losses is not None:
+            self.record_sample_losses(config, sample_losses)
         return get_weights(self.model), len(y), {"train-loss": loss,
                                                  "local-epochs": settings.epochs,
                                                  "partition-id": self.partition_id}
+
+    def sample_loss_buffer(self, config: dict, size: int) -> np.ndarray | None:
+        """Hook: an array that ``fit`` adds each sample's per-step losses to (None = off)."""
+        return None
+
+    def record_sample_losses(self, config: dict, losses: np.ndarray) -> None:
+        """Hook: called after a ``fit`` that accumulated per-sample losses (CSL)."""
 
     def evaluate(self, parameters: list[np.ndarray], config: dict
                  ) -> tuple[float, int, dict]:

@@ -1,11 +1,183 @@
-"""Client work of FedMemEraser and its evaluation (seed 001)."""
+"""Client work of FedMemEraser and its evaluation (seed 001).
+
+Query actions served here (``query.<action>``; the message's ``config`` says which
+of the client's samples are meant):
+
+``mean_gradient``
+    Gradient of the mean loss over the client's remaining training data at the
+    received model (Alg. 1, step 3), or over its forget data D_u (``data = "forget"``,
+    used by the Table F4 selection strategies). Replies with one array per model
+    parameter and the sample count. Never samples.
+``per_sample``
+    The received model evaluated on each of the client's forget samples (D_u):
+    true-label probability, correctness and loss per sample, with the samples'
+    positions in the client's training split (the Grouped Memorization Evaluation).
+``local_loss``
+    Summed loss and count of the received model over the client's remaining
+    training data (local fairness, seed 001 E.2).
+``csl``
+    The cumulative sample loss (CSL, seed 001 H.2) of the client's forget samples,
+    accumulated during the original training (phase ``train``).
+
+Which samples are "forget" samples is set by the message config: ``forget-all``
+(client-level: the whole training split), ``forget-classes`` ("0,3") or
+``forget-samples`` (positions "4,17,21"). Remaining data is selected exactly as in
+training (``exclude-classes`` / ``exclude-samples``, see ``BaseClient.training_set``).
+
+CSL is tracked client-side: during the original training every fit adds each
+sample's loss at every local step to a per-sample sum, kept in a small file under
+``<results-dir>/client-state/`` keyed by the training configuration (Ray may serve a
+node's messages from different worker processes, and a later run that loads the
+stored original model still finds it). Only the phase named ``train`` (the original
+FedAvg training) accumulates; round 1 starts a fresh sum.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import io
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from clients.local_training import mean_loss_gradient
+from fedunl_flwr.config import config_hash, parse_int_list
+from fedunl_flwr.metrics.evaluation import evaluate_model, per_sample_outputs
+from fedunl_flwr.records import set_weights
+from fedunl_flwr.store import atomic_write_bytes
+
+#: Training-config keys that change the training set; CSL is only tracked without them.
+_DATA_CHANGING_KEYS = ("exclude-classes", "exclude-samples", "relabel-classes")
 
 
 class MemorizationWork:
     """Mixin for ``BaseClient``: mean gradients, per-sample evaluation, CSL."""
 
-    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = ()
+    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = ("mean_gradient", "per_sample", "local_loss",
+                                                "csl")
+
+    # --- which samples --------------------------------------------------------------
+    def forget_positions(self, config: dict) -> np.ndarray:
+        """Sorted positions (in the training split) of the samples to forget."""
+        size = len(self.y_train)
+        if config.get("forget-all"):
+            return np.arange(size)
+        chosen = np.zeros(size, dtype=bool)
+        if config.get("forget-classes"):
+            classes = parse_int_list(str(config["forget-classes"]), "forget-classes")
+            chosen |= np.isin(self.y_train.numpy(), classes)
+        if config.get("forget-samples"):
+            ids = np.asarray(parse_int_list(str(config["forget-samples"]), "forget-samples"),
+                             dtype=np.int64)
+            bad = ids[(ids < 0) | (ids >= size)]
+            if bad.size:
+                raise ValueError(f"forget-samples {bad[:5].tolist()} outside 0..{size - 1} "
+                                 f"(client {self.partition_id})")
+            chosen[ids] = True
+        return np.flatnonzero(chosen)
+
+    def _forget_set(self, config: dict) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        positions = self.forget_positions(config)
+        index = torch.as_tensor(positions, dtype=torch.long)
+        return positions, self.x_train[index], self.y_train[index]
+
+    # --- query actions --------------------------------------------------------------
+    def query_mean_gradient(self, weights: list[np.ndarray] | None, config: dict
+                            ) -> dict[str, Any]:
+        """Mean-loss gradient over the remaining data (or D_u with ``data="forget"``)."""
+        set_weights(self.model, _required(weights, "mean_gradient"))
+        if config.get("data", "remaining") == "forget":
+            _, x, y = self._forget_set(config)
+        else:
+            x, y = self.training_set(config)
+        if len(y):
+            grads = mean_loss_gradient(self.model, x, y)
+        else:
+            grads = {n: torch.zeros_like(p) for n, p in self.model.named_parameters()}
+        return {"arrays": {name: g.cpu().numpy() for name, g in grads.items()},
+                "metrics": {"partition-id": self.partition_id, "num-samples": len(y)}}
+
+    def query_per_sample(self, weights: list[np.ndarray] | None, config: dict
+                         ) -> dict[str, Any]:
+        """True-label probability, correctness and loss of each forget sample."""
+        set_weights(self.model, _required(weights, "per_sample"))
+        positions, x, y = self._forget_set(config)
+        if len(y):
+            out = per_sample_outputs(self.model, x, y)
+        else:
+            out = {"true_prob": np.zeros(0), "correct": np.zeros(0, bool), "loss": np.zeros(0)}
+        return {"metrics": {
+            "partition-id": self.partition_id,
+            "positions": positions.astype(int).tolist(),
+            "true-prob": out["true_prob"].astype(float).tolist(),
+            "correct": out["correct"].astype(int).tolist(),
+            "loss": out["loss"].astype(float).tolist(),
+        }}
+
+    def query_local_loss(self, weights: list[np.ndarray] | None, config: dict
+                         ) -> dict[str, Any]:
+        """Loss of the model over the client's remaining training data."""
+        set_weights(self.model, _required(weights, "local_loss"))
+        x, y = self.training_set(config)
+        result = evaluate_model(self.model, x, y, self.num_classes)
+        return {"metrics": {"partition-id": self.partition_id, "loss-sum": result.loss_sum,
+                            "num-examples": result.num_examples}}
+
+    def query_csl(self, weights: list[np.ndarray] | None, config: dict) -> dict[str, Any]:
+        """CSL of the forget samples (``csl-available`` 0 when it was not tracked)."""
+        positions = self.forget_positions(config)
+        state = self._read_csl()
+        if state is None:
+            return {"metrics": {"partition-id": self.partition_id, "csl-available": 0,
+                                "positions": positions.astype(int).tolist(), "csl": [],
+                                "csl-rounds": 0}}
+        sums, rounds = state
+        return {"metrics": {"partition-id": self.partition_id, "csl-available": 1,
+                            "positions": positions.astype(int).tolist(),
+                            "csl": sums[positions].astype(float).tolist(),
+                            "csl-rounds": len(rounds)}}
+
+    # --- CSL tracking (hooks called by BaseClient.fit) ---------------------------------
+    def sample_loss_buffer(self, config: dict, size: int) -> np.ndarray | None:
+        """Accumulate per-sample losses only in the original training, on the full split."""
+        if config.get("phase", "train") != "train" or size != len(self.y_train):
+            return None
+        if any(config.get(key) for key in _DATA_CHANGING_KEYS):
+            return None
+        return np.zeros(size, dtype=np.float64)
+
+    def record_sample_losses(self, config: dict, losses: np.ndarray) -> None:
+        """Add this round's per-sample losses to the stored CSL (round 1 starts afresh)."""
+        server_round = int(config.get("server-round", 0))
+        state = self._read_csl()
+        if state is None or server_round <= 1 or (state[1].size and state[1].max() >= server_round):
+            sums, rounds = np.zeros_like(losses), np.zeros(0, dtype=np.int64)
+        else:
+            sums, rounds = state
+        buffer = io.BytesIO()
+        np.savez(buffer, csl=sums + losses, rounds=np.append(rounds, server_round))
+        atomic_write_bytes(self.csl_path(), buffer.getvalue())
+
+    def csl_path(self) -> Path:
+        """This client's CSL file for the run's training configuration."""
+        key = config_hash(self.config.training_key())
+        return (self.config.resolved_results_dir() / "client-state" / self.config.scenario
+                / f"train-{key}" / f"csl-client-{self.partition_id}.npz")
+
+    def _read_csl(self) -> tuple[np.ndarray, np.ndarray] | None:
+        path = self.csl_path()
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                sums, rounds = data["csl"], data["rounds"]
+        except (OSError, ValueError, KeyError, EOFError):
+            return None
+        return (sums, rounds) if sums.shape == (len(self.y_train),) else None
+
+
+def _required(weights: list[np.ndarray] | None, action: str) -> list[np.ndarray]:
+    if weights is None:
+        raise ValueError(f"query {action!r} needs the model in the message's 'arrays'")
+    return weights

@@ -38,12 +38,13 @@ class RunConfig:
     # Model and local training
     model: str = ""
     model_width: int = 0
+    model_norm: str = ""
     optimizer: str = "adam"
     learning_rate: float = 0.001
     local_epochs: int = 1
     batch_size: int = 32
     # Federation
-    num_server_rounds: int = 5
+    num_server_rounds: int = 10
     fraction_train: float = 1.0
     evaluate_every: int = 1
     # Outputs
@@ -95,6 +96,8 @@ class RunConfig:
             (self.test_samples_per_client >= 0,
              "test-samples-per-client must be >= 0 (0 = all)"),
             (self.model_width >= 0, "model-width must be >= 0 (0 = model default)"),
+            (self.model_norm in ("", "batch", "group"),
+             "model-norm must be '', 'batch' or 'group'"),
             (self.optimizer in ("adam", "sgd"), "optimizer must be 'adam' or 'sgd'"),
             (self.learning_rate > 0, "learning-rate must be > 0"),
             (self.local_epochs >= 1, "local-epochs must be >= 1"),
@@ -135,7 +138,8 @@ class RunConfig:
     def training_key(self) -> dict[str, Any]:
         """The settings that determine the original (FedAvg) model."""
         names = ("scenario", "num_clients", "dirichlet_alpha", "samples_per_client",
-                 "test_samples_per_client", "seed", "model", "model_width", "optimizer",
+                 "test_samples_per_client", "seed", "model", "model_width", "model_norm",
+                 "optimizer",
                  "learning_rate", "local_epochs", "batch_size", "num_server_rounds",
                  "fraction_train")
         values = asdict(self)

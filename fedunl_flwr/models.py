@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,17 +32,42 @@ class NeuronSite:
     num_units: int
 
 
-class ConvUnit(nn.Module):
-    """Conv -> BatchNorm -> ReLU; its ``act`` output is one neuron site."""
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """BatchNorm (``"batch"``) or GroupNorm with up to 8 groups (``"group"``).
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    GroupNorm keeps no running statistics, so FedAvg across clients of different
+    domains does not average incompatible BatchNorm statistics (cf. FedBN).
+    """
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(8, channels), channels)
+    raise ValueError(f"unknown norm {kind!r}; use 'batch' or 'group'")
+
+
+def norm_zero_targets(prefix: str, conv: str, norm: str, kind: str) -> tuple[str, ...]:
+    """Modules to zero so a channel outputs zero for every input.
+
+    With BatchNorm the conv filter and the norm's affine entries are zeroed. With
+    GroupNorm only the norm's affine entries are: zeroing the filter would shift the
+    group statistics and so change the other channels of its group.
+    """
+    return (f"{prefix}{conv}", f"{prefix}{norm}") if kind == "batch" else (f"{prefix}{norm}",)
+
+
+class ConvUnit(nn.Module):
+    """Conv -> norm -> ReLU; its ``act`` output is one neuron site."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 norm: str = "batch") -> None:
         super().__init__()
+        self.norm_kind = norm
         self.conv = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
+        self.norm = make_norm(norm, out_channels)
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        return self.act(self.norm(self.conv(x)))
 
 
 class SiteModel(nn.Module):
@@ -67,11 +93,12 @@ class HiddenLinear(nn.Module):
 class SmallCNN(SiteModel):
     """Two conv units and two fully connected layers; any input size (adaptive pooling)."""
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32) -> None:
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32,
+                 norm: str = "group") -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvUnit(in_channels, width), nn.MaxPool2d(2),
-            ConvUnit(width, 2 * width), nn.MaxPool2d(2),
+            ConvUnit(in_channels, width, norm=norm), nn.MaxPool2d(2),
+            ConvUnit(width, 2 * width, norm=norm), nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(4), nn.Flatten(),
         )
         self.hidden = HiddenLinear(2 * width * 16, 4 * width)
@@ -84,35 +111,37 @@ class SmallCNN(SiteModel):
 class BasicBlock(nn.Module):
     """ResNet basic block (two 3x3 convs) with a projection shortcut when needed."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 norm: str = "batch") -> None:
         super().__init__()
-        self.unit1 = ConvUnit(in_channels, out_channels, stride)
+        self.norm_kind = norm
+        self.unit1 = ConvUnit(in_channels, out_channels, stride, norm)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.norm2 = make_norm(norm, out_channels)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels),
+                make_norm(norm, out_channels),
             )
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn2(self.conv2(self.unit1(x))) + self.shortcut(x))
+        return self.act(self.norm2(self.conv2(self.unit1(x))) + self.shortcut(x))
 
 
 class ResNet(SiteModel):
     """CIFAR-style ResNet: 3x3 stem, no initial max-pool, global average pooling."""
 
     def __init__(self, blocks_per_stage: tuple[int, ...], stage_widths: tuple[int, ...],
-                 in_channels: int, num_classes: int) -> None:
+                 in_channels: int, num_classes: int, norm: str = "batch") -> None:
         super().__init__()
-        self.stem = ConvUnit(in_channels, stage_widths[0])
+        self.stem = ConvUnit(in_channels, stage_widths[0], norm=norm)
         stages, channels = [], stage_widths[0]
         for index, (blocks, width) in enumerate(zip(blocks_per_stage, stage_widths)):
             for block in range(blocks):
                 stride = 2 if index > 0 and block == 0 else 1
-                stages.append(BasicBlock(channels, width, stride))
+                stages.append(BasicBlock(channels, width, stride, norm))
                 channels = width
         self.stages = nn.Sequential(*stages)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -125,7 +154,8 @@ class ResNet(SiteModel):
 class VGG9(SiteModel):
     """VGG-9 (six conv units, three linear layers) as used in FL papers."""
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32) -> None:
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32,
+                 norm: str = "batch") -> None:
         super().__init__()
         plan = [width, 2 * width, "M", 4 * width, 4 * width, "M", 8 * width, 8 * width, "M"]
         layers: list[nn.Module] = []
@@ -134,7 +164,7 @@ class VGG9(SiteModel):
             if item == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers.append(ConvUnit(channels, int(item)))
+                layers.append(ConvUnit(channels, int(item), norm=norm))
                 channels = int(item)
         layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
         self.features = nn.Sequential(*layers)
@@ -148,7 +178,8 @@ class VGG9(SiteModel):
 
 def _collect_sites(module: nn.Module, prefix: str) -> list[NeuronSite]:
     if isinstance(module, ConvUnit):
-        return [NeuronSite(f"{prefix}act", (f"{prefix}conv", f"{prefix}bn"),
+        return [NeuronSite(f"{prefix}act",
+                           norm_zero_targets(prefix, "conv", "norm", module.norm_kind),
                            module.conv.out_channels)]
     if isinstance(module, HiddenLinear):
         return [NeuronSite(f"{prefix}act", (f"{prefix}fc",), module.fc.out_features)]
@@ -156,34 +187,35 @@ def _collect_sites(module: nn.Module, prefix: str) -> list[NeuronSite]:
     for name, child in module.named_children():
         sites += _collect_sites(child, f"{prefix}{name}.")
     if isinstance(module, BasicBlock):
-        # The residual branch's channel before the addition: zeroing conv2 and bn2
-        # makes this branch output zero for that channel.
-        sites.append(NeuronSite(f"{prefix}bn2", (f"{prefix}conv2", f"{prefix}bn2"),
+        # The residual branch's channel before the addition: zeroing it makes this
+        # branch output zero for that channel.
+        sites.append(NeuronSite(f"{prefix}norm2",
+                                norm_zero_targets(prefix, "conv2", "norm2", module.norm_kind),
                                 module.conv2.out_channels))
     return sites
 
 
 def _resnet(blocks: tuple[int, ...], base_widths: tuple[int, ...]) -> Callable[..., ResNet]:
-    def build(in_channels: int, num_classes: int, width: int) -> ResNet:
+    def build(in_channels: int, num_classes: int, width: int, norm: str) -> ResNet:
         scale = width / base_widths[0]
         widths = tuple(max(1, round(w * scale)) for w in base_widths)
-        return ResNet(blocks, widths, in_channels, num_classes)
+        return ResNet(blocks, widths, in_channels, num_classes, norm)
 
     return build
 
 
-MODELS: dict[str, tuple[Callable[..., nn.Module], int]] = {
-    # name -> (builder(in_channels, num_classes, width), default width)
-    "cnn": (SmallCNN, 32),
-    "resnet18": (_resnet((2, 2, 2, 2), (64, 128, 256, 512)), 64),
-    "resnet34": (_resnet((3, 4, 6, 3), (64, 128, 256, 512)), 64),
-    "resnet32": (_resnet((5, 5, 5), (16, 32, 64)), 16),
-    "vgg9": (VGG9, 32),
+MODELS: dict[str, tuple[Callable[..., nn.Module], int, str]] = {
+    # name -> (builder(in_channels, num_classes, width, norm), default width, default norm)
+    "cnn": (SmallCNN, 32, "group"),
+    "resnet18": (_resnet((2, 2, 2, 2), (64, 128, 256, 512)), 64, "batch"),
+    "resnet34": (_resnet((3, 4, 6, 3), (64, 128, 256, 512)), 64, "batch"),
+    "resnet32": (_resnet((5, 5, 5), (16, 32, 64)), 16, "batch"),
+    "vgg9": (VGG9, 32, "batch"),
 }
 
 
 def build_model(name: str, in_channels: int, num_classes: int, width: int = 0,
-                seed: int | None = None) -> SiteModel:
+                seed: int | None = None, norm: str = "") -> SiteModel:
     """Build a model by name.
 
     Parameters
@@ -198,13 +230,16 @@ def build_model(name: str, in_channels: int, num_classes: int, width: int = 0,
         Width of the first stage; 0 takes the model's standard width.
     seed : int, optional
         Seed for the parameter initialisation (deterministic models).
+    norm : str (default: "")
+        ``"batch"`` or ``"group"``; empty takes the model's default (GroupNorm for
+        the small CNN of the cross-domain digits task, BatchNorm otherwise).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    builder, default_width = MODELS[name]
+    builder, default_width, default_norm = MODELS[name]
     if seed is not None:
         torch.manual_seed(seed)
-    return builder(in_channels, num_classes, width or default_width)
+    return builder(in_channels, num_classes, width or default_width, norm or default_norm)
 
 
 def get_device() -> torch.device:

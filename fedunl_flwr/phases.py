@@ -39,7 +39,7 @@ def model_for(config: RunConfig, num_classes: int, seed: int | None = None) -> S
     """The run's model (scenario default unless run-config ``model`` is set)."""
     scenario = get_scenario(config.scenario)
     return build_model(config.model or scenario.default_model, scenario.in_channels,
-                       num_classes, config.model_width, seed=seed)
+                       num_classes, config.model_width, seed=seed, norm=config.model_norm)
 
 
 def initial_arrays(config: RunConfig, num_classes: int, seed: int) -> ArrayRecord:

@@ -7,6 +7,14 @@ from importlib import import_module
 # name -> "module:Class"; "fedavg" trains and evaluates the original model only.
 STRATEGIES: dict[str, str | None] = {
     "fedavg": None,
+    "delete-retrain": "strategies.delete_retrain:DeleteRetrain",
+    "relabel-poison": "strategies.relabel_poison:RelabelPoison",
+    "delete-retrain-all": "strategies.delete_retrain_all:DeleteRetrainAll",
+    "neuron-zeroing": "strategies.neuron_zeroing:NeuronZeroing",
+    "fedcccu": "strategies.fedcccu:FedCCCU",
+    "retrain": "strategies.retrain:Retrain",
+    "finetune": "strategies.finetune:FineTune",
+    "fedmemeraser": "strategies.fedmemeraser:FedMemEraser",
 }
 
 

@@ -150,7 +150,7 @@ def _site_output(model: nn.Module, site: str, inputs: torch.Tensor) -> torch.Ten
 @pytest.mark.parametrize("name,in_channels,site,unit", [
     ("cnn", 1, "features.0.act", 1),
     ("cnn", 1, "hidden.act", 3),
-    ("resnet18", 3, "stages.2.bn2", 3),
+    ("resnet18", 3, "stages.2.norm2", 3),
 ])
 def test_zeroed_units_output_exactly_zero(name: str, in_channels: int, site: str,
                                           unit: int) -> None:

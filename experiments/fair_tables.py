@@ -1,0 +1,349 @@
+"""Seed 000 Tables 4-8 and Figure 4 from the run store's unlearning summaries.
+
+Input: the ``summary.json`` of one unlearning run per route, all from the same
+original model and the same request. Output (CSV + Markdown each):
+
+- ``table4_global``: global accuracy and the requesting clients' forget-class
+  accuracy, original vs each route (one row, the paper's Table 4 layout);
+- ``table5_forget_class``: every client's forget-class accuracy per route
+  (Tables 5/6);
+- ``table7_per_class``: the first three clients (requesting ones first), every class
+  (at most 10, forget classes included), per route (Tables 7/8; "Our" = FedCCCU);
+- ``cost``: what each route cost (client-epochs, clients that trained, seconds);
+- ``figure4_accuracy.png``: bars of global accuracy and of the requesting client's
+  forget-class accuracy per route (Figure 4);
+- ``report.md``: all tables with captions.
+
+Accuracies are in percent; ``-`` (NaN) where a client has no test sample of a class.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedunl_flwr.data.scenarios import get_scenario
+from fedunl_flwr.store import atomic_write_bytes
+
+# Route columns in the paper's order, then the unfair contrast.
+ROUTE_NAMES: dict[str, str] = {
+    "delete-retrain": "Delete",
+    "relabel-poison": "Relabel",
+    "neuron-zeroing": "Zeroing",
+    "fedcccu": "Our",
+    "delete-retrain-all": "Delete-All",
+}
+MAX_CLASSES = 10
+TABLE7_CLIENTS = 3
+
+
+class ReportError(ValueError):
+    """The runs cannot go into one report (missing, or from different experiments)."""
+
+
+def load_summaries(run_dirs: Mapping[str, Path]) -> dict[str, dict]:
+    """``summary.json`` of each unlearning folder, keyed like ``run_dirs``; checks they fit."""
+    if not run_dirs:
+        raise ReportError("no unlearning runs given")
+    summaries = {}
+    for label, folder in run_dirs.items():
+        path = Path(folder) / "summary.json"
+        if not path.exists():
+            raise ReportError(f"run {label!r}: {path} not found (the run did not complete)")
+        summary = json.loads(path.read_text())
+        if summary.get("phase") != "unlearn":
+            raise ReportError(f"run {label!r}: {path} is not an unlearning summary")
+        summaries[label] = summary
+    first_label, first = next(iter(summaries.items()))
+    for label, summary in summaries.items():
+        if summary["config"]["training"] != first["config"]["training"]:
+            raise ReportError(f"runs {first_label!r} and {label!r} start from different "
+                              "original models (training settings differ)")
+        request = {k: summary["request"][k] for k in ("scope", "clients", "classes")}
+        if request != {k: first["request"][k] for k in ("scope", "clients", "classes")}:
+            raise ReportError(f"runs {first_label!r} and {label!r} answer different "
+                              f"requests: {first['request']} vs {summary['request']}")
+    return summaries
+
+
+def route_label(label: str, summary: dict) -> str:
+    """Column name of a run: the paper's route name, else the run's own label."""
+    if label == summary.get("strategy") and label in ROUTE_NAMES:
+        return ROUTE_NAMES[label]
+    return label
+
+
+def _ordered(summaries: Mapping[str, dict]) -> list[tuple[str, dict]]:
+    order = list(ROUTE_NAMES)
+    def rank(item: tuple[str, dict]) -> tuple[int, str]:
+        strategy = item[1].get("strategy", "")
+        return (order.index(strategy) if strategy in order else len(order), item[0])
+    return sorted(summaries.items(), key=rank)
+
+
+def _columns(summaries: Mapping[str, dict]) -> list[tuple[str, dict]]:
+    """``(column name, summary)`` per run, in route order; names made unique."""
+    columns, seen = [], set()
+    for label, summary in _ordered(summaries):
+        name = route_label(label, summary)
+        if name in seen:
+            name = f"{name} ({label})"
+        seen.add(name)
+        columns.append((name, summary))
+    return columns
+
+
+def _class_acc(block: dict, pid: int, class_id: int) -> float:
+    value = block["per_client_class_accuracy"].get(str(pid), {}).get(str(class_id))
+    return np.nan if value is None else 100.0 * float(value)
+
+
+def _request(summaries: Mapping[str, dict]) -> tuple[list[int], list[int]]:
+    request = next(iter(summaries.values()))["request"]
+    return [int(c) for c in request["clients"]], [int(c) for c in request["classes"]]
+
+
+def _clients(summary: dict) -> list[int]:
+    return sorted(int(p) for p in summary["per_client_class_accuracy"])
+
+
+def class_label(class_id: int) -> str:
+    return f"label_{class_id}"
+
+
+def table4(summaries: Mapping[str, dict]) -> pd.DataFrame:
+    """Global accuracy and requesting clients' forget-class accuracy: original vs routes."""
+    columns = _columns(summaries)
+    first = columns[0][1]
+    clients, classes = _request(summaries)
+    training = first["config"]["training"]
+    scenario = get_scenario(training["scenario"])
+    row: dict[tuple[str, str], object] = {}
+    for index, group in enumerate(scenario.groups, start=1):
+        row[("", f"Data{index}")] = group.dataset
+    model = training["model"] or scenario.default_model
+    row[("", "Model")] = model + (f" (width {training['model_width']})"
+                                  if training["model_width"] else "")
+    row[("Global Accuracy", "Original")] = 100.0 * first["global_accuracy_before"]
+    for name, summary in columns:
+        row[("Global Accuracy", name)] = 100.0 * summary["global_accuracy_after"]
+    for pid in clients:
+        for class_id in classes:
+            group = f"Client {pid} ({class_label(class_id)}) Accuracy"
+            row[(group, "Original")] = _class_acc(first["before"], pid, class_id)
+            for name, summary in columns:
+                row[(group, name)] = _class_acc(summary, pid, class_id)
+    frame = pd.DataFrame([row], index=[scenario.name])
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    return frame
+
+
+def table5(summaries: Mapping[str, dict]) -> pd.DataFrame:
+    """Every client's forget-class accuracy, original vs each route (rows = clients)."""
+    columns = _columns(summaries)
+    first = columns[0][1]
+    clients, classes = _request(summaries)
+    rows = {}
+    for class_id in classes:
+        for pid in _clients(first):
+            name = f"client {pid}" + (" (requesting)" if pid in clients else "")
+            if len(classes) > 1:
+                name += f" {class_label(class_id)}"
+            rows[name] = {"Original": _class_acc(first["before"], pid, class_id),
+                          **{col: _class_acc(s, pid, class_id) for col, s in columns}}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def table7_clients(summary: dict, requesting: Sequence[int],
+                   count: int = TABLE7_CLIENTS) -> list[int]:
+    """The requesting clients plus the lowest other partition ids, ``count`` in all."""
+    others = [p for p in _clients(summary) if p not in requesting]
+    chosen = list(requesting) + others[:max(0, count - len(requesting))]
+    return sorted(chosen)
+
+
+def table7_classes(num_classes: int, forget: Sequence[int],
+                   limit: int = MAX_CLASSES) -> list[int]:
+    """Every class, or (many classes) the forget classes plus the first others up to ``limit``."""
+    if num_classes <= limit:
+        return list(range(num_classes))
+    others = [c for c in range(num_classes) if c not in forget]
+    return sorted(set(forget) | set(others[:max(0, limit - len(forget))]))
+
+
+def table7(summaries: Mapping[str, dict], count: int = TABLE7_CLIENTS,
+           limit: int = MAX_CLASSES) -> pd.DataFrame:
+    """First clients x classes accuracy, before vs each route (rows = (client, label))."""
+    columns = _columns(summaries)
+    first = columns[0][1]
+    clients, classes = _request(summaries)
+    rows = {}
+    for pid in table7_clients(first, clients, count):
+        for class_id in table7_classes(len(first["class_names"]), classes, limit):
+            label = class_label(class_id) + (" (↓)" if class_id in classes else "")
+            rows[(f"Client {pid}", label)] = {
+                "Before": _class_acc(first["before"], pid, class_id),
+                **{col: _class_acc(s, pid, class_id) for col, s in columns}}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index = pd.MultiIndex.from_tuples(frame.index, names=["Client", "Label"])
+    return frame
+
+
+def cost_table(summaries: Mapping[str, dict]) -> pd.DataFrame:
+    """What each route cost the clients."""
+    rows = {}
+    for name, summary in _columns(summaries):
+        rows[name] = {
+            "strategy": summary.get("strategy", ""),
+            "client-epochs": int(summary.get("client_epochs", 0)),
+            "clients trained": len(summary.get("trained_clients", [])),
+            "samples trained": int(summary.get("samples_trained", 0)),
+            "units zeroed": len(summary.get("zeroed_units", [])),
+            "seconds": float(summary.get("seconds", 0.0)),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _flat(frame: pd.DataFrame) -> pd.DataFrame:
+    """Markdown-friendly copy: flat column names, percent strings."""
+    out = frame.copy()
+    if isinstance(out.columns, pd.MultiIndex):
+        out.columns = [f"{top}: {sub}" if top else sub for top, sub in out.columns]
+    if isinstance(out.index, pd.MultiIndex):
+        out = out.reset_index()
+        # Show each client's name once, as in the paper.
+        first_col = out.columns[0]
+        out[first_col] = out[first_col].where(out[first_col] != out[first_col].shift(), "")
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = out[col].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}%")
+    return out
+
+
+def to_markdown(frame: pd.DataFrame, percent: bool = True) -> str:
+    """Markdown table (percent cells as ``12.34%``)."""
+    if not percent:
+        return frame.to_markdown(floatfmt=".2f") + "\n"
+    index = not isinstance(frame.index, pd.MultiIndex)
+    return _flat(frame).to_markdown(index=index) + "\n"
+
+
+def figure4(summaries: Mapping[str, dict], path: Path) -> Path:
+    """Bar charts: global accuracy and requesting client's forget-class accuracy per route."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = _columns(summaries)
+    first = columns[0][1]
+    clients, classes = _request(summaries)
+    names = ["Original"] + [name for name, _ in columns]
+    global_acc = [100 * first["global_accuracy_before"]] + [
+        100 * s["global_accuracy_after"] for _, s in columns]
+    pid, class_id = clients[0], classes[0]
+    forget_acc = [_class_acc(first["before"], pid, class_id)] + [
+        _class_acc(s, pid, class_id) for _, s in columns]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colors = ["#7f7f7f"] + [f"C{i}" for i in range(len(columns))]
+    for ax, values, title in ((axes[0], global_acc, "Global accuracy"),
+                              (axes[1], forget_acc,
+                               f"Client {pid} {class_label(class_id)} accuracy (forgotten)")):
+        bars = ax.bar(names, np.nan_to_num(values), color=colors)
+        for bar, value in zip(bars, values):
+            ax.annotate("-" if np.isnan(value) else f"{value:.1f}",
+                        (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+        ax.set_title(title)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 105)
+        ax.tick_params(axis="x", rotation=30)
+    scenario = first["config"]["training"]["scenario"]
+    fig.suptitle(f"Unlearning routes on {scenario} (request: clients {clients}, "
+                 f"classes {classes})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def build_fair_report(run_dirs: Mapping[str, Path], out_dir: Path) -> list[Path]:
+    """Write Tables 4, 5/6, 7/8, the cost table, Figure 4 and ``report.md``.
+
+    Parameters
+    ----------
+    run_dirs : Mapping[str, Path]
+        Route (strategy name, or a label) -> its unlearning phase folder.
+    out_dir : Path
+        Output folder (created).
+
+    Returns
+    -------
+    list[Path]
+        The files written.
+    """
+    summaries = load_summaries(run_dirs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clients, classes = _request(summaries)
+    first = next(iter(summaries.values()))
+    training = first["config"]["training"]
+    tables = [
+        ("table4_global", "Table 4: global accuracy and the requesting client's forget-class "
+         "accuracy, original vs each route (fair protocol: only requesting clients train)",
+         table4(summaries), True),
+        ("table5_forget_class", "Tables 5/6: every client's forget-class accuracy before and "
+         "after unlearning", table5(summaries), True),
+        ("table7_per_class", "Tables 7/8: per-class accuracy of the first clients "
+         "(Our = FedCCCU; (↓) = forgotten class)", table7(summaries), True),
+        ("cost", "Cost of each route (client-epochs = local epochs summed over clients)",
+         cost_table(summaries), False),
+    ]
+    written: list[Path] = []
+    sections = [f"# Fair unlearning report: {training['scenario']}\n",
+                f"Request: clients {clients} forget classes {classes} "
+                f"({', '.join(first['class_names'][c] for c in classes)}). "
+                f"Runs: {', '.join(f'{k} = {v}' for k, v in run_dirs.items())}.\n"]
+    for stem, caption, frame, percent in tables:
+        csv_path = out_dir / f"{stem}.csv"
+        atomic_write_bytes(csv_path, frame.to_csv(float_format="%.4f").encode())
+        markdown = to_markdown(frame, percent)
+        md_path = out_dir / f"{stem}.md"
+        atomic_write_bytes(md_path, f"{caption}\n\n{markdown}".encode())
+        written += [csv_path, md_path]
+        sections.append(f"## {caption}\n\n{markdown}")
+    figure = figure4(summaries, out_dir / "figure4_accuracy.png")
+    written.append(figure)
+    sections.append(f"![Figure 4]({figure.name})\n")
+    report = out_dir / "report.md"
+    atomic_write_bytes(report, "\n".join(sections).encode())
+    written.append(report)
+    return written
+
+
+def build_report(preset: dict, results: list[dict[str, Path]], out_dir: Path) -> list[Path]:
+    """Runner entry point (``experiments.run``): one column per ``[[runs]]`` entry.
+
+    A run's column is its strategy's route name; an optional ``label`` in the run's
+    table names it instead (e.g. two ``neuron-zeroing`` runs with different n).
+    """
+    runs = preset.get("runs", [])
+    run_dirs: dict[str, Path] = {}
+    for index, paths in enumerate(results):
+        if "unlearn" not in paths:
+            continue
+        spec = runs[index] if index < len(runs) else {}
+        strategy = {**preset.get("base", {}), **spec}.get("strategy", f"run{index}")
+        label = str(spec.get("label") or strategy)
+        if label in run_dirs:
+            raise ReportError(f"two runs are labelled {label!r}; give them distinct "
+                              "'label' entries in the preset")
+        run_dirs[label] = Path(paths["unlearn"])
+    return build_fair_report(run_dirs, out_dir)

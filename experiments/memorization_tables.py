@@ -1,0 +1,465 @@
+"""Seed 001 tables (Table 1, F2-F6, H9, H10) and Figure 2 from unlearning summaries.
+
+``build_memorization_report(preset, results, out_dir)`` is the ``memorization`` report
+of ``experiments.run``. The preset's ``table`` field picks the layout; without it the
+layout follows from what varies across the runs (:func:`infer_table`). A run's optional
+``label`` (in its ``[[runs]]`` table) replaces its row name.
+
+=======  ================================================  ===============================
+table    sections (groups of rows)                         rows
+=======  ================================================  ===============================
+``1``    scenario (dataset, IID / Non-IID alpha)           Ours, Fine-tune, Retrained
+``F2``   scenario                                          rho = ..., Retrained
+``F3``   Non-IID degree (alpha)                            Only Fine-tuning, Ours, Retrained
+``F4``   scenario                                          SalUn, Localized, Deep, Shallow,
+                                                           Ours, Retrained
+``F5``   number of leaving clients (and rho)               Ours, Retrained
+``F6``   number of clients                                 Ours, Retrained
+``H9``   scenario (class-level: D_u and test acc only)     Ours, Fine-tune, Retrained
+``H10``  scenario (sample-level)                           Ours, Fine-tune, Retrained
+=======  ================================================  ===============================
+
+Each run contributes its unlearned model's numbers; runs that differ only in ``seed``
+fall into the same cell and give mean ± std (population std, ddof 0). The Retrained
+row of a section pools every distinct retrained model of its runs (J per seed). Columns:
+accuracy (%) per memorization group and on D_u with Δ = |row mean - retrained mean|,
+test accuracy (%) and local fairness (×10^-3).
+
+Outputs in ``out_dir`` (prefix ``memorization_<table>``): ``.csv`` (numbers, long
+format), ``.md`` (the paper's layout, plus the time analysis and CSL agreement),
+``_time.csv`` and ``_time.png`` (accuracy vs time of unlearning vs retraining, as
+Figure 2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedunl_flwr.metrics.memorization import DATASET_ROW_LABEL, MEMORIZATION_GROUP_LABELS
+from fedunl_flwr.store import atomic_write_bytes
+
+TABLES = ("1", "F2", "F3", "F4", "F5", "F6", "H9", "H10")
+
+#: Value columns: five groups, D_u, test accuracy, local fairness.
+ACCURACY_COLUMNS: tuple[str, ...] = (*MEMORIZATION_GROUP_LABELS, DATASET_ROW_LABEL)
+COLUMNS: tuple[str, ...] = (*ACCURACY_COLUMNS, "Test", "LF")
+COLUMN_TITLES: dict[str, str] = {
+    **{label: f"Group {label}" for label in MEMORIZATION_GROUP_LABELS},
+    DATASET_ROW_LABEL: "Unlearning Dataset Acc. (%) (Δ↓)",
+    "Test": "Test Dataset Acc. (%) ↑",
+    "LF": "Local Fairness (10^-3) ↓",
+}
+SELECTION_LABELS = {"redundant": "Ours", "salun": "SalUn", "localized": "Localized",
+                    "deep": "Deep", "shallow": "Shallow"}
+DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "emnist": "EMNIST",
+                  "fashion-mnist": "Fashion-MNIST", "mnist": "MNIST",
+                  "tinyimagenet-subset": "Tiny-ImageNet subset", "usps": "USPS",
+                  "uci-digits": "UCI digits", "svhn": "SVHN"}
+RETRAINED = "Retrained Baseline"
+
+
+class ReportError(ValueError):
+    """The runs cannot make this report (missing, not memorization runs, bad table)."""
+
+
+@dataclass
+class RunResult:
+    """One unlearning run: its configuration and seed 001 evaluation."""
+
+    path: Path
+    summary: dict
+    label: str = ""
+    config: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        key = self.summary["config"]
+        self.config = {**key["training"], **{k: v for k, v in key.items() if k != "training"}}
+
+    @property
+    def strategy(self) -> str:
+        return str(self.summary.get("strategy", self.config.get("strategy", "")))
+
+    def unlearned_vector(self) -> np.ndarray:
+        acc = self.summary["memorization"]["group_accuracy"]["unlearned"]
+        return np.array([*_floats(acc), self.summary["test_accuracy"]["unlearned"],
+                         self.summary["local_fairness"]["unlearned"]], dtype=float)
+
+    def retrained_vectors(self) -> dict[str, np.ndarray]:
+        """Retrained model store -> its vector (same columns as ``unlearned_vector``)."""
+        mem = self.summary["memorization"]
+        stores = mem["retrained_models"]["stores"]
+        out = {}
+        for j, store in enumerate(stores):
+            out[store] = np.array([*_floats(mem["group_accuracy"]["retrained"][j]),
+                                   self.summary["test_accuracy"]["retrained"][j],
+                                   self.summary["local_fairness"]["retrained"][j]], dtype=float)
+        return out
+
+
+def _floats(values: Sequence) -> list[float]:
+    return [math.nan if v is None else float(v) for v in values]
+
+
+# --- labels ----------------------------------------------------------------------------
+def scenario_label(config: Mapping) -> str:
+    """``cifar10-iid`` -> ``CIFAR-10 IID``; ``cifar10-dir`` -> ``CIFAR-10 Non-IID (α=0.5)``."""
+    name = str(config["scenario"])
+    for suffix, kind in (("-iid", "iid"), ("-dir", "dir")):
+        head, sep, tail = name.partition(suffix)
+        if sep and (kind == "dir" or not tail):
+            dataset = DATASET_LABELS.get(head, head)
+            if kind == "iid":
+                return f"{dataset} IID"
+            alpha = float(tail) if tail else float(config["dirichlet_alpha"])
+            return f"{dataset} Non-IID (α={alpha:g})"
+    return name
+
+
+def _alpha_label(config: Mapping) -> str:
+    name = str(config["scenario"])
+    if name.endswith("-iid"):
+        return "IID"
+    tail = name.partition("-dir")[2]
+    return f"α = {float(tail) if tail else float(config['dirichlet_alpha']):g}"
+
+
+def _strategy_row(run: RunResult, fine_tune: str = "Fine-tune") -> str:
+    if run.strategy == "finetune":
+        return fine_tune
+    if run.strategy == "fedmemeraser":
+        return "Ours" if run.config["selection"] == "redundant" else \
+            SELECTION_LABELS.get(run.config["selection"], run.config["selection"])
+    return run.strategy
+
+
+def section_and_row(run: RunResult, table: str) -> tuple[str, str]:
+    """Where a run goes in ``table`` (a ``label`` given in the preset names its row)."""
+    section, row = _place(run, table)
+    return section, run.label or row
+
+
+def _place(run: RunResult, table: str) -> tuple[str, str]:
+    config = run.config
+    if table == "F2":
+        row = "ρ = 0 (fine-tune)" if run.strategy == "finetune" else f"ρ = {config['rho']:g}"
+        return scenario_label(config), row
+    if table == "F3":
+        return _alpha_label(config), _strategy_row(run, "Only Fine-tuning")
+    if table == "F4":
+        return scenario_label(config), _strategy_row(run)
+    if table == "F5":
+        leaving = len(run.summary["request"]["clients"])
+        return f"{leaving} Client{'s' if leaving != 1 else ''} (ρ = {config['rho']:g})", \
+            _strategy_row(run)
+    if table == "F6":
+        clients = len(run.summary.get("per_client_accuracy", {})) or config["num_clients"]
+        return f"{clients} Clients", _strategy_row(run)
+    return scenario_label(config), _strategy_row(run)
+
+
+ROW_ORDER = ("SalUn", "Localized", "Deep", "Shallow", "Only Fine-tuning", "Fine-tune",
+             "Ours", RETRAINED)
+
+
+def _row_key(row: str) -> tuple:
+    if row.startswith("ρ = "):
+        text = row[4:].split(" ")[0]
+        return (0, float(text))
+    return (1, ROW_ORDER.index(row) if row in ROW_ORDER else len(ROW_ORDER), row)
+
+
+def _section_key(section: str) -> tuple:
+    """Numeric sections (``2 Clients``, ``α = 0.1``) in numeric order, others by name."""
+    text = section.removeprefix("α = ")
+    number = text.split(" ")[0]
+    try:
+        return (float(number), section)
+    except ValueError:
+        return (math.inf, section)
+
+
+# --- loading ---------------------------------------------------------------------------
+def load_runs(results: Sequence[Mapping[str, Path]],
+              labels: Sequence[str] = ()) -> list[RunResult]:
+    """The memorization-evaluated unlearning runs among ``results`` (others are skipped).
+
+    ``labels[i]`` (the preset's optional ``label`` of run i) names that run's row.
+    """
+    runs = []
+    for index, result in enumerate(results):
+        folder = result.get("unlearn") if isinstance(result, Mapping) else None
+        if folder is None:
+            continue
+        path = Path(folder) / "summary.json"
+        if not path.exists():
+            raise ReportError(f"run {index}: {path} not found (the run did not complete)")
+        summary = json.loads(path.read_text())
+        if "group_table" in summary:
+            label = str(labels[index]) if index < len(labels) and labels[index] else ""
+            runs.append(RunResult(Path(folder), summary, label))
+    if not runs:
+        raise ReportError("no run with a Grouped Memorization Evaluation (strategy "
+                          "fedmemeraser or finetune) among the preset's results")
+    return runs
+
+
+def infer_table(runs: Sequence[RunResult]) -> str:
+    """The table a preset's runs make when the preset names none.
+
+    Class-level requests: H9; sample-level: H10; else the setting that varies across
+    runs (beyond seed and strategy): selection F4, number of leaving clients F5,
+    number of clients F6, Dirichlet alpha (one scenario) F3, rho F2; otherwise Table 1.
+    """
+    scopes = {r.summary["request"]["scope"] for r in runs}
+    if scopes == {"class"}:
+        return "H9"
+    if scopes == {"samples"}:
+        return "H10"
+
+    def varies(value) -> bool:
+        return len({value(r) for r in runs}) > 1
+
+    if varies(lambda r: r.config["selection"] if r.strategy == "fedmemeraser" else "redundant"):
+        return "F4"
+    if varies(lambda r: len(r.summary["request"]["clients"])):
+        return "F5"
+    if varies(lambda r: r.config["num_clients"]):
+        return "F6"
+    if not varies(lambda r: r.config["scenario"]) and varies(
+            lambda r: r.config["dirichlet_alpha"]):
+        return "F3"
+    if len({r.config["rho"] for r in runs if r.strategy == "fedmemeraser"}) > 2:
+        return "F2"
+    return "1"
+
+
+def normalise_table(name: object) -> str:
+    text = str(name).strip().upper().removeprefix("TABLE").strip()
+    if text not in TABLES:
+        raise ReportError(f"unknown memorization table {name!r}; choose one of {TABLES}")
+    return text
+
+
+# --- aggregation -----------------------------------------------------------------------
+@dataclass
+class Cell:
+    mean: np.ndarray
+    std: np.ndarray
+    count: int
+
+
+def _aggregate(vectors: Sequence[np.ndarray]) -> Cell:
+    stack = np.vstack(vectors)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column: empty group
+        mean = np.nanmean(stack, axis=0)
+        std = np.nanstd(stack, axis=0)
+    return Cell(mean, std, len(vectors))
+
+
+def aggregate(runs: Sequence[RunResult], table: str
+              ) -> tuple[dict[str, dict[str, Cell]], dict[str, dict[str, list[RunResult]]]]:
+    """Cells per section and row (Retrained row last), and the runs behind each."""
+    grouped: dict[str, dict[str, list[RunResult]]] = {}
+    for run in runs:
+        section, row = section_and_row(run, table)
+        grouped.setdefault(section, {}).setdefault(row, []).append(run)
+    cells: dict[str, dict[str, Cell]] = {}
+    for section in sorted(grouped, key=_section_key):
+        rows = grouped[section]
+        cells[section] = {row: _aggregate([r.unlearned_vector() for r in rows[row]])
+                          for row in sorted(rows, key=_row_key)}
+        retrained: dict[str, np.ndarray] = {}
+        for row_runs in rows.values():
+            for run in row_runs:
+                for store, vector in run.retrained_vectors().items():
+                    retrained.setdefault(store, vector)
+        cells[section][RETRAINED] = _aggregate(list(retrained.values()))
+    return cells, grouped
+
+
+def numbers_frame(cells: Mapping[str, Mapping[str, Cell]]) -> pd.DataFrame:
+    """Long format: section, row, column, mean, std, delta (vs Retrained), n."""
+    records = []
+    for section, rows in cells.items():
+        reference = rows[RETRAINED]
+        for row, cell in rows.items():
+            for index, column in enumerate(COLUMNS):
+                delta = math.nan
+                if row != RETRAINED and column in ACCURACY_COLUMNS:
+                    delta = abs(cell.mean[index] - reference.mean[index])
+                records.append({"section": section, "row": row, "column": column,
+                                "mean": cell.mean[index], "std": cell.std[index],
+                                "delta": delta, "n": cell.count})
+    return pd.DataFrame.from_records(records)
+
+
+def _cell_text(mean: float, std: float, delta: float) -> str:
+    if math.isnan(mean):
+        return "-"
+    text = f"{mean:.2f} ±{std:.2f}"
+    return text if math.isnan(delta) else f"{text} ({delta:.2f})"
+
+
+def markdown_table(numbers: pd.DataFrame, columns: Sequence[str]) -> str:
+    """The paper's layout: a bold section line, then one line per row."""
+    header = ["", *(COLUMN_TITLES[c] for c in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for section, part in numbers.groupby("section", sort=False):
+        lines.append("| **" + section + "** |" + " |" * len(columns))
+        for row, cells in part.groupby("row", sort=False):
+            by_column = cells.set_index("column")
+            texts = [_cell_text(by_column.at[c, "mean"], by_column.at[c, "std"],
+                                by_column.at[c, "delta"]) for c in columns]
+            label = f"{row} (n={int(cells['n'].iloc[0])})"
+            lines.append("| " + " | ".join([label, *texts]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --- time analysis ---------------------------------------------------------------------
+def time_frame(grouped: Mapping[str, Mapping[str, list[RunResult]]]) -> pd.DataFrame:
+    """Per section and row: time/rounds to peak of unlearning and retraining, speedup."""
+    records = []
+    for section in sorted(grouped, key=_section_key):
+        for row in sorted(grouped[section], key=_row_key):
+            runs = grouped[section][row]
+            timing = [r.summary["time_analysis"] for r in runs]
+
+            def mean_of(path: tuple[str, ...], items=timing) -> float:
+                values = []
+                for item in items:
+                    value = item
+                    for key in path:
+                        value = value.get(key) if isinstance(value, Mapping) else None
+                    if value is not None:
+                        values.append(float(value))
+                return float(np.mean(values)) if values else math.nan
+
+            csl = [r.summary.get("csl_agreement", {}) for r in runs]
+            csl_ok = [c for c in csl if c.get("available")]
+            records.append({
+                "section": section, "row": row, "runs": len(runs),
+                "unlearn_time_to_peak_s": mean_of(("unlearn", "time_to_peak")),
+                "unlearn_rounds_to_peak": mean_of(("unlearn", "rounds_to_peak")),
+                "retrain_time_to_peak_s": mean_of(("retrain", "time_to_peak")),
+                "retrain_rounds_to_peak": mean_of(("retrain", "rounds_to_peak")),
+                "speedup": mean_of(("speedup",)),
+                "retrain_timed_in_same_run": all(t.get("retrain_measured_in_this_run")
+                                                 for t in timing),
+                "csl_cosine": float(np.mean([c["cosine"] for c in csl_ok])) if csl_ok
+                else math.nan,
+                "csl_top20_overlap": float(np.mean([c["top_overlap"] for c in csl_ok]))
+                if csl_ok else math.nan,
+            })
+    return pd.DataFrame.from_records(records)
+
+
+def time_figure(grouped: Mapping[str, Mapping[str, list[RunResult]]], path: Path,
+                title: str) -> None:
+    """Figure 2: test accuracy vs time, retraining vs each unlearning row (first seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sections = sorted(grouped, key=_section_key)
+    cols = min(3, len(sections))
+    rows = math.ceil(len(sections) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(6.5, 5.0 * cols), 3.8 * rows),
+                             squeeze=False)
+    for ax, section in zip(axes.flat, sections):
+        drawn_retrain = False
+        for row in sorted(grouped[section], key=_row_key):
+            run = grouped[section][row][0]
+            timing = run.summary["time_analysis"]
+            if not drawn_retrain and timing["retrain"]["curve"]:
+                curve = np.asarray(timing["retrain"]["curve"])
+                ax.plot(curve[:, 1], 100 * curve[:, 2], "k--", marker=".", label="Retrain")
+                drawn_retrain = True
+            if timing["unlearn"]["curve"]:
+                curve = np.asarray(timing["unlearn"]["curve"])
+                speed = timing.get("speedup")
+                label = row if speed is None else f"{row} ({speed:.1f}x)"
+                ax.plot(curve[:, 1], 100 * curve[:, 2], marker=".", label=label)
+        ax.set_title(section, fontsize=10)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(sections):]:
+        ax.axis("off")
+    fig.suptitle("\n".join(textwrap.wrap(title, 80)), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --- the builder -----------------------------------------------------------------------
+def build_memorization_report(preset: dict, results: list[dict[str, Path]],
+                              out_dir: Path) -> list[Path]:
+    """Build the preset's seed 001 table (``preset["table"]``, else inferred from the runs).
+
+    Returns the written files: ``memorization_<T>.csv``, ``.md``, ``_time.csv``,
+    ``_time.png``.
+    """
+    labels = [run.get("label", "") for run in preset.get("runs", [])]
+    runs = load_runs(results, labels)
+    table = normalise_table(preset["table"]) if preset.get("table") else infer_table(runs)
+    cells, grouped = aggregate(runs, table)
+    numbers = numbers_frame(cells)
+    times = time_frame(grouped)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"memorization_{table}"
+    shown = [DATASET_ROW_LABEL, "Test"] if table == "H9" else list(COLUMNS)
+    title = _title(table, preset)
+    md = [f"# {title}\n"]
+    if preset.get("description"):
+        md.append(str(preset["description"]).strip() + "\n")
+    md += [markdown_table(numbers, shown),
+           "\nCells: mean ±std over seeds (Retrained: over all retrained models) and, in "
+           "parentheses, Δ = |mean - retrained mean|. n = runs (models) per cell.\n",
+           "\n## Time analysis and CSL agreement\n",
+           _frame_markdown(times),
+           f"\nSpeedup = retrain time to peak / unlearning time to peak (peak = first "
+           f"evaluated round within {_tolerance(runs)} points of the best test accuracy).\n"]
+    written = []
+    for name, text in ((f"{stem}.csv", numbers.to_csv(index=False, float_format="%.4f")),
+                       (f"{stem}.md", "\n".join(md)),
+                       (f"{stem}_time.csv", times.to_csv(index=False, float_format="%.4f"))):
+        atomic_write_bytes(out_dir / name, text.encode())
+        written.append(out_dir / name)
+    figure = out_dir / f"{stem}_time.png"
+    time_figure(grouped, figure, f"{title}: test accuracy vs time")
+    written.append(figure)
+    return written
+
+
+def _tolerance(runs: Sequence[RunResult]) -> str:
+    value = runs[0].summary["time_analysis"].get("peak_tolerance", 0.0)
+    return f"{100 * float(value):g}"
+
+
+def _frame_markdown(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(index=False, floatfmt=".2f") + "\n"
+
+
+def _title(table: str, preset: Mapping) -> str:
+    names = {"1": "Table 1: FedMemEraser vs fine-tuning and retraining",
+             "F2": "Table F2: pruning ratio rho",
+             "F3": "Table F3: Non-IID degree",
+             "F4": "Table F4: parameter selection strategies",
+             "F5": "Table F5: several clients leave",
+             "F6": "Table F6: number of clients",
+             "H9": "Table H9: class-level unlearning",
+             "H10": "Table H10: sample-level unlearning"}
+    return str(preset.get("title") or names[table])

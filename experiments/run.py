@@ -1,0 +1,220 @@
+"""Run a preset: every run of a paper table, then its report.
+
+Usage::
+
+    python -m experiments.run PRESET [--set key=value ...] [--out DIR]
+                              [--cpus-per-client N] [--dry-run]
+    python -m experiments.run --list
+
+``PRESET`` is a name from ``experiments/presets/`` (``fair-digits-cpu``) or a path to
+a TOML file of this shape::
+
+    description = "one line"
+    report = "fair"                 # a key of REPORTS
+    [base]                          # run-config shared by every run
+    scenario = "digits-real-noniid-offline"
+    [[runs]]                        # one table of run-config overrides per run
+    strategy = "delete-retrain"
+    label = "Delete"                # optional column name in the report (not run-config)
+
+``--set key=value`` overrides run-config in every run (values are TOML; a bare word
+or ``0,3`` is taken as a string). All runs' configurations, and the report builder,
+are checked before the first run starts. Each run is one in-process Flower
+simulation (``experiments.simulate.simulate``); runs share the run store, so the
+original model is trained once and completed phases are loaded, not recomputed.
+The report goes to ``--out`` or ``<results-dir>/reports/<preset name>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from fedunl_flwr.client_app import load_run_config
+from fedunl_flwr.config import ConfigError, RunConfig
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+# report name -> "module:function"; function(preset, results, out_dir) -> list[Path].
+# Imported only when a preset names it, so a module may arrive later.
+REPORTS: dict[str, str] = {
+    "fair": "experiments.fair_tables:build_report",
+    "memorization": "experiments.memorization_tables:build_memorization_report",
+}
+PRESET_KEYS = {"description", "report", "base", "runs"}
+RUN_ONLY_KEYS = {"label"}  # allowed in [[runs]] tables, not run-config
+
+ReportBuilder = Callable[[dict, list[dict[str, Path]], Path], list[Path]]
+
+
+class PresetError(ValueError):
+    """A preset file is missing, malformed, or one of its runs is misconfigured."""
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def preset_path(name: str) -> Path:
+    """A preset by name (``experiments/presets/<name>.toml``) or by path."""
+    path = Path(name)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise PresetError(f"preset file {path} not found")
+        return path
+    path = PRESETS_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise PresetError(f"unknown preset {name!r}; presets in {PRESETS_DIR}: "
+                          f"{', '.join(available_presets()) or '(none)'}")
+    return path
+
+
+def load_preset(name: str) -> tuple[str, dict]:
+    """``(preset name, preset dict)``; checks the file's shape."""
+    path = preset_path(name)
+    try:
+        preset = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise PresetError(f"preset {path} is not valid TOML: {err}") from err
+    unknown = sorted(set(preset) - PRESET_KEYS)
+    if unknown:
+        raise PresetError(f"preset {path}: unknown top-level key(s) {unknown}; expected "
+                          f"{sorted(PRESET_KEYS)}")
+    if preset.get("report") not in REPORTS:
+        raise PresetError(f"preset {path}: report must be one of {sorted(REPORTS)}, got "
+                          f"{preset.get('report')!r}")
+    if not isinstance(preset.get("base", {}), dict):
+        raise PresetError(f"preset {path}: [base] must be a table")
+    runs = preset.get("runs")
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+        raise PresetError(f"preset {path}: needs at least one [[runs]] table")
+    return path.stem, preset
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> run-config overrides (TOML values, strings as fallback)."""
+    kinds = {f.name.replace("_", "-"): type(getattr(RunConfig, f.name))
+             for f in fields(RunConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise PresetError(f"--set expects key=value, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        if kinds.get(key) is str and not isinstance(value, str):
+            value = text  # e.g. forget-classes=0
+        out[key] = value
+    return out
+
+
+def plan_runs(preset: dict, sets: dict[str, Any]) -> list[tuple[dict[str, Any], RunConfig]]:
+    """Every run's overrides and validated config; raises before anything runs."""
+    from fedunl_flwr.server_app import check_names
+
+    plan = []
+    base = dict(preset.get("base", {}))
+    for index, run in enumerate(preset["runs"], start=1):
+        overrides = {**base, **{k: v for k, v in run.items() if k not in RUN_ONLY_KEYS},
+                     **sets}
+        try:
+            config = load_run_config({}, overrides)
+            check_names(config)
+        except (ConfigError, ValueError) as err:
+            raise PresetError(f"run {index} ({run}): {err}") from err
+        plan.append((overrides, config))
+    return plan
+
+
+def report_builder(name: str) -> ReportBuilder:
+    """Import the report function named by ``REPORTS[name]``."""
+    target = REPORTS[name]
+    module_name, _, function = target.partition(":")
+    try:
+        module = import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise PresetError(f"report {name!r} needs module {module_name}, which is not "
+                          f"available ({err})") from err
+    builder = getattr(module, function, None)
+    if builder is None:
+        raise PresetError(f"report {name!r}: {module_name} has no function {function!r}")
+    return builder
+
+
+def run_preset(name: str, sets: dict[str, Any] | None = None, out: Path | None = None,
+               cpus_per_client: float = 1.0, dry_run: bool = False) -> list[Path]:
+    """Validate, run every run of the preset, build its report; the report's files."""
+    from experiments.simulate import simulate
+
+    preset_name, preset = load_preset(name)
+    plan = plan_runs(preset, sets or {})
+    build = report_builder(preset["report"])
+    out_dir = Path(out) if out else (plan[0][1].resolved_results_dir() / "reports"
+                                     / preset_name)
+    print(f"preset {preset_name}: {preset.get('description', '')}")
+    for index, (_, config) in enumerate(plan, start=1):
+        print(f"  run {index}/{len(plan)}: strategy={config.strategy} "
+              f"scenario={config.scenario} results-dir={config.resolved_results_dir()}")
+    if dry_run:
+        print(f"dry run: {len(plan)} run(s) valid; report {preset['report']!r} -> {out_dir}")
+        return []
+    results = []
+    for index, (overrides, config) in enumerate(plan, start=1):
+        start = time.perf_counter()
+        print(f"[{index}/{len(plan)}] running {config.strategy} ...", flush=True)
+        try:
+            results.append(simulate(overrides, cpus_per_client=cpus_per_client))
+        except RuntimeError as err:
+            raise PresetError(f"run {index} ({config.strategy}) failed: {err}. Completed "
+                              "phases stay in the run store; rerunning the preset resumes "
+                              "from them.") from err
+        print(f"[{index}/{len(plan)}] {config.strategy} done in "
+              f"{time.perf_counter() - start:.1f} s: "
+              f"{', '.join(str(p) for p in results[-1].values())}", flush=True)
+    written = build(preset, results, out_dir)
+    print(f"report {preset['report']!r} for preset {preset_name} written to {out_dir}:")
+    for path in written:
+        print(f"  {path}")
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.run",
+                                     description="Run a preset's runs and build its report.")
+    parser.add_argument("preset", nargs="?", help="preset name or path to a TOML file")
+    parser.add_argument("--set", dest="sets", action="append", default=[],
+                        metavar="KEY=VALUE", help="run-config override for every run")
+    parser.add_argument("--out", type=Path, help="report folder "
+                        "(default <results-dir>/reports/<preset>)")
+    parser.add_argument("--cpus-per-client", type=float, default=1.0,
+                        help="CPUs per simulated client (default 1)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate the preset and print the plan only")
+    parser.add_argument("--list", action="store_true", help="list the presets")
+    args = parser.parse_args(argv)
+    if args.list or not args.preset:
+        for name in available_presets():
+            _, preset = load_preset(name)
+            print(f"{name:28s} {preset.get('description', '')}")
+        return 0 if args.list else 2
+    try:
+        run_preset(args.preset, parse_sets(args.sets), args.out, args.cpus_per_client,
+                   args.dry_run)
+    except PresetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

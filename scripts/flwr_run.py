@@ -1,0 +1,169 @@
+"""Run the app with ``flwr run`` on a SuperLink this script starts and always stops.
+
+``flwr run`` alone auto-starts a SuperLink that outlives it and exits 0 even when the
+run failed. This wrapper starts its own local SuperLink (simulation mode, runtime
+dependency installation disabled), streams the run's log, asks the SuperLink for the
+run's final status, exits non-zero unless it finished successfully, and stops the
+SuperLink and everything it started.
+
+Usage::
+
+    python scripts/flwr_run.py [--num-supernodes N] [--cpus-per-client C] [-c "k=v k2=v2"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONNECTION = "fedunl-local"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"SuperLink exited early with code {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"SuperLink did not open port {port} within {timeout:.0f} s")
+
+
+def write_flower_config(flwr_home: Path, port: int) -> None:
+    """A Flower config whose ``fedunl-local`` connection points at our SuperLink."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    (flwr_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+        f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM the SuperLink's process group, SIGKILL what is left after 10 s."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def run_status(env: dict, run_id: str) -> str:
+    """The run's status as the SuperLink reports it (e.g. ``finished:completed``)."""
+    out = subprocess.run(["flwr", "ls", CONNECTION, "--run-id", run_id, "--format", "json"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    match = re.search(r"\{.*\}", out.stdout, re.S)
+    if not match:
+        return f"unknown ({out.stdout.strip()} {out.stderr.strip()})"
+    runs = json.loads(match.group(0)).get("runs", [])
+    return str(runs[0].get("status", "unknown")) if runs else "unknown"
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["k=v k2='x'"]`` -> ``{"k": v, "k2": "x"}`` (values are TOML, as for flwr)."""
+    overrides = {}
+    for item in items:
+        for pair in shlex.split(item, posix=False):
+            key, _, value = pair.partition("=")
+            overrides[key] = tomllib.loads(f"v = {value}")["v"]
+    return overrides
+
+
+def scenario_clients(items: list[str]) -> int:
+    """Client count of the scenario the run-config selects (validates the config too)."""
+    sys.path.insert(0, str(ROOT))
+    from fedunl_flwr.client_app import load_run_config
+    from fedunl_flwr.data.scenarios import get_scenario
+
+    config = load_run_config({}, parse_overrides(items))
+    return get_scenario(config.scenario).num_clients(config.num_clients)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--num-supernodes", type=int, default=0,
+                        help="simulated clients (default: the scenario's client count)")
+    parser.add_argument("--cpus-per-client", type=float, default=1.0,
+                        help="CPUs each virtual client reserves (2 cores -> 2 in parallel)")
+    parser.add_argument("--gpus-per-client", type=float, default=0.0)
+    parser.add_argument("-c", "--run-config", action="append", default=[],
+                        help='run-config overrides, e.g. -c "num-server-rounds=3"')
+    args = parser.parse_args(argv)
+
+    try:
+        num_supernodes = args.num_supernodes or scenario_clients(args.run_config)
+    except ValueError as err:  # bad run-config: fail before starting anything
+        print(f"fedunl: error: {err}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    env["FLWR_HOME"] = env.get("FLWR_HOME", str(ROOT / ".flwr"))
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    env.setdefault("FEDUNL_RESULTS_DIR", str(ROOT / "results"))
+    # Flower 1.41 serves the runtime, control and fleet APIs on one HTTP port.
+    port = free_port()
+    write_flower_config(Path(env["FLWR_HOME"]), port)
+    state = tempfile.mkdtemp(prefix="fedunl-superlink-")
+    superlink = subprocess.Popen(
+        ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+         "--disable-runtime-dependency-installation",
+         "--host", "127.0.0.1", "--port", str(port), "--database", str(Path(state) / "state.db")],
+        env=env, cwd=ROOT, start_new_session=True,
+        stdout=open(Path(state) / "superlink.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, superlink)
+        federation = (f"num-supernodes={num_supernodes} "
+                      f"client-resources-num-cpus={args.cpus_per_client:g} "
+                      f"client-resources-num-gpus={args.gpus_per_client:g}")
+        command = ["flwr", "run", ".", CONNECTION, "--stream", "--federation-config",
+                   federation]
+        for item in args.run_config:
+            command += ["--run-config", item]
+        print("+", " ".join(command), flush=True)
+        run = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        run_id = None
+        for line in run.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            found = re.search(r"Successfully started run (\d+)", line)
+            run_id = found.group(1) if found else run_id
+        run.wait()
+        if run_id is None:
+            print(f"fedunl: the run did not start (flwr exit code {run.returncode})",
+                  file=sys.stderr)
+            return 1
+        status = run_status(env, run_id)
+        print(f"fedunl: run {run_id} status: {status}", flush=True)
+        return 0 if "completed" in status else 1
+    finally:
+        stop_process_group(superlink)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Retraining routes of seed 000: the fair protocol and the unfair (all clients) contrast.
+
+Fair protocol: for R rounds only the requesting clients train, from the current
+global model, on their data without (or with relabelled) forget-class samples;
+every other client's contribution is its cached final local model from the
+original run. The server averages all of them weighted by sample count (FedAvg):
+
+    w_next = (sum_{k requesting} n'_k w_k + sum_{k other} n_k w_k^orig)
+             / (sum n'_k + sum n_k)
+
+with ``n'_k`` the samples a requesting client trained on this round and ``n_k`` the
+other clients' training-set sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+
+from fedunl_flwr.config import ConfigError, RunConfig
+from fedunl_flwr.federation import Federation, raise_on_errors
+from fedunl_flwr.phases import TrainedModel
+from fedunl_flwr.store import RunStore
+from strategies.fedavg_train import FedAvgTrain
+from strategies.unlearning import (UnlearningOutcome, UnlearningRequest, UnlearningRun,
+                                   UnlearningStrategyMixin, unlearn_config)
+
+
+def cached_models(original: TrainedModel, partition_ids: Iterable[int]) -> dict[int, ArrayRecord]:
+    """The original run's final local model of each client; a clear error if one is missing."""
+    partition_ids = sorted(partition_ids)
+    missing = [p for p in partition_ids if p not in original.client_arrays]
+    if missing:
+        raise ConfigError(
+            f"the fair protocol needs every non-requesting client's final local model from "
+            f"the original run, but {original.store.path} has none for client(s) {missing} "
+            "(a client never sampled while training, e.g. fraction-train < 1). Retrain the "
+            "original model with fraction-train = 1 (another results-dir or config).")
+    return {p: original.client_arrays[p] for p in partition_ids}
+
+
+class WeightedSum:
+    """Running ``sum_k n_k * w_k`` (float64) of named arrays, for a fixed part of FedAvg."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, np.ndarray] = {}
+        self.weight = 0.0
+        self.dtypes: dict[str, np.dtype] = {}
+
+    def add(self, arrays: ArrayRecord, weight: float) -> None:
+        for key, array in arrays.items():
+            value = array.numpy()
+            self.dtypes.setdefault(key, value.dtype)
+            scaled = value.astype(np.float64) * float(weight)
+            self.total[key] = self.total[key] + scaled if key in self.total else scaled
+        self.weight += float(weight)
+
+    def average_with(self, average: ArrayRecord | None, weight: float) -> ArrayRecord:
+        """``(weight * average + sum) / (weight + sum of weights)``.
+
+        ``average`` is the (already weighted) FedAvg of the trained clients, whose
+        sample counts add up to ``weight``; None or ``weight == 0`` leaves the sum's
+        own average.
+        """
+        total_weight = self.weight + (float(weight) if average is not None else 0.0)
+        if total_weight <= 0:
+            raise ValueError("nothing to average: every contribution has zero samples")
+        out = {}
+        for key, value in self.total.items():
+            combined = value.copy()
+            if average is not None and weight > 0:
+                combined += average[key].numpy().astype(np.float64) * float(weight)
+            out[key] = Array(np.ascontiguousarray(
+                (combined / total_weight).astype(self.dtypes[key])))
+        return ArrayRecord(out)
+
+
+class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
+    """Base of the retraining routes: R FedAvg rounds from the original global model.
+
+    Subclasses set ``name``, ``fair`` and ``removal`` (the train-config key that tells
+    a requesting client what to do with its forget-class samples:
+    ``exclude-classes`` deletes them, ``relabel-classes`` relabels them).
+    """
+
+    scopes: ClassVar[tuple[str, ...]] = ("class",)
+    fair: ClassVar[bool] = True
+    removal: ClassVar[str] = "exclude-classes"
+
+    def __init__(self, run: UnlearningRun) -> None:
+        self.request: UnlearningRequest = run.request
+        self.requesting = sorted(run.request.clients)
+        participants = self.requesting if self.fair else run.federation.partition_ids
+        super().__init__(run.federation, participants, run.config.unlearn_rounds,
+                         fraction_train=1.0, evaluate_every=run.config.evaluate_every,
+                         seed=run.config.seed, phase=f"unlearn-{self.name}")
+        self.removal_value = ",".join(map(str, run.request.classes))
+        self.cached = WeightedSum()
+        self.cached_clients: list[int] = []
+        if self.fair:
+            others = [p for p in run.federation.partition_ids if p not in self.requesting]
+            for pid, arrays in cached_models(run.original, others).items():
+                self.cached.add(arrays, run.federation.clients[pid].num_train)
+            self.cached_clients = others
+        self.epochs_by_client: dict[int, int] = {p: 0 for p in run.federation.partition_ids}
+        self.samples_trained = 0
+
+    # --- Flower Strategy hooks ------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """Fair protocol: every participant requests, so one config tells all to remove."""
+        if self.fair:
+            config[self.removal] = self.removal_value
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def train_messages(self, partition_ids: list[int], arrays: ArrayRecord,
+                       config: ConfigRecord) -> list[Message]:
+        """Unfair variant: only requesting clients get the removal setting."""
+        if self.fair:
+            return super().train_messages(partition_ids, arrays, config)
+        requesting = [p for p in partition_ids if p in self.requesting]
+        others = [p for p in partition_ids if p not in self.requesting]
+        removing = ConfigRecord({**dict(config), self.removal: self.removal_value})
+        messages = super().train_messages(requesting, arrays, removing) if requesting else []
+        if others:
+            messages += super().train_messages(others, arrays, config)
+        return messages
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """FedAvg of the trained models, plus (fair protocol) the cached ones."""
+        replies = list(replies)
+        raise_on_errors(replies, f"{self.phase} round {server_round}")
+        trained = []
+        for reply in replies:
+            metrics = reply.content["metrics"]
+            examples = int(metrics["num-examples"])
+            if examples > 0:  # a client left with no sample trains nothing
+                trained.append(reply)
+                pid = int(metrics["partition-id"])
+                epochs = int(metrics.get("local-epochs", 1))
+                self.epochs_by_client[pid] += epochs
+                self.samples_trained += examples * epochs
+        trained_weight = sum(int(r.content["metrics"]["num-examples"]) for r in trained)
+        arrays, metrics = super().aggregate_train(server_round, trained)
+        if not self.fair:
+            return arrays, metrics
+        return self.cached.average_with(arrays, trained_weight), metrics
+
+    # --- unlearning phase -----------------------------------------------------
+    @classmethod
+    def run_unlearning(cls, grid: Grid, config: RunConfig, federation: Federation,
+                       request: UnlearningRequest, original: TrainedModel,
+                       run_store: RunStore):
+        """Check the cached client models before the phase folder is created."""
+        if cls.fair:
+            cached_models(original, [p for p in federation.partition_ids
+                                     if p not in request.clients])
+        return super().run_unlearning(grid, config, federation, request, original, run_store)
+
+    @classmethod
+    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+        """R rounds from the original global model (R = 0 keeps it)."""
+        strategy = cls(run)
+        arrays = run.original.arrays
+        if run.config.unlearn_rounds > 0:
+            result = strategy.start(grid, run.original.arrays,
+                                    num_rounds=run.config.unlearn_rounds,
+                                    train_config=unlearn_config(run.config, strategy.phase))
+            arrays = result.arrays
+        trained = sorted(p for p, e in strategy.epochs_by_client.items() if e > 0)
+        return UnlearningOutcome(arrays, strategy.history_rows(), strategy.client_epochs, {
+            "protocol": "fair" if cls.fair else "all-clients",
+            "trained_clients": trained,
+            "cached_clients": strategy.cached_clients,
+            "client_epochs_by_client": {str(p): e for p, e in
+                                        sorted(strategy.epochs_by_client.items())},
+            "samples_trained": strategy.samples_trained,
+            "unlearn_rounds": run.config.unlearn_rounds,
+        })

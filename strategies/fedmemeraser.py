@@ -1,0 +1,173 @@
+"""FedMemEraser (seed 001, Alg. 1): reset the parameters redundant for the remaining
+data, then fine-tune on the remaining clients.
+
+Stage 1 (locate). Default ``gradient-source = "gradient"`` (the paper): every remaining
+client k in K_r receives the global model and replies with the gradient of its mean
+loss over its remaining local data (``query.mean_gradient``); the server averages them
+without weights, g_r = (1/|K_r|) sum_k g_k (eq. 13). ``selection = "redundant"`` picks
+the rho fraction of conv/linear weight entries with the smallest |g_r|, ranked globally
+over all those tensors (Alg. 1 step 5).
+
+``gradient-source = "update"`` follows the authors' public code instead: the statistic
+is the remaining clients' averaged model update of one FedAvg round (the first
+fine-tuning round, so no extra client pass): Phi^1 - Phi_G with Phi^1 the FedAvg
+aggregate; the selected entries of Phi^1 are then reset and fine-tuning continues for
+the remaining ``unlearn-rounds - 1`` rounds.
+
+The Table F4 alternatives (``salun``, ``localized``, ``deep``, ``shallow``) rank by the
+gradient of the loss on the forget data D_u, as the paper's baselines do; the clients
+holding D_u compute it (``query.mean_gradient`` with ``data = "forget"``), averaged
+without weights over them. FedMemEraser itself never needs D_u.
+
+Stage 2 (reset). The selected entries are re-drawn from the layer's default
+initialisation (Kaiming uniform, relu gain), seeded by run-config ``seed``
+(``fedunl_flwr.unlearning.parameter_selection.reinitialize_parameters``). The model
+right after the reset and the selection masks are saved in the phase folder
+(``reset.npz``, ``reset-mask.npz``).
+
+Stage 3 (fine-tune). ``unlearn-rounds`` FedAvg rounds on the remaining data
+(``strategies.finetune.fine_tune``). rho = 0 is plain fine-tuning.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from logging import INFO
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from fedunl_flwr.config import ConfigError, RunConfig
+from fedunl_flwr.federation import Federation
+from fedunl_flwr.unlearning.parameter_selection import (SELECTION_STRATEGIES,
+                                                        reinitialize_parameters,
+                                                        select_parameters)
+from strategies.finetune import fine_tune
+from strategies.memorization_eval import accuracy_curve, mean_gradient, memorization_evaluation
+from strategies.remaining import (RemainingDataFedAvg, check_remaining_request,
+                                  forget_config, forget_holders, remaining_participants)
+from strategies.unlearning import (UnlearningOutcome, UnlearningRequest, UnlearningRun,
+                                   UnlearningStrategyMixin)
+
+#: Selection strategies that rank by the forget data's gradient (Table F4 baselines).
+NEEDS_FORGET_GRADIENT = ("salun", "localized", "deep", "shallow")
+
+
+def record_to_tensors(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(np.array(array.numpy())) for name, array in arrays.items()}
+
+
+def tensors_to_record(tensors: Mapping[str, torch.Tensor]) -> ArrayRecord:
+    return ArrayRecord({name: Array(np.ascontiguousarray(t.detach().cpu().numpy()))
+                        for name, t in tensors.items()})
+
+
+class Reset:
+    """Stage 1 + 2 on a model: select with the configured strategy, re-draw, remember."""
+
+    def __init__(self, config: RunConfig, forget_grad: dict[str, torch.Tensor] | None) -> None:
+        self.config = config
+        self.forget_grad = forget_grad
+        self.masks: dict[str, torch.Tensor] = {}
+        self.reset_arrays: ArrayRecord | None = None
+        self.seconds = 0.0
+
+    def __call__(self, arrays: ArrayRecord, statistic: Mapping[str, torch.Tensor] | None
+                 ) -> ArrayRecord:
+        start = time.perf_counter()
+        params = record_to_tensors(arrays)
+        selection = self.config.selection
+        if selection == "redundant":
+            masks = select_parameters("redundant", rho=self.config.rho, grad_stats=statistic)
+        else:
+            forget = self.forget_grad or {}
+            weights = {name: params[name] for name in forget}
+            masks = select_parameters(selection, rho=self.config.rho, weights=weights,
+                                      forget_grad_stats=forget)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        self.masks = masks
+        self.reset_arrays = tensors_to_record(reinitialize_parameters(params, masks, generator))
+        self.seconds += time.perf_counter() - start
+        return self.reset_arrays
+
+    def summary(self) -> dict:
+        selected = sum(int(m.sum()) for m in self.masks.values())
+        eligible = sum(m.numel() for m in self.masks.values())
+        return {
+            "selection": self.config.selection, "rho": self.config.rho,
+            "gradient_source": self.config.gradient_source,
+            "selected_entries": selected, "eligible_entries": eligible,
+            "selected_fraction": selected / max(1, eligible),
+            "per_tensor_fraction": {name: float(m.float().mean())
+                                    for name, m in self.masks.items()},
+        }
+
+
+class FedMemEraser(UnlearningStrategyMixin, RemainingDataFedAvg):
+    """Reset the rho fraction of parameters least used by the remaining data, fine-tune."""
+
+    name = "fedmemeraser"
+
+    @classmethod
+    def validate_request(cls, config: RunConfig, federation: Federation) -> UnlearningRequest:
+        if config.selection not in SELECTION_STRATEGIES:
+            raise ConfigError(f"selection must be one of {sorted(SELECTION_STRATEGIES)}, "
+                              f"got {config.selection!r}")
+        if config.gradient_source == "update" and config.unlearn_rounds < 1:
+            raise ConfigError("gradient-source 'update' takes the statistic from the first "
+                              "fine-tuning round: unlearn-rounds must be >= 1")
+        request = super().validate_request(config, federation)
+        check_remaining_request(request, federation)
+        return request
+
+    @classmethod
+    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+        config, federation, request = run.config, run.federation, run.request
+        original = run.original.arrays
+        start = time.perf_counter()
+        forget_grad = None
+        if config.selection in NEEDS_FORGET_GRADIENT:
+            holders = forget_holders(request, federation)
+            forget_grad = mean_gradient(grid, federation, holders, original, {
+                p: {"data": "forget", **forget_config(request, p)} for p in holders})
+        reset = Reset(config, forget_grad)
+        if config.gradient_source == "gradient":
+            remaining = remaining_participants(request, federation)
+            statistic = None
+            if config.selection == "redundant":
+                statistic = mean_gradient(grid, federation, remaining, original,
+                                          {p: request.removal_config(p) for p in remaining})
+            reset(original, statistic)
+            located = time.perf_counter() - start
+            log(INFO, "fedunl: fedmemeraser reset %d of %d eligible entries (rho %.2f, %s) "
+                "in %.1f s", *_counts(reset), config.rho, config.selection, located)
+            tuned = fine_tune(cls, grid, run, reset.reset_arrays, offset=located)
+        else:
+            def after_round(server_round: int, aggregate: ArrayRecord) -> ArrayRecord:
+                if server_round != 1:
+                    return aggregate
+                base = record_to_tensors(original)
+                update = {name: value - base[name]
+                          for name, value in record_to_tensors(aggregate).items()}
+                return reset(aggregate, update)
+
+            located = time.perf_counter() - start
+            tuned = fine_tune(cls, grid, run, original, offset=located,
+                              after_aggregate=after_round)
+        run.store.write_arrays("reset", {k: v.numpy() for k, v in reset.reset_arrays.items()})
+        run.store.write_arrays("reset-mask", {k: m.cpu().numpy() for k, m in reset.masks.items()})
+        extra = memorization_evaluation(grid, run, tuned.arrays, accuracy_curve(tuned.history))
+        extra.update({"reset": reset.summary(), "unlearn_seconds": tuned.seconds,
+                      "locate_seconds": located + (reset.seconds if config.gradient_source
+                                                   == "update" else 0.0),
+                      "unlearn_rounds": config.unlearn_rounds})
+        return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, extra)
+
+
+def _counts(reset: Reset) -> tuple[int, int]:
+    summary = reset.summary()
+    return summary["selected_entries"], summary["eligible_entries"]

@@ -1,0 +1,77 @@
+"""Fine-tuning on the remaining data from the original model (seed 001's rho = 0 row).
+
+``finetune`` runs ``unlearn-rounds`` FedAvg rounds on the remaining data D_r (remaining
+clients; with class/sample scope every client without its forget samples) starting
+from the original global model. It removes nothing on purpose: the paper shows it
+fails to forget the most memorized samples. The phase summary carries the full
+seed 001 evaluation (``strategies.memorization_eval``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from flwr.app import ArrayRecord
+from flwr.serverapp import Grid
+
+from fedunl_flwr.config import RunConfig
+from fedunl_flwr.federation import Federation
+from strategies.memorization_eval import accuracy_curve, memorization_evaluation
+from strategies.remaining import AfterAggregate, RemainingDataFedAvg, check_remaining_request
+from strategies.unlearning import (UnlearningOutcome, UnlearningRequest, UnlearningRun,
+                                   UnlearningStrategyMixin, unlearn_config)
+
+
+@dataclass
+class FineTuned:
+    """Result of the fine-tuning stage."""
+
+    arrays: ArrayRecord
+    history: list[dict]
+    client_epochs: int
+    seconds: float
+
+
+def fine_tune(strategy_cls: type[RemainingDataFedAvg], grid: Grid, run: UnlearningRun,
+              arrays: ArrayRecord, offset: float = 0.0,
+              after_aggregate: AfterAggregate | None = None) -> FineTuned:
+    """``unlearn-rounds`` FedAvg rounds on D_r from ``arrays``.
+
+    ``offset`` (seconds already spent, e.g. locating and resetting parameters) is added
+    to each history row's ``elapsed`` so that the curve starts when unlearning started.
+    """
+    config = run.config
+    strategy = strategy_cls(run.federation, run.request, config.unlearn_rounds,
+                            fraction_train=config.fraction_train,
+                            evaluate_every=config.evaluate_every, seed=config.seed,
+                            phase="unlearn", after_aggregate=after_aggregate)
+    start = time.perf_counter()
+    if config.unlearn_rounds > 0:
+        arrays = strategy.start(grid, arrays, num_rounds=config.unlearn_rounds,
+                                train_config=unlearn_config(config, "unlearn")).arrays
+    history = strategy.history_rows()
+    for row in history:
+        row["elapsed"] += offset
+    return FineTuned(arrays, history, strategy.client_epochs,
+                     offset + time.perf_counter() - start)
+
+
+class FineTune(UnlearningStrategyMixin, RemainingDataFedAvg):
+    """FedAvg on the remaining data from the original model, ``unlearn-rounds`` rounds."""
+
+    name = "finetune"
+
+    @classmethod
+    def validate_request(cls, config: RunConfig, federation: Federation) -> UnlearningRequest:
+        request = super().validate_request(config, federation)
+        check_remaining_request(request, federation)
+        return request
+
+    @classmethod
+    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+        tuned = fine_tune(cls, grid, run, run.original.arrays)
+        extra = memorization_evaluation(grid, run, tuned.arrays, accuracy_curve(tuned.history))
+        extra["unlearn_seconds"] = tuned.seconds
+        extra["unlearn_rounds"] = run.config.unlearn_rounds
+        return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, extra)

@@ -1,0 +1,315 @@
+"""Server side of seed 001's evaluation: Grouped Memorization Evaluation and the rest.
+
+After ``finetune`` or ``fedmemeraser`` produced the unlearned model, this module
+obtains the J retrained models (``strategies.retrain.obtain_retrained``: loaded from
+the run store, trained if missing) and measures, for the summary:
+
+- **Grouped Memorization Evaluation** (App. E.2): the clients holding D_u evaluate
+  the original, the unlearned and each retrained model on their own forget samples
+  (``query.per_sample``: per-sample true-label probability, correctness, loss);
+  mem(x) = p_orig(y|x) - mean_j p_retrain_j(y|x); percentile groups; accuracy per
+  group for the unlearned model and the retrained models, with the difference.
+- **Accuracy** on D_u and on the test data (all clients' test splits pooled).
+- **Local fairness** (×10^3): loss change of each remaining client on its own
+  remaining training data (``query.local_loss``), unlearned vs original; for the
+  retrained models likewise (one value per seed).
+- **Time analysis**: per-round test accuracy of unlearning and of retraining (seed by
+  seed), time and rounds to the peak (within :data:`PEAK_TOLERANCE`), speedup.
+- **CSL agreement** (App. H.2): cosine and top-20% overlap of the forget samples'
+  cumulative training loss (``query.csl``) with their memorization scores.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from logging import INFO, WARNING
+
+import numpy as np
+import pandas as pd
+import torch
+from flwr.app import ArrayRecord
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from fedunl_flwr.federation import Federation
+from fedunl_flwr.metrics.fairness import LOCAL_FAIRNESS_REPORT_SCALE, local_fairness, loss_changes
+from fedunl_flwr.metrics.memorization import (DATASET_ROW_LABEL, MEMORIZATION_GROUP_LABELS,
+                                              assign_memorization_groups, group_accuracies,
+                                              grouped_memorization_table, memorization_scores)
+from fedunl_flwr.metrics.timing import csl_memorization_agreement, speedup, time_to_peak
+from fedunl_flwr.phases import evaluate_clients
+from fedunl_flwr.reports.accuracy import global_accuracy
+from strategies.remaining import (forget_config, forget_holders, query_each,
+                                  remaining_participants)
+from strategies.retrain import RetrainedModels, obtain_retrained
+from strategies.unlearning import UnlearningRequest, UnlearningRun
+
+#: A run "reaches its peak" at the first evaluated round whose test accuracy is within
+#: this much (absolute, 0.01 = one percentage point) of its best accuracy.
+PEAK_TOLERANCE = 0.01
+
+#: Share of D_u forming the "most memorized" sets compared for CSL (App. H.2: top 20%).
+CSL_TOP_FRACTION = 0.2
+
+#: Row labels of the per-model group accuracies: the five groups, then all of D_u.
+GROUP_ROWS: tuple[str, ...] = (*MEMORIZATION_GROUP_LABELS, DATASET_ROW_LABEL)
+
+
+# --- queries ---------------------------------------------------------------------------
+def per_sample(grid: Grid, federation: Federation, request: UnlearningRequest,
+               holders: Sequence[int], arrays: ArrayRecord) -> dict[str, np.ndarray]:
+    """Per-sample outputs of ``arrays`` on D_u, clients in ascending order."""
+    replies = query_each(grid, federation, list(holders), "per_sample", arrays,
+                         {p: forget_config(request, p) for p in holders})
+    parts: dict[str, list] = {"client": [], "position": [], "true_prob": [], "correct": [],
+                              "loss": []}
+    for pid in holders:
+        metrics = replies[pid]["metrics"]
+        positions = list(metrics["positions"])
+        parts["client"] += [pid] * len(positions)
+        parts["position"] += positions
+        parts["true_prob"] += list(metrics["true-prob"])
+        parts["correct"] += list(metrics["correct"])
+        parts["loss"] += list(metrics["loss"])
+    return {"client": np.asarray(parts["client"], dtype=np.int64),
+            "position": np.asarray(parts["position"], dtype=np.int64),
+            "true_prob": np.clip(np.asarray(parts["true_prob"], dtype=np.float64), 0.0, 1.0),
+            "correct": np.asarray(parts["correct"], dtype=np.int64).astype(bool),
+            "loss": np.asarray(parts["loss"], dtype=np.float64)}
+
+
+def local_losses(grid: Grid, federation: Federation, request: UnlearningRequest,
+                 clients: Sequence[int], arrays: ArrayRecord) -> dict[str, float]:
+    """Mean loss of ``arrays`` on each client's remaining training data."""
+    replies = query_each(grid, federation, list(clients), "local_loss", arrays,
+                         {p: request.removal_config(p) for p in clients})
+    return {str(p): float(replies[p]["metrics"]["loss-sum"])
+            / max(1, int(replies[p]["metrics"]["num-examples"])) for p in clients}
+
+
+def mean_gradient(grid: Grid, federation: Federation, clients: Sequence[int],
+                  arrays: ArrayRecord, configs: dict[int, dict]) -> dict[str, torch.Tensor]:
+    """Unweighted mean over ``clients`` of their mean-loss gradients (Alg. 1 eq. 13)."""
+    replies = query_each(grid, federation, list(clients), "mean_gradient", arrays, configs)
+    total: dict[str, np.ndarray] = {}
+    for pid in clients:
+        for name, value in replies[pid]["arrays"].items():
+            grad = value.numpy().astype(np.float64)
+            total[name] = total[name] + grad if name in total else grad
+    return {name: torch.from_numpy(value / len(clients)) for name, value in total.items()}
+
+
+# --- timing ----------------------------------------------------------------------------
+def accuracy_curve(history: Sequence[dict], offset: float = 0.0) -> list[list[float]]:
+    """``[round, elapsed seconds (+ offset), test accuracy]`` of the evaluated rounds."""
+    curve = []
+    for row in history:
+        accuracy = float(row.get("accuracy", math.nan))
+        if not math.isnan(accuracy):
+            curve.append([int(row["round"]), float(row["elapsed"]) + offset, accuracy])
+    return curve
+
+
+def _peak(curve: list[list[float]]) -> dict | None:
+    if not curve:
+        return None
+    peak = time_to_peak([c[1] for c in curve], [c[2] for c in curve], PEAK_TOLERANCE)
+    return {"time_to_peak": peak.time, "rounds_to_peak": int(curve[peak.round_index][0]),
+            "peak_accuracy": peak.peak_accuracy, "total_seconds": curve[-1][1]}
+
+
+def time_analysis(unlearn_curve: list[list[float]], retrained: RetrainedModels) -> dict:
+    """Time/rounds to peak of unlearning and of each retraining seed, and the speedup."""
+    retrain_curves = [accuracy_curve(m.history) for m in retrained.models]
+    per_seed = [_peak(c) for c in retrain_curves]
+    unlearn = _peak(unlearn_curve)
+    result: dict = {"peak_tolerance": PEAK_TOLERANCE,
+                    "unlearn": {**(unlearn or {}), "curve": unlearn_curve},
+                    "retrain": {"curve": retrain_curves[0] if retrain_curves else [],
+                                "per_seed": per_seed},
+                    "retrain_measured_in_this_run": all(retrained.trained_now),
+                    "speedup": None}
+    known = [p for p in per_seed if p is not None]
+    if known:
+        result["retrain"].update({
+            "time_to_peak": float(np.mean([p["time_to_peak"] for p in known])),
+            "rounds_to_peak": float(np.mean([p["rounds_to_peak"] for p in known])),
+            "peak_accuracy": float(np.mean([p["peak_accuracy"] for p in known])),
+            "total_seconds": float(np.mean([p["total_seconds"] for p in known])),
+        })
+        if unlearn is not None and unlearn["time_to_peak"] > 0:
+            result["speedup"] = speedup(result["retrain"]["time_to_peak"],
+                                        unlearn["time_to_peak"])
+    return result
+
+
+# --- the evaluation --------------------------------------------------------------------
+def _accuracy_row(correct: np.ndarray, groups: np.ndarray) -> list[float | None]:
+    values = [*group_accuracies(correct, groups), float(correct.mean())]
+    return [None if math.isnan(v) else 100.0 * float(v) for v in values]
+
+
+def _json_float(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _lf(changes: dict[str, float]) -> float:
+    return local_fairness(changes, scale=LOCAL_FAIRNESS_REPORT_SCALE)
+
+
+def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayRecord,
+                            unlearn_curve: list[list[float]]) -> dict:
+    """Everything seed 001 reports for one unlearned model (goes into summary.json).
+
+    Parameters
+    ----------
+    grid, run
+        The Flower grid and the unlearning run (config, federation, request, original,
+        phase store, run store).
+    unlearned
+        The unlearned global model.
+    unlearn_curve
+        ``[round, seconds since unlearning started, test accuracy]`` per evaluated round.
+    """
+    start = time.perf_counter()
+    config, federation, request = run.config, run.federation, run.request
+    retrained = obtain_retrained(grid, config, federation, request, run.run_store)
+    log(INFO, "fedunl: Grouped Memorization Evaluation on D_u with %d retrained model(s)",
+        len(retrained.models))
+    holders = forget_holders(request, federation)
+    remaining = remaining_participants(request, federation)
+
+    original_out = per_sample(grid, federation, request, holders, run.original.arrays)
+    unlearned_out = per_sample(grid, federation, request, holders, unlearned)
+    retrained_out = [per_sample(grid, federation, request, holders, m.arrays)
+                     for m in retrained.models]
+    for other in (unlearned_out, *retrained_out):
+        if not np.array_equal(other["position"], original_out["position"]):
+            raise RuntimeError("clients evaluated different forget samples for two models")
+
+    p_retrained = np.stack([o["true_prob"] for o in retrained_out])
+    correct_retrained = np.stack([o["correct"] for o in retrained_out])
+    mem = memorization_scores(original_out["true_prob"], p_retrained)
+    groups = assign_memorization_groups(mem)
+    table = grouped_memorization_table(unlearned_out["correct"], correct_retrained, groups)
+
+    # Local fairness over the remaining clients' own (remaining) training data.
+    loss_original = local_losses(grid, federation, request, remaining, run.original.arrays)
+    loss_unlearned = local_losses(grid, federation, request, remaining, unlearned)
+    changes_unlearned = loss_changes(loss_unlearned, loss_original)
+    changes_retrained = [loss_changes(local_losses(grid, federation, request, remaining,
+                                                   m.arrays), loss_original)
+                         for m in retrained.models]
+
+    after = evaluate_clients(grid, federation, unlearned)
+    before = run.original.evaluations or evaluate_clients(grid, federation,
+                                                          run.original.arrays)
+    csl = _csl_agreement(grid, federation, request, holders, original_out, mem)
+    timing = time_analysis(unlearn_curve, retrained)
+
+    _write_samples(run, original_out, unlearned_out, retrained_out, mem, groups,
+                   csl.pop("values", None))
+    records = table.reset_index().to_dict("records")
+    records = [{k: (_json_float(v) if isinstance(v, float) else v) for k, v in r.items()}
+               for r in records]
+    unlearned_row = _accuracy_row(unlearned_out["correct"], groups)
+    result = {
+        "group_table": records,
+        "du_accuracy": {
+            "original": 100.0 * float(original_out["correct"].mean()),
+            "unlearned": 100.0 * float(unlearned_out["correct"].mean()),
+            "retrained": [100.0 * float(c.mean()) for c in correct_retrained],
+        },
+        "test_accuracy": {
+            "original": 100.0 * global_accuracy(before),
+            "unlearned": 100.0 * global_accuracy(after),
+            "retrained": [100.0 * a for a in retrained.test_accuracies],
+        },
+        "local_fairness": {
+            "scale": "x10^-3",
+            "unlearned": _lf(changes_unlearned),
+            "retrained": [_lf(c) for c in changes_retrained],
+            "loss_changes_unlearned": changes_unlearned,
+            "clients": [int(p) for p in remaining],
+        },
+        "time_analysis": timing,
+        "csl_agreement": csl,
+        "memorization": {
+            "num_forget_samples": int(mem.size),
+            "forget_clients": [int(p) for p in holders],
+            "group_rows": list(GROUP_ROWS),
+            "group_sizes": np.bincount(groups, minlength=len(MEMORIZATION_GROUP_LABELS)
+                                       ).astype(int).tolist(),
+            "group_accuracy": {
+                "original": _accuracy_row(original_out["correct"], groups),
+                "unlearned": unlearned_row,
+                "retrained": [_accuracy_row(c, groups) for c in correct_retrained],
+            },
+            "mean_score": float(mem.mean()),
+            "retrained_models": retrained.as_dict(),
+            "evaluation_seconds": time.perf_counter() - start,
+        },
+    }
+    _log_result(table, result)
+    return result
+
+
+def _csl_agreement(grid: Grid, federation: Federation, request: UnlearningRequest,
+                   holders: Sequence[int], reference: dict[str, np.ndarray],
+                   mem: np.ndarray) -> dict:
+    replies = query_each(grid, federation, list(holders), "csl", None,
+                         {p: forget_config(request, p) for p in holders})
+    missing = [p for p in holders if not int(replies[p]["metrics"]["csl-available"])]
+    if missing:
+        return {"available": False,
+                "reason": f"client(s) {missing} hold no CSL for this original model (it was "
+                          "trained before CSL tracking, or their client-state folder is gone)"}
+    values = np.concatenate([np.asarray(replies[p]["metrics"]["csl"], dtype=np.float64)
+                             for p in holders])
+    positions = np.concatenate([np.asarray(replies[p]["metrics"]["positions"], dtype=np.int64)
+                                for p in holders])
+    if not np.array_equal(positions, reference["position"]):
+        return {"available": False, "reason": "CSL positions differ from D_u"}
+    try:
+        agreement = csl_memorization_agreement(values, mem, CSL_TOP_FRACTION)
+    except ValueError as err:
+        return {"available": False, "reason": str(err), "values": values}
+    return {"available": True, "top_fraction": CSL_TOP_FRACTION, **agreement,
+            "rounds": int(min(int(replies[p]["metrics"]["csl-rounds"]) for p in holders)),
+            "values": values}
+
+
+def _write_samples(run: UnlearningRun, original: dict, unlearned: dict,
+                   retrained: list[dict], mem: np.ndarray, groups: np.ndarray,
+                   csl: np.ndarray | None) -> None:
+    """``du_samples.csv``: one row per forget sample (scores and outcomes, no data)."""
+    frame = pd.DataFrame({
+        "client": original["client"], "position": original["position"],
+        "mem_score": mem, "group": [GROUP_ROWS[g] for g in groups],
+        "p_original": original["true_prob"], "p_unlearned": unlearned["true_prob"],
+        "p_retrained_mean": np.mean([r["true_prob"] for r in retrained], axis=0),
+        "correct_original": original["correct"].astype(int),
+        "correct_unlearned": unlearned["correct"].astype(int),
+    })
+    for index, out in enumerate(retrained):
+        frame[f"correct_retrained_{index}"] = out["correct"].astype(int)
+    if csl is not None:
+        frame["csl"] = csl
+    run.store.write_text("du_samples.csv", frame.to_csv(index=False, float_format="%.6g"))
+
+
+def _log_result(table: pd.DataFrame, result: dict) -> None:
+    timing = result["time_analysis"]
+    shown = table.copy()
+    log(INFO, "fedunl: accuracy by memorization group (%%), unlearned vs retrained:\n%s",
+        shown.to_markdown(floatfmt=".2f"))
+    log(INFO, "fedunl: D_u acc %.2f%% (retrained %s) | test acc %.2f%% | local fairness "
+        "%.2f x10^-3 | speedup %s", result["du_accuracy"]["unlearned"],
+        ", ".join(f"{a:.2f}%" for a in result["du_accuracy"]["retrained"]),
+        result["test_accuracy"]["unlearned"], result["local_fairness"]["unlearned"],
+        "n/a" if timing["speedup"] is None else f"{timing['speedup']:.2f}x")
+    if not result["csl_agreement"].get("available"):
+        log(WARNING, "fedunl: CSL agreement not computed: %s",
+            result["csl_agreement"].get("reason"))

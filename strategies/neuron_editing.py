@@ -1,0 +1,131 @@
+"""Base of the model-editing routes: one query round, then zero units of the global model.
+
+Neither Neuron-Zeroing nor FedCCCU trains. Each runs as a one-round Flower
+``Strategy``: ``configure_train`` sends a ``query.<action>`` message (global model +
+settings) to the clients that must answer, ``aggregate_train`` selects units from the
+replies and returns the global model with those units zeroed (each outputs zero for
+every input: conv/linear weight and bias and the BatchNorm channel).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from logging import INFO
+from typing import ClassVar
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+from flwr.supercore import log
+
+from fedunl_flwr.federation import raise_on_errors
+from fedunl_flwr.phases import model_for
+from fedunl_flwr.records import get_weights, record_to_weights, set_weights, state_keys, \
+    weights_to_record
+from fedunl_flwr.unlearning.neurons import zero_units
+from strategies.unlearning import UnlearningOutcome, UnlearningRun, UnlearningStrategyMixin
+
+
+def zero_units_in_arrays(run: UnlearningRun, arrays: ArrayRecord,
+                         units: Iterable[tuple[str, int]]) -> ArrayRecord:
+    """The global model ``arrays`` with ``units`` zeroed (a copy)."""
+    model = model_for(run.config, run.federation.num_classes)
+    set_weights(model, record_to_weights(arrays))
+    zero_units(model, units)
+    return weights_to_record(state_keys(model), get_weights(model))
+
+
+class NeuronEditRoute(UnlearningStrategyMixin, Strategy):
+    """One query round to ``query_clients()``, then zero ``select()``'s units.
+
+    Subclasses set ``name`` and ``action`` and implement ``query_clients``,
+    ``query_config`` and ``select`` (replies by partition id -> list of dicts with at
+    least ``site`` and ``unit``, in selection order).
+    """
+
+    scopes: ClassVar[tuple[str, ...]] = ("class",)
+    action: ClassVar[str] = ""
+
+    def __init__(self, run: UnlearningRun) -> None:
+        self.run = run
+        self.selected: list[dict] = []
+        self.replies: dict[int, RecordDict] = {}
+        self.query_seconds = 0.0
+        self._arrays: ArrayRecord | None = None
+        self._sent = 0.0
+
+    # --- to implement -----------------------------------------------------------
+    def query_clients(self) -> list[int]:
+        raise NotImplementedError
+
+    def query_config(self) -> dict:
+        raise NotImplementedError
+
+    def select(self, replies: dict[int, RecordDict]) -> list[dict]:
+        raise NotImplementedError
+
+    def extra(self) -> dict:
+        """Strategy-specific entries for ``summary.json``."""
+        return {}
+
+    # --- Flower Strategy hooks ----------------------------------------------------
+    def summary(self) -> None:
+        log(INFO, "\t├──> %s: query.%s to clients %s, then zero units", type(self).__name__,
+            self.action, self.query_clients())
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """The query message: the global model and the query settings."""
+        self._arrays = arrays
+        config["server-round"] = server_round
+        config["phase"] = f"unlearn-{self.name}"
+        for key, value in self.query_config().items():
+            config[key] = value
+        record = RecordDict({"arrays": arrays, "config": config})
+        self._sent = time.perf_counter()
+        return [Message(record, dst_node_id=node, message_type=f"query.{self.action}")
+                for node in self.run.federation.node_ids(self.query_clients())]
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Select the units from the replies and zero them in the global model."""
+        replies = list(replies)
+        self.query_seconds = time.perf_counter() - self._sent
+        raise_on_errors(replies, f"query {self.action!r}")
+        self.replies = {int(r.content["metrics"]["partition-id"]): r.content for r in replies}
+        missing = sorted(set(self.query_clients()) - set(self.replies))
+        if missing:
+            raise RuntimeError(f"query {self.action!r}: no reply from client(s) {missing}")
+        self.selected = self.select(self.replies)
+        units = [(item["site"], int(item["unit"])) for item in self.selected]
+        log(INFO, "fedunl %s: zeroing %d unit(s): %s", self.name, len(units),
+            ", ".join(f"{site}[{unit}]" for site, unit in units))
+        assert self._arrays is not None
+        return (zero_units_in_arrays(self.run, self._arrays, units),
+                MetricRecord({"zeroed-units": len(units)}))
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """No evaluation round (the phase evaluates every client afterwards)."""
+        return []
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        return None
+
+    # --- unlearning phase ---------------------------------------------------------
+    @classmethod
+    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+        """One query round from the original global model; no client trains."""
+        strategy = cls(run)
+        result = strategy.start(grid, run.original.arrays, num_rounds=1)
+        zeroed = sorted({(item["site"], int(item["unit"])) for item in strategy.selected})
+        return UnlearningOutcome(result.arrays, [], 0, {
+            "trained_clients": [],
+            "queried_clients": strategy.query_clients(),
+            "zeroed_units": [[site, unit] for site, unit in zeroed],
+            "selected_units": strategy.selected,
+            "query_seconds": strategy.query_seconds,
+            **strategy.extra(),
+        })

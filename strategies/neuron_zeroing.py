@@ -1,0 +1,81 @@
+"""Neuron-Zeroing (seed 000, Table 4 "Zeroing"): zero the units most activated by the forget class."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import RecordDict
+
+from clients.fair_unlearning import split_activation_key
+from fedunl_flwr.unlearning.neurons import top_units
+from strategies.neuron_editing import NeuronEditRoute
+
+
+def pooled_activations(replies: Mapping[int, Mapping[str, object]], class_id: int
+                       ) -> tuple[dict[str, np.ndarray], int]:
+    """Mean activation per unit over all replying clients' samples of ``class_id``.
+
+    Each reply holds per-class means (``arrays``, keys ``"<class>|<site>"``) and the
+    number of samples each is over (``classes`` / ``class-samples``); the pooled mean
+    weights each client's mean by its count (= the mean over all those samples).
+    """
+    sums: dict[str, np.ndarray] = {}
+    total = 0
+    for pid in sorted(replies):
+        content = replies[pid]
+        metrics = content["metrics"]
+        counts = dict(zip((int(c) for c in metrics["classes"]),
+                          (int(n) for n in metrics["class-samples"])))
+        count = counts.get(class_id, 0)
+        if count == 0:
+            continue
+        total += count
+        for key, array in content["arrays"].items():
+            key_class, site = split_activation_key(key)
+            if key_class == class_id:
+                value = np.asarray(array.numpy(), dtype=np.float64) * count
+                sums[site] = sums[site] + value if site in sums else value
+    return {site: value / total for site, value in sums.items()}, total
+
+
+def select_activation_units(replies: Mapping[int, Mapping[str, object]],
+                            classes: list[int], n: int) -> list[dict]:
+    """The ``n`` units with the largest pooled mean activation, per forget class.
+
+    With several forget classes the union is taken (a unit chosen for two classes
+    counts once), so up to ``n * len(classes)`` units.
+    """
+    selected: dict[tuple[str, int], dict] = {}
+    for class_id in classes:
+        pooled, count = pooled_activations(replies, class_id)
+        if count == 0:
+            raise ValueError(f"no requesting client reported samples of class {class_id}")
+        for site, unit, score in top_units(pooled, n):
+            selected.setdefault((site, unit), {"class": class_id, "site": site,
+                                               "unit": int(unit), "activation": score,
+                                               "samples": count})
+    return list(selected.values())
+
+
+class NeuronZeroing(NeuronEditRoute):
+    """Zero the top-n units by mean post-activation on the requesting clients'
+    forget-class samples (n = ``zero-units``), ranked across all layers.
+
+    Messages: ``query.activations`` to the requesting clients only, carrying the
+    global model and ``classes``; each reply carries per-class, per-unit mean
+    activations and the sample counts. No client trains.
+    """
+
+    name = "neuron-zeroing"
+    action = "activations"
+
+    def query_clients(self) -> list[int]:
+        return sorted(self.run.request.clients)
+
+    def query_config(self) -> dict:
+        return {"classes": ",".join(map(str, self.run.request.classes))}
+
+    def select(self, replies: dict[int, RecordDict]) -> list[dict]:
+        return select_activation_units(replies, list(self.run.request.classes),
+                                       self.run.config.zero_units)

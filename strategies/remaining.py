@@ -1,0 +1,136 @@
+"""The remaining data of an unlearning request, and FedAvg over it.
+
+Shared by ``retrain``, ``finetune`` and ``fedmemeraser`` (seed 001): who still trains,
+what each client drops from its training data, which clients hold the forget data
+D_u and how to tell a client which of its samples those are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+from fedunl_flwr.config import ConfigError
+from fedunl_flwr.federation import Federation, raise_on_errors
+from strategies.fedavg_train import FedAvgTrain
+from strategies.unlearning import UnlearningRequest
+
+#: Called after each round's aggregation: (server_round, aggregate) -> new aggregate.
+AfterAggregate = Callable[[int, ArrayRecord], ArrayRecord]
+
+
+def forget_count(request: UnlearningRequest, federation: Federation, pid: int) -> int:
+    """How many of client ``pid``'s training samples are in D_u."""
+    info = federation.clients[pid]
+    if request.scope == "client":
+        return info.num_train if pid in request.clients else 0
+    if request.scope == "class":
+        if pid not in request.clients:
+            return 0
+        return sum(info.train_class_counts[c] for c in request.classes)
+    return len(request.samples.get(pid, ()))
+
+
+def remaining_count(request: UnlearningRequest, federation: Federation, pid: int) -> int:
+    """How many training samples client ``pid`` keeps (0 for a leaving client)."""
+    return federation.clients[pid].num_train - forget_count(request, federation, pid)
+
+
+def remaining_participants(request: UnlearningRequest, federation: Federation) -> list[int]:
+    """Clients that train on the remaining data D_r (K_r): those with a sample left."""
+    return [p for p in request.remaining_clients(federation)
+            if remaining_count(request, federation, p) > 0]
+
+
+def forget_holders(request: UnlearningRequest, federation: Federation) -> list[int]:
+    """Clients holding part of D_u (K_u); they evaluate their own forget samples."""
+    return [p for p in federation.partition_ids if forget_count(request, federation, p) > 0]
+
+
+def forget_config(request: UnlearningRequest, pid: int) -> dict[str, str | bool]:
+    """Message config naming client ``pid``'s forget samples (see ``clients.memorization``)."""
+    if request.scope == "client":
+        return {"forget-all": True} if pid in request.clients else {}
+    if request.scope == "class":
+        return ({"forget-classes": ",".join(map(str, request.classes))}
+                if pid in request.clients else {})
+    return ({"forget-samples": ",".join(map(str, request.samples[pid]))}
+            if pid in request.samples else {})
+
+
+def check_remaining_request(request: UnlearningRequest, federation: Federation) -> None:
+    """D_u must be non-empty and some client must keep data (checked before any work)."""
+    if not forget_holders(request, federation):
+        raise ConfigError(f"the unlearning request {request.as_dict()} names no training "
+                          "sample: D_u is empty (no client holds the forget classes?)")
+    if not remaining_participants(request, federation):
+        raise ConfigError(f"the unlearning request {request.as_dict()} leaves no training "
+                          "data on any client: nothing to retrain or fine-tune on")
+
+
+def query_each(grid: Grid, federation: Federation, partition_ids: list[int], action: str,
+               arrays: ArrayRecord | None, configs: dict[int, dict]) -> dict[int, RecordDict]:
+    """``query.<action>`` with a per-client config (one message per client, one round)."""
+    if not partition_ids:
+        return {}
+    messages = []
+    for pid in partition_ids:
+        content = RecordDict({"config": ConfigRecord(dict(configs.get(pid, {})))})
+        if arrays is not None:
+            content["arrays"] = arrays
+        messages.append(Message(content, dst_node_id=federation.clients[pid].node_id,
+                                message_type=f"query.{action}"))
+    replies = list(grid.send_and_receive(messages))
+    raise_on_errors(replies, f"query {action!r}")
+    by_node = {reply.metadata.src_node_id: reply.content for reply in replies}
+    return {pid: by_node[federation.clients[pid].node_id] for pid in partition_ids}
+
+
+class RemainingDataFedAvg(FedAvgTrain):
+    """FedAvg on the remaining data D_r (eq. 14; Alg. 1 stage 3; retraining).
+
+    Participants are the remaining clients with data left; each train message carries
+    that client's removal settings (``UnlearningRequest.removal_config``: drop the forget
+    classes or samples), so class- and sample-level requests train without D_u. The
+    server averages weighted by sample count (FedAvg, as in the original training).
+
+    Parameters
+    ----------
+    federation, request
+        Connected clients and the validated request.
+    num_rounds, fraction_train, evaluate_every, seed, phase
+        As in :class:`FedAvgTrain`.
+    after_aggregate
+        Optional hook applied to each round's aggregate before it is evaluated and sent
+        on (FedMemEraser's ``gradient-source = update`` resets parameters there).
+    """
+
+    def __init__(self, federation: Federation, request: UnlearningRequest, num_rounds: int,
+                 fraction_train: float = 1.0, evaluate_every: int = 1, seed: int = 0,
+                 phase: str = "unlearn", after_aggregate: AfterAggregate | None = None) -> None:
+        super().__init__(federation, remaining_participants(request, federation), num_rounds,
+                         fraction_train=fraction_train, evaluate_every=evaluate_every,
+                         seed=seed, phase=phase)
+        self.request = request
+        self.after_aggregate = after_aggregate
+
+    def train_messages(self, partition_ids: list[int], arrays: ArrayRecord,
+                       config: ConfigRecord) -> list[Message]:
+        """One message per client, each with its own removal settings."""
+        messages: list[Message] = []
+        for pid in partition_ids:
+            own = ConfigRecord({**dict(config), **self.request.removal_config(pid)})
+            record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: own})
+            messages += list(self._construct_messages(
+                record, self.federation.node_ids([pid]), MessageType.TRAIN))
+        return messages
+
+    def aggregate_train(self, server_round: int, replies
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """FedAvg, then the optional ``after_aggregate`` hook."""
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is not None and self.after_aggregate is not None:
+            arrays = self.after_aggregate(server_round, arrays)
+        return arrays, metrics

@@ -1,0 +1,137 @@
+"""Retraining without the forget data: the gold standard of seed 001 (J seeds).
+
+``retrain`` trains from a fresh initialisation with FedAvg on the remaining data
+(remaining clients; for class- and sample-level requests every client trains without
+its forget samples) for ``num-server-rounds`` rounds, once per seed
+``seed, seed + 1, ..., seed + J - 1`` (J = ``retrain-seeds``). The Grouped
+Memorization Evaluation needs all J models, so each seed's model is a phase of the run
+store of its own (``<results-dir>/<scenario>/retrain-<hash>/``), keyed by the training
+configuration, the request and the seed index only: every unlearning run with the same
+original model and request (any rho, selection, rounds, J' >= index) reuses it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from logging import INFO
+
+from flwr.app import ConfigRecord
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from fedunl_flwr.config import RunConfig
+from fedunl_flwr.federation import Federation
+from fedunl_flwr.phases import (TrainedModel, evaluate_clients, initial_arrays,
+                                load_model_phase, model_for, save_model_phase,
+                                write_evaluation)
+from fedunl_flwr.store import PhaseStore, RunStore
+from strategies.remaining import RemainingDataFedAvg, check_remaining_request
+from strategies.unlearning import (UnlearningOutcome, UnlearningRequest, UnlearningRun,
+                                   UnlearningStrategyMixin)
+
+#: Run-store phase name of one retrained seed.
+RETRAIN_PHASE = "retrain"
+
+
+def retrain_key(config: RunConfig, request: UnlearningRequest, index: int) -> dict:
+    """What determines retrained model ``index``: training settings, request, seed index."""
+    return {"training": config.training_key(), "request": request.as_dict(),
+            "retrain_index": index, "retrain_seed": config.seed + index}
+
+
+@dataclass
+class RetrainedModels:
+    """The J retrained models with their stored summaries (test accuracy, timing)."""
+
+    models: list[TrainedModel]
+    summaries: list[dict]
+    trained_now: list[bool]
+
+    @property
+    def test_accuracies(self) -> list[float]:
+        return [float(s["global_accuracy"]) for s in self.summaries]
+
+    @property
+    def stores(self) -> list[str]:
+        return [str(m.store.path) for m in self.models]
+
+    def as_dict(self) -> dict:
+        """JSON-able description (per seed: store, test accuracy, seconds, epochs)."""
+        return {
+            "seeds": [int(s.get("retrain_seed", 0)) for s in self.summaries],
+            "stores": self.stores,
+            "test_accuracy": self.test_accuracies,
+            "seconds": [float(s.get("seconds", 0.0)) for s in self.summaries],
+            "client_epochs": [int(s.get("client_epochs", 0)) for s in self.summaries],
+            "trained_in_this_run": self.trained_now,
+        }
+
+
+class Retrain(UnlearningStrategyMixin, RemainingDataFedAvg):
+    """Retrain from scratch on the remaining data (FedAvg, J seeds); the gold standard."""
+
+    name = "retrain"
+
+    @classmethod
+    def validate_request(cls, config: RunConfig, federation: Federation) -> UnlearningRequest:
+        request = super().validate_request(config, federation)
+        check_remaining_request(request, federation)
+        return request
+
+    @classmethod
+    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+        """All J retrained models (trained or loaded); the phase's model is seed 0's."""
+        retrained = obtain_retrained(grid, run.config, run.federation, run.request,
+                                     run.run_store)
+        first = retrained.models[0]
+        epochs = sum(int(s.get("client_epochs", 0)) for s in retrained.summaries)
+        return UnlearningOutcome(first.arrays, first.history, epochs,
+                                 {"retrain": retrained.as_dict()})
+
+
+def obtain_retrained(grid: Grid, config: RunConfig, federation: Federation,
+                     request: UnlearningRequest, run_store: RunStore) -> RetrainedModels:
+    """The ``retrain-seeds`` retrained models: loaded from the run store, else trained."""
+    template = model_for(config, federation.num_classes)
+    models, summaries, trained_now = [], [], []
+    for index in range(config.retrain_seeds):
+        store = run_store.phase(config.scenario, RETRAIN_PHASE,
+                                retrain_key(config, request, index))
+        if store.is_complete():
+            log(INFO, "fedunl: loading retrained model %d/%d from %s", index + 1,
+                config.retrain_seeds, store.path)
+            model = load_model_phase(store, template)
+            trained_now.append(False)
+        else:
+            model = _retrain_one(grid, config, federation, request, store, index)
+            trained_now.append(True)
+        models.append(model)
+        summaries.append(store.read_json("summary.json"))
+    return RetrainedModels(models, summaries, trained_now)
+
+
+def _retrain_one(grid: Grid, config: RunConfig, federation: Federation,
+                 request: UnlearningRequest, store: PhaseStore, index: int) -> TrainedModel:
+    seed = config.seed + index
+    store.begin()
+    log(INFO, "fedunl: retraining without D_u, seed %d (%d/%d), %d rounds, into %s", seed,
+        index + 1, config.retrain_seeds, config.num_server_rounds, store.path)
+    strategy = Retrain(federation, request, config.num_server_rounds,
+                       fraction_train=config.fraction_train,
+                       evaluate_every=config.evaluate_every, seed=seed,
+                       phase=f"retrain-{index}")
+    start = time.perf_counter()
+    result = strategy.start(grid, initial_arrays(config, federation.num_classes, seed),
+                            num_rounds=config.num_server_rounds,
+                            train_config=ConfigRecord({"phase": strategy.phase}))
+    trained = TrainedModel(result.arrays, {}, strategy.history_rows(), store,
+                           seconds=time.perf_counter() - start)
+    save_model_phase(store, trained)
+    trained.evaluations = evaluate_clients(grid, federation, trained.arrays)
+    write_evaluation(store, trained.evaluations, federation.class_names, {
+        "phase": RETRAIN_PHASE, "retrain_index": index, "retrain_seed": seed,
+        "request": request.as_dict(), "seconds": trained.seconds,
+        "client_epochs": strategy.client_epochs, "participants": strategy.participants,
+    })
+    return trained

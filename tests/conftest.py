@@ -1,0 +1,21 @@
+"""Shared fixtures: the offline data folder and the Flower/Ray environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The offline datasets (``$FEDUNL_DATA_DIR``); the suite fails loudly without them."""
+    folder = Path(os.environ.get("FEDUNL_DATA_DIR", ""))
+    if not os.environ.get("FEDUNL_DATA_DIR") or not (folder / "mnist.npz").is_file():
+        pytest.fail("set FEDUNL_DATA_DIR to the folder holding mnist.npz, usps.npz, "
+                    f"cifar10.npz and tinyimagenet_subset.npz (got {str(folder)!r})")
+    return folder

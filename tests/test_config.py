@@ -1,0 +1,76 @@
+"""Run-config parsing and validation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+
+import pytest
+
+from fedunl_flwr.config import ConfigError, RunConfig, config_hash, parse_int_list, pyproject_defaults
+
+
+def test_pyproject_defaults_equal_dataclass_defaults():
+    defaults = pyproject_defaults()
+    expected = {f.name.replace("_", "-"): f.default for f in fields(RunConfig)}
+    assert defaults == expected
+
+
+def test_readme_documents_every_key():
+    from fedunl_flwr.config import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    missing = [key for key in pyproject_defaults() if f"`{key}`" not in readme]
+    assert not missing, f"README lacks run-config keys {missing}"
+
+
+def test_from_mapping_converts_kebab_case_and_coerces_ints_to_float():
+    config = RunConfig.from_mapping({"num-server-rounds": 7, "learning-rate": 1, "rho": 0})
+    assert config.num_server_rounds == 7
+    assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
+    assert config.rho == 0.0
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"no-such-key": 1}, "unknown run-config key 'no-such-key'"),
+    ({"num-server-rounds": "5"}, "num-server-rounds must be an integer"),
+    ({"num-server-rounds": 0}, "num-server-rounds must be >= 1"),
+    ({"download": 1}, "download must be true or false"),
+    ({"rho": 1.5}, "rho must be in [0, 1]"),
+    ({"rho": -0.1}, "rho must be in [0, 1]"),
+    ({"optimizer": "rmsprop"}, "optimizer must be 'adam' or 'sgd'"),
+    ({"fraction-train": 0.0}, "fraction-train must be in (0, 1]"),
+    ({"forget-scope": "everything"}, "forget-scope must be"),
+    ({"scenario": 3}, "scenario must be a string"),
+])
+def test_bad_values_are_rejected_with_a_clear_message(values, message):
+    with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+        RunConfig.from_mapping(values)
+
+
+def test_training_key_ignores_unlearning_settings_but_unlearning_key_does_not():
+    a = RunConfig.from_mapping({"strategy": "fedcccu", "rho": 0.3})
+    b = RunConfig.from_mapping({"strategy": "fedmemeraser", "rho": 0.5})
+    assert config_hash(a.training_key()) == config_hash(b.training_key())
+    assert config_hash(a.unlearning_key()) != config_hash(b.unlearning_key())
+    c = RunConfig.from_mapping({"seed": 1})
+    assert config_hash(c.training_key()) != config_hash(RunConfig().training_key())
+
+
+def test_paths_are_not_part_of_the_keys():
+    a = RunConfig.from_mapping({"data-dir": "/a", "results-dir": "/b"})
+    assert a.unlearning_key() == RunConfig().unlearning_key()
+    assert "data_dir" not in asdict(a) or "data_dir" not in a.training_key()
+
+
+def test_parse_int_list():
+    assert parse_int_list("0, 3,", "forget-clients") == [0, 3]
+    assert parse_int_list("", "forget-clients") == []
+    with pytest.raises(ConfigError, match="forget-clients must be comma-separated"):
+        parse_int_list("0;3", "forget-clients")
+
+
+def test_results_dir_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("FEDUNL_RESULTS_DIR", str(tmp_path))
+    assert RunConfig().resolved_results_dir() == tmp_path.resolve()
+    assert RunConfig(results_dir=str(tmp_path / "x")).resolved_results_dir() == \
+        (tmp_path / "x").resolve()

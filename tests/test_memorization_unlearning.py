@@ -1,0 +1,308 @@
+"""FedMemEraser, fine-tuning and retraining (seed 001): requests, client work, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clients.fedunl_client import FedunlClient
+from fedunl_flwr.config import ConfigError, RunConfig, pyproject_defaults
+from fedunl_flwr.data.scenarios import ClientData
+from fedunl_flwr.federation import ClientInfo, Federation
+from fedunl_flwr.metrics.memorization import MEMORIZATION_GROUP_LABELS
+from fedunl_flwr.records import get_weights
+from fedunl_flwr.unlearning.parameter_selection import selection_count
+from strategies import get_strategy
+from strategies.fedmemeraser import FedMemEraser
+from strategies.finetune import FineTune
+from strategies.remaining import forget_holders, remaining_participants
+from strategies.retrain import Retrain
+
+CLASSES = [str(c) for c in range(10)]
+
+
+def make_federation(counts: list[list[int]]) -> Federation:
+    """Fake connected clients with the given per-class training counts (no Ray)."""
+    clients = {pid: ClientInfo(pid, 100 + pid, sum(c), 20, tuple(c))
+               for pid, c in enumerate(counts)}
+    return Federation(clients, CLASSES)
+
+
+def config_with(**overrides) -> RunConfig:
+    values = {**pyproject_defaults(), **{k.replace("_", "-"): v for k, v in overrides.items()}}
+    return RunConfig.from_mapping(values)
+
+
+FOUR = make_federation([[10] * 10, [10] * 10, [10] * 10, [0, 5, 5, 5, 5, 5, 5, 5, 5, 5]])
+
+
+# --- requests are rejected before any work --------------------------------------------
+@pytest.mark.parametrize("strategy", [FedMemEraser, FineTune, Retrain])
+def test_leaving_every_client_is_rejected(strategy) -> None:
+    config = config_with(strategy=strategy.name, forget_scope="client",
+                         forget_clients="0,1,2,3")
+    with pytest.raises(ConfigError, match="nobody would remain"):
+        strategy.validate_request(config, FOUR)
+
+
+def test_unknown_sample_ids_and_clients_are_rejected() -> None:
+    config = config_with(strategy="fedmemeraser", forget_scope="samples",
+                         forget_samples="0:1,2,100")
+    with pytest.raises(ConfigError, match="outside 0..99"):
+        FedMemEraser.validate_request(config, FOUR)
+    config = config_with(strategy="fedmemeraser", forget_scope="samples",
+                         forget_samples="7:1")
+    with pytest.raises(ConfigError, match="unknown client 7"):
+        FedMemEraser.validate_request(config, FOUR)
+
+
+@pytest.mark.parametrize("rho", [-0.1, 1.5])
+def test_rho_out_of_range_is_rejected(rho: float) -> None:
+    with pytest.raises(ConfigError, match="rho must be in"):
+        config_with(strategy="fedmemeraser", rho=rho)
+
+
+def test_other_bad_fedmemeraser_settings_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="selection must be one of"):
+        FedMemEraser.validate_request(
+            config_with(strategy="fedmemeraser", selection="largest", forget_scope="client",
+                        forget_clients="0"), FOUR)
+    with pytest.raises(ConfigError, match="unlearn-rounds must be >= 1"):
+        FedMemEraser.validate_request(
+            config_with(strategy="fedmemeraser", gradient_source="update", unlearn_rounds=0,
+                        forget_scope="client", forget_clients="0"), FOUR)
+    # Client 3 holds no sample of class 0: naming it is an error ...
+    with pytest.raises(ConfigError, match="holds no training sample"):
+        FedMemEraser.validate_request(
+            config_with(strategy="fedmemeraser", forget_scope="class", forget_classes="0",
+                        forget_clients="3"), FOUR)
+    # ... and a class nobody holds gives an empty D_u.
+    nobody = make_federation([[0, 5, 5, 5, 5, 5, 5, 5, 5, 5]] * 3)
+    with pytest.raises(ConfigError, match="D_u is empty"):
+        FineTune.validate_request(config_with(strategy="finetune", forget_scope="class",
+                                              forget_classes="0"), nobody)
+    # Forgetting every sample of every client leaves nothing to train on.
+    one = make_federation([[2, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    with pytest.raises(ConfigError, match="leaves no training data"):
+        Retrain.validate_request(config_with(strategy="retrain", forget_scope="samples",
+                                             forget_samples="0:0,1"), one)
+
+
+def test_request_scopes_give_holders_and_remaining_clients() -> None:
+    config = config_with(strategy="fedmemeraser", forget_scope="class", forget_classes="0")
+    request = FedMemEraser.validate_request(config, FOUR)
+    assert request.clients == (0, 1, 2, 3)  # a class across all clients
+    assert forget_holders(request, FOUR) == [0, 1, 2]  # client 3 has no class 0
+    assert remaining_participants(request, FOUR) == [0, 1, 2, 3]
+    config = config_with(strategy="fedmemeraser", forget_scope="client", forget_clients="1,2")
+    request = FedMemEraser.validate_request(config, FOUR)
+    assert forget_holders(request, FOUR) == [1, 2]
+    assert remaining_participants(request, FOUR) == [0, 3]
+
+
+def test_registry_knows_the_seed_001_strategies() -> None:
+    assert get_strategy("fedmemeraser") is FedMemEraser
+    assert get_strategy("finetune") is FineTune
+    assert get_strategy("retrain") is Retrain
+
+
+# --- client work (no Ray) ---------------------------------------------------------------
+@pytest.fixture()
+def tiny_client(tmp_path: Path) -> FedunlClient:
+    rng = np.random.default_rng(0)
+    data = ClientData(0, "synthetic", rng.integers(0, 255, (40, 12, 12), dtype=np.uint8),
+                      np.arange(40) % 4, rng.integers(0, 255, (8, 12, 12), dtype=np.uint8),
+                      np.arange(8) % 4)
+    config = config_with(results_dir=str(tmp_path), model="cnn", model_width=4,
+                         batch_size=8, scenario="mnist-iid")
+    return FedunlClient(data, config, "cnn", 1, tuple("abcd"))
+
+
+def test_client_tracks_csl_only_in_original_training(tiny_client: FedunlClient) -> None:
+    weights = get_weights(tiny_client.model)
+    assert tiny_client.query_csl(None, {"forget-all": True})["metrics"]["csl-available"] == 0
+    tiny_client.fit(weights, {"phase": "train", "server-round": 1})
+    first = np.load(tiny_client.csl_path())["csl"].copy()
+    assert first.shape == (40,) and (first > 0).all()
+    tiny_client.fit(weights, {"phase": "train", "server-round": 2})
+    second = np.load(tiny_client.csl_path())["csl"]
+    assert (second > first).all()
+    tiny_client.fit(weights, {"phase": "unlearn", "server-round": 3})
+    tiny_client.fit(weights, {"phase": "train", "server-round": 3, "exclude-classes": "0"})
+    np.testing.assert_array_equal(np.load(tiny_client.csl_path())["csl"], second)
+    reply = tiny_client.query_csl(None, {"forget-classes": "1"})["metrics"]
+    assert reply["csl-available"] == 1 and reply["csl-rounds"] == 2
+    assert reply["positions"] == list(range(1, 40, 4))
+    np.testing.assert_allclose(reply["csl"], second[1::4])
+    tiny_client.fit(weights, {"phase": "train", "server-round": 1})  # a fresh training
+    assert np.load(tiny_client.csl_path())["rounds"].tolist() == [1]
+
+
+def test_client_queries_answer_on_the_right_samples(tiny_client: FedunlClient) -> None:
+    weights = get_weights(tiny_client.model)
+    reply = tiny_client.query_per_sample(weights, {"forget-samples": "3,1,7"})["metrics"]
+    assert reply["positions"] == [1, 3, 7]
+    assert len(reply["true-prob"]) == 3 and set(reply["correct"]) <= {0, 1}
+    assert all(0.0 <= p <= 1.0 for p in reply["true-prob"])
+    grads = tiny_client.query_mean_gradient(weights, {"exclude-classes": "0"})
+    assert grads["metrics"]["num-samples"] == 30
+    names = dict(tiny_client.model.named_parameters())
+    assert set(grads["arrays"]) == set(names)
+    forget = tiny_client.query_mean_gradient(weights, {"data": "forget", "forget-all": True})
+    assert forget["metrics"]["num-samples"] == 40
+    loss = tiny_client.query_local_loss(weights, {"exclude-samples": "0,1"})["metrics"]
+    assert loss["num-examples"] == 38 and loss["loss-sum"] > 0
+    with pytest.raises(ValueError, match="outside 0..39"):
+        tiny_client.query_per_sample(weights, {"forget-samples": "40"})
+
+
+# --- end to end on real offline data ----------------------------------------------------
+BASE = {"scenario": "fashion-mnist-iid", "num-clients": 4, "samples-per-client": 100,
+        "test-samples-per-client": 50, "num-server-rounds": 2, "model": "cnn",
+        "model-width": 16, "local-epochs": 1, "unlearn-rounds": 2, "retrain-seeds": 2,
+        "forget-scope": "client", "forget-clients": "0", "rho": 0.4}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir) -> dict[str, dict[str, Path]]:
+    """Original (trained once), FedMemEraser, fine-tune, retrain; a sample-level run."""
+    from experiments.simulate import simulate
+
+    results = tmp_path_factory.mktemp("memorization-results")
+    base = {**BASE, "results-dir": str(results), "data-dir": str(data_dir)}
+    out = {"fedmemeraser": simulate({**base, "strategy": "fedmemeraser"})}
+    out["finetune"] = simulate({**base, "strategy": "finetune"})
+    out["retrain"] = simulate({**base, "strategy": "retrain"})
+    out["samples"] = simulate({**base, "strategy": "fedmemeraser", "forget-scope": "samples",
+                               "forget-clients": "", "gradient-source": "update",
+                               "forget-samples": "0:" + ",".join(map(str, range(20)))
+                               + ";2:5,6,7"})
+    return out
+
+
+def _summary(paths: dict[str, Path]) -> dict:
+    return json.loads((paths["unlearn"] / "summary.json").read_text())
+
+
+def _arrays(folder: Path, name: str) -> dict[str, np.ndarray]:
+    with np.load(folder / f"{name}.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.mark.simulation
+def test_fedmemeraser_summary_holds_the_seed_001_evaluation(runs) -> None:
+    summary = _summary(runs["fedmemeraser"])
+    table = pd.DataFrame(summary["group_table"]).set_index("group")
+    assert list(table.index) == [*MEMORIZATION_GROUP_LABELS, "D_u"]
+    assert {"unlearned_mean", "retrained_mean", "retrained_std", "delta"} <= set(table.columns)
+    mem = summary["memorization"]
+    assert mem["num_forget_samples"] == 100 and mem["forget_clients"] == [0]
+    assert sum(mem["group_sizes"]) == 100 and mem["group_sizes"][0] == 5
+    assert len(mem["group_accuracy"]["retrained"]) == 2
+    assert table.loc["D_u", "unlearned_mean"] == pytest.approx(summary["du_accuracy"]["unlearned"])
+    assert 0 <= summary["test_accuracy"]["unlearned"] <= 100
+    fairness = summary["local_fairness"]
+    assert fairness["clients"] == [1, 2, 3] and fairness["unlearned"] >= 0
+    assert len(fairness["retrained"]) == 2
+    timing = summary["time_analysis"]
+    assert [row[0] for row in timing["unlearn"]["curve"]] == [1, 2]
+    assert timing["unlearn"]["time_to_peak"] > 0 and timing["speedup"] > 0
+    assert len(timing["retrain"]["per_seed"]) == 2 and timing["retrain_measured_in_this_run"]
+    assert summary["csl_agreement"]["available"] and summary["csl_agreement"]["rounds"] == 2
+    assert -1 <= summary["csl_agreement"]["cosine"] <= 1
+    samples = pd.read_csv(runs["fedmemeraser"]["unlearn"] / "du_samples.csv")
+    assert len(samples) == 100 and samples["csl"].gt(0).all()
+
+
+@pytest.mark.simulation
+def test_fedmemeraser_resets_only_the_selected_entries(runs) -> None:
+    original = _arrays(runs["fedmemeraser"]["train"], "global")
+    folder = runs["fedmemeraser"]["unlearn"]
+    reset, masks = _arrays(folder, "reset"), _arrays(folder, "reset-mask")
+    final = _arrays(folder, "global")
+    assert list(reset) == list(original)
+    eligible = [k for k, v in original.items() if v.ndim >= 2]
+    assert sorted(masks) == sorted(eligible)
+    total = sum(original[k].size for k in eligible)
+    assert sum(int(m.sum()) for m in masks.values()) == selection_count(0.4, total)
+    for name, value in original.items():
+        mask = masks.get(name, np.zeros(value.shape, dtype=bool))
+        np.testing.assert_array_equal(reset[name][~mask], value[~mask])  # untouched
+        assert (reset[name][mask] != value[mask]).all()  # re-drawn
+    # Fine-tuning then moved the weights away from the reset model.
+    assert any(not np.array_equal(final[k], reset[k]) for k in eligible)
+    summary = _summary(runs["fedmemeraser"])
+    assert summary["reset"]["selected_fraction"] == pytest.approx(0.4, abs=1e-4)
+
+
+@pytest.mark.simulation
+def test_finetune_and_retrain_share_the_retrained_models(runs) -> None:
+    memeraser, finetune = _summary(runs["fedmemeraser"]), _summary(runs["finetune"])
+    retrain = _summary(runs["retrain"])
+    stores = memeraser["memorization"]["retrained_models"]["stores"]
+    assert finetune["memorization"]["retrained_models"]["stores"] == stores
+    assert retrain["retrain"]["stores"] == stores
+    assert retrain["retrain"]["trained_in_this_run"] == [False, False]
+    assert "reset" not in finetune and "group_table" in finetune
+    # Same original and retrained models: the groups and the retrained columns agree.
+    assert (finetune["memorization"]["group_accuracy"]["retrained"]
+            == memeraser["memorization"]["group_accuracy"]["retrained"])
+    # Retraining keeps its per-round history (time and test accuracy).
+    history = pd.read_csv(runs["retrain"]["unlearn"] / "metrics.csv")
+    assert list(history["round"]) == [1, 2] and history["accuracy"].notna().all()
+    # The leaving client never trained in retraining.
+    stored = json.loads((Path(stores[0]) / "summary.json").read_text())
+    assert stored["participants"] == [1, 2, 3]
+
+
+@pytest.mark.simulation
+def test_sample_level_request_with_update_statistic(runs) -> None:
+    summary = _summary(runs["samples"])
+    mem = summary["memorization"]
+    assert mem["num_forget_samples"] == 23 and mem["forget_clients"] == [0, 2]
+    assert summary["reset"]["gradient_source"] == "update"
+    assert summary["local_fairness"]["clients"] == [0, 1, 2, 3]
+    samples = pd.read_csv(runs["samples"]["unlearn"] / "du_samples.csv")
+    assert samples.loc[samples["client"] == 2, "position"].tolist() == [5, 6, 7]
+    stores = mem["retrained_models"]["stores"]
+    assert stores != _summary(runs["fedmemeraser"])["memorization"]["retrained_models"]["stores"]
+
+
+@pytest.mark.simulation
+def test_report_builder_makes_table_1_and_figure(runs, tmp_path: Path) -> None:
+    from experiments.memorization_tables import build_memorization_report
+
+    results = [runs["fedmemeraser"], runs["finetune"], runs["retrain"]]
+    files = build_memorization_report({"table": "1", "description": "tiny"}, results,
+                                      tmp_path)
+    names = sorted(p.name for p in files)
+    assert names == ["memorization_1.csv", "memorization_1.md", "memorization_1_time.csv",
+                     "memorization_1_time.png"]
+    markdown = (tmp_path / "memorization_1.md").read_text()
+    for text in ("Fashion-MNIST IID", "Ours (n=1)", "Fine-tune (n=1)",
+                 "Retrained Baseline (n=2)", "Group (95%,100%]"):
+        assert text in markdown
+    numbers = pd.read_csv(tmp_path / "memorization_1.csv")
+    ours = numbers[(numbers["row"] == "Ours") & (numbers["column"] == "D_u")].iloc[0]
+    assert ours["mean"] == pytest.approx(_summary(runs["fedmemeraser"])["du_accuracy"]["unlearned"],
+                                         abs=1e-3)
+    assert (tmp_path / "memorization_1_time.png").stat().st_size > 1000
+    times = pd.read_csv(tmp_path / "memorization_1_time.csv")
+    assert set(times["row"]) == {"Ours", "Fine-tune"} and times["speedup"].gt(0).all()
+    h10 = build_memorization_report({"table": "H10"}, [runs["samples"]], tmp_path)
+    assert "Ours (n=1)" in h10[1].read_text()
+
+
+@pytest.mark.simulation
+def test_bad_request_leaves_nothing_on_disk(tmp_path: Path, data_dir) -> None:
+    from experiments.simulate import simulate
+
+    overrides = {**BASE, "strategy": "fedmemeraser", "forget-clients": "0,1,2,3",
+                 "results-dir": str(tmp_path), "data-dir": str(data_dir)}
+    with pytest.raises(ConfigError, match="nobody would remain"):
+        simulate(overrides)
+    assert not list(tmp_path.rglob("*.npz"))

@@ -1,0 +1,76 @@
+"""Partitioners: counts, seeds, no overlap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedunl_flwr.data.partition import (cap_indices, dirichlet_partition, iid_partition,
+                                        split_by_proportions)
+
+
+def test_iid_partition_covers_every_sample_once_with_near_equal_sizes():
+    parts = iid_partition(103, 10, np.random.default_rng(0))
+    joined = np.concatenate(parts)
+    assert sorted(joined.tolist()) == list(range(103))
+    assert {len(p) for p in parts} == {10, 11}
+
+
+def test_iid_partition_is_seeded():
+    a = iid_partition(50, 5, np.random.default_rng(3))
+    b = iid_partition(50, 5, np.random.default_rng(3))
+    c = iid_partition(50, 5, np.random.default_rng(4))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_split_by_proportions_follows_the_shares_exactly():
+    labels = np.array([0] * 10 + [1] * 20)
+    shares = np.array([[1.0, 0.0], [0.25, 0.75]])
+    parts = split_by_proportions(labels, shares, np.random.default_rng(0))
+    assert np.bincount(labels[parts[0]], minlength=2).tolist() == [10, 5]
+    assert np.bincount(labels[parts[1]], minlength=2).tolist() == [0, 15]
+
+
+def test_dirichlet_partition_no_overlap_full_cover_and_skew():
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 10, 5000)
+    test = rng.integers(0, 10, 1000)
+    train_parts, test_parts = dirichlet_partition(train, test, 10, 0.1, 10,
+                                                  np.random.default_rng(1))
+    for parts, labels in ((train_parts, train), (test_parts, test)):
+        joined = np.concatenate(parts)
+        assert len(joined) == len(set(joined.tolist())) == len(labels)
+    assert min(len(p) for p in train_parts) >= 10
+    # small alpha: clients are dominated by few classes
+    top_share = [np.bincount(train[p], minlength=10).max() / len(p) for p in train_parts]
+    assert np.mean(top_share) > 0.4
+    # test split follows the same per-client label shares as the train split
+    for tr, te in zip(train_parts, test_parts):
+        ptr = np.bincount(train[tr], minlength=10) / len(tr)
+        pte = np.bincount(test[te], minlength=10) / max(1, len(te))
+        assert np.abs(ptr - pte).sum() < 0.5
+
+
+def test_dirichlet_large_alpha_is_near_uniform_and_seeded():
+    labels = np.repeat(np.arange(10), 500)
+    a, _ = dirichlet_partition(labels, labels, 5, 1000.0, 10, np.random.default_rng(2))
+    b, _ = dirichlet_partition(labels, labels, 5, 1000.0, 10, np.random.default_rng(2))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(abs(len(p) - 1000) < 60 for p in a)
+
+
+def test_bad_partition_arguments():
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        dirichlet_partition(np.zeros(10, int), np.zeros(5, int), 2, 0.0, 1,
+                            np.random.default_rng(0))
+    with pytest.raises(ValueError, match="3 clients but only 2 samples"):
+        iid_partition(2, 3, np.random.default_rng(0))
+
+
+def test_cap_indices_subsamples_without_replacement():
+    idx = np.arange(100, 200)
+    capped = cap_indices(idx, 30, np.random.default_rng(0))
+    assert len(capped) == 30 and len(set(capped.tolist())) == 30
+    assert set(capped.tolist()) <= set(idx.tolist())
+    assert cap_indices(idx, 0, np.random.default_rng(0)) is idx

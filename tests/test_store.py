@@ -1,0 +1,73 @@
+"""Run store: atomic writes, configuration mismatch and corruption errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fedunl_flwr.store import CheckpointError, RunStore, atomic_write_bytes, check_arrays_match
+
+
+def test_atomic_write_leaves_no_temp_file_and_keeps_old_content_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "a" / "f.json"
+    atomic_write_bytes(path, b"one")
+    assert path.read_bytes() == b"one"
+
+    def boom(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(path, b"two")
+    assert path.read_bytes() == b"one"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["f.json"]
+
+
+def test_phase_folder_is_keyed_by_configuration(tmp_path):
+    store = RunStore(tmp_path)
+    a = store.phase("scn", "train", {"seed": 0})
+    b = store.phase("scn", "train", {"seed": 1})
+    assert a.path != b.path and a.path.parent == tmp_path / "scn"
+    a.begin()
+    a.write_arrays("global", {"w": np.arange(3.0)})
+    assert not a.is_complete()
+    a.write_json("summary.json", {"ok": True})
+    assert a.is_complete()
+    assert np.array_equal(a.read_arrays("global")["w"], np.arange(3.0))
+
+
+def test_folder_of_another_configuration_is_an_error_and_untouched(tmp_path):
+    store = RunStore(tmp_path)
+    a = store.phase("scn", "train", {"seed": 0})
+    a.begin()
+    (a.path / "config.json").write_text(json.dumps({"seed": 99}))
+    before = (a.path / "config.json").read_text()
+    with pytest.raises(CheckpointError, match="another configuration"):
+        a.begin()
+    assert (a.path / "config.json").read_text() == before
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_not_overwritten(tmp_path):
+    phase = RunStore(tmp_path).phase("scn", "train", {"seed": 0})
+    phase.begin()
+    (phase.path / "global.npz").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        phase.read_arrays("global")
+    assert (phase.path / "global.npz").read_bytes() == b"not a zip"
+    with pytest.raises(CheckpointError, match="missing"):
+        phase.read_arrays("client-3")
+    (phase.path / "config.json").write_text("{oops")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        phase.check()
+
+
+def test_arrays_must_match_the_model(tmp_path):
+    stored = {"a": np.zeros((2, 3)), "b": np.zeros(3)}
+    check_arrays_match(stored, ["a", "b"], [(2, 3), (3,)], tmp_path)
+    with pytest.raises(CheckpointError, match="does not match"):
+        check_arrays_match(stored, ["a", "c"], [(2, 3), (3,)], tmp_path)
+    with pytest.raises(CheckpointError, match="shape"):
+        check_arrays_match(stored, ["a", "b"], [(2, 4), (3,)], tmp_path)
