@@ -22,7 +22,7 @@ from fedunl_flwr.config import ConfigError
 from fedunl_flwr.data.scenarios import build_federated_data, get_scenario
 from fedunl_flwr.data.tensors import images_to_tensor
 from fedunl_flwr.federation import ClientInfo, Federation
-from fedunl_flwr.models import build_model
+from fedunl_flwr.phases import model_for
 from fedunl_flwr.records import get_weights, set_weights, state_keys
 from fedunl_flwr.store import PhaseStore
 from strategies import get_strategy
@@ -298,7 +298,7 @@ def test_zeroed_units_are_zero_in_the_stored_model(runs, name, data_dir):
         assert ratios == sorted(ratios) and all(math.isfinite(r) for r in ratios)
         assert result["attribution_seconds"] > 0
     config = load_run_config({}, {**BASE, "data-dir": str(data_dir)})
-    model = build_model("cnn", 1, 10, config.model_width)
+    model = model_for(config, 10)
     stored = PhaseStore(Path(runs[name]["unlearn"]), {}).read_arrays("global")
     set_weights(model, [stored[k] for k in state_keys(model)])
     modules = dict(model.named_modules())

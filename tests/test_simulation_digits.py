@@ -1,0 +1,104 @@
+"""End to end: real `flwr run` / Ray simulations of the offline digits scenario."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.simulate import simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_CONFIG = ("samples-per-client=300 test-samples-per-client=100 num-server-rounds=8 "
+              "local-epochs=1")
+pytestmark = pytest.mark.simulation
+
+
+def flwr_run(results: Path, *config: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FEDUNL_RESULTS_DIR": str(results),
+           "FLWR_HOME": str(results / ".flwr")}
+    command = [sys.executable, "scripts/flwr_run.py"]
+    for item in config:
+        command += ["-c", item]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    results = tmp_path_factory.mktemp("results")
+    first = flwr_run(results, RUN_CONFIG)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    folders = list((results / "digits-real-noniid-offline").glob("train-*"))
+    assert len(folders) == 1
+    return results, folders[0], first.stdout
+
+
+def test_flwr_run_trains_every_domain_well_above_chance(trained):
+    _, folder, log = trained
+    summary = json.loads((folder / "summary.json").read_text())
+    per_client = summary["per_client_accuracy"]
+    assert sorted(per_client, key=int) == [str(i) for i in range(9)]
+    groups = {"mnist": [0, 1, 2], "uci-digits": [3, 4, 5], "usps": [6, 7, 8]}
+    for name, members in groups.items():
+        accuracy = np.mean([per_client[str(p)] for p in members])
+        assert accuracy > 0.5, f"{name} clients reach only {accuracy:.2f} (chance 0.10)"
+    assert 0.5 < summary["global_accuracy"] <= 1.0
+    # per-client per-class accuracy keyed by partition id and class id strings
+    assert set(summary["per_client_class_accuracy"]["0"]) == {str(c) for c in range(10)}
+    assert "fedunl train round 8/8" in log
+    assert "per-client per-class test accuracy" in log
+
+
+def test_run_store_holds_models_metrics_and_tables(trained):
+    _, folder, _ = trained
+    assert sorted(p.name for p in folder.glob("client-*.npz")) == \
+        sorted(f"client-{i}.npz" for i in range(9))
+    metrics = pd.read_csv(folder / "metrics.csv")
+    assert metrics["round"].tolist() == list(range(1, 9))
+    assert metrics["accuracy"].iloc[-1] > metrics["accuracy"].iloc[0]
+    table = pd.read_csv(folder / "accuracy.csv", index_col=0)
+    assert list(table.index)[-1] == "global" and "all" in table.columns
+    assert (folder / "accuracy.md").read_text().startswith("|")
+    assert json.loads((folder / "config.json").read_text())["scenario"] == \
+        "digits-real-noniid-offline"
+
+
+def test_second_run_loads_the_checkpoint_instead_of_training(trained):
+    results, folder, _ = trained
+    before = (folder / "global.npz").read_bytes()
+    again = flwr_run(results, RUN_CONFIG)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "loading the original model" in again.stdout
+    assert "fedunl train round" not in again.stdout
+    assert (folder / "global.npz").read_bytes() == before
+
+
+def test_bad_run_config_fails_before_starting_anything(tmp_path):
+    result = flwr_run(tmp_path, "scenario='no-such-scenario'")
+    assert result.returncode == 2
+    assert "unknown scenario 'no-such-scenario'" in result.stderr
+    assert not (tmp_path / ".flwr").exists()
+
+
+def test_failed_run_is_reported_as_failure(tmp_path):
+    result = flwr_run(tmp_path, f"data-dir='{tmp_path / 'empty'}' num-server-rounds=1")
+    assert result.returncode == 1
+    assert "mnist" in result.stdout and "finished:failed" in result.stdout
+
+
+def test_corrupt_checkpoint_stops_the_run_and_is_kept(tmp_path, data_dir):
+    overrides = {"results-dir": str(tmp_path), "samples-per-client": 60,
+                 "test-samples-per-client": 20, "num-server-rounds": 1}
+    paths = simulate(overrides)
+    checkpoint = paths["train"] / "global.npz"
+    checkpoint.write_bytes(b"garbage")
+    with pytest.raises(Exception, match="global.npz is corrupt"):
+        simulate(overrides)
+    assert checkpoint.read_bytes() == b"garbage"
