@@ -722,6 +722,19 @@ _SPECS: dict[str, _Spec] = {
         None,
         "(no original format is read)",
     ),
+    # ImageNet on the classes it shares with CIFAR (seed 000's images9/65 tasks). Users
+    # build these files from their ImageNet copy: images resized (e.g. 224x224 or
+    # 64x64), labels in CIFAR label space; ImageNet cannot be downloaded automatically.
+    **{
+        f"imagenet-{target}": _Spec(
+            (f"imagenet-{target}.npz",),
+            classes,
+            None,
+            "(built from ImageNet: x_* uint8 (N,H,W,3), y_* int64 in "
+            f"{target.upper()} label space)",
+        )
+        for target, classes in (("cifar10", CIFAR10_CLASSES), ("cifar100", CIFAR100_CLASSES))
+    },
 }
 
 #: Every dataset name :func:`load_dataset` accepts.
