@@ -160,11 +160,14 @@ class BaseClient(NumPyClient):
 
 def relabel_to_other_classes(labels: torch.Tensor, classes: list[int], num_classes: int,
                              generator: torch.Generator) -> torch.Tensor:
-    """Give each sample of ``classes`` a uniformly random label other than its own."""
+    """Give each sample of ``classes`` a uniformly random label outside ``classes``."""
+    targets = torch.tensor([c for c in range(num_classes) if c not in set(classes)])
+    if len(targets) == 0:
+        raise ValueError("relabel-classes names every class: no other label is left")
     labels = labels.clone()
     chosen = torch.isin(labels, torch.tensor(classes))
-    offsets = torch.randint(1, num_classes, (int(chosen.sum()),), generator=generator)
-    labels[chosen] = (labels[chosen] + offsets) % num_classes
+    picks = torch.randint(0, len(targets), (int(chosen.sum()),), generator=generator)
+    labels[chosen] = targets[picks]
     return labels
 
 

@@ -50,14 +50,17 @@ def measure(overrides: dict, strategies: list[str]) -> pd.DataFrame:
             "wall s": float(summary["seconds"]),
             "global acc %": 100 * summary["global_accuracy_after"],
         }
-    return pd.DataFrame.from_dict(rows, orient="index")
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    counts = ["clients trained", "client-epochs", "non-requesting client-epochs",
+              "samples trained"]
+    return table.astype({col: "int64" for col in counts})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", default="digits-real-noniid-offline")
     parser.add_argument("--samples-per-client", type=int, default=600)
-    parser.add_argument("--train-rounds", type=int, default=3)
+    parser.add_argument("--train-rounds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="unlearn-rounds R")
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument("--forget-clients", default="0")
@@ -88,7 +91,11 @@ def main() -> None:
     print(f"Fair vs unfair unlearning protocol on {args.scenario}: request clients "
           f"{args.forget_clients} forget classes {args.forget_classes}; R = {args.rounds} "
           f"rounds x {args.local_epochs} local epoch(s); run store {results_dir}")
-    print(table.to_markdown(floatfmt=".2f"))
+    shown = table.copy()
+    for col in ("wall s", "global acc %"):
+        shown[col] = shown[col].map(lambda v: f"{v:.2f}")
+    shown = shown.astype(str)
+    print(shown.to_markdown(colalign=("left",) + ("right",) * len(shown.columns)))
     print()
     print("unfair / fair: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratio.items()))
     print(f"non-requesting clients' local epochs: fair "

@@ -295,6 +295,14 @@ def test_report_builder_makes_table_1_and_figure(runs, tmp_path: Path) -> None:
     assert set(times["row"]) == {"Ours", "Fine-tune"} and times["speedup"].gt(0).all()
     h10 = build_memorization_report({"table": "H10"}, [runs["samples"]], tmp_path)
     assert "Ours (n=1)" in h10[1].read_text()
+    # Without a table field the layout follows from the runs; labels rename rows.
+    inferred = build_memorization_report({"runs": [{}, {"label": "FT"}]},
+                                         [runs["fedmemeraser"], runs["finetune"]],
+                                         tmp_path / "inferred")
+    assert inferred[0].name == "memorization_1.csv"
+    assert "FT (n=1)" in inferred[1].read_text()
+    assert build_memorization_report({}, [runs["samples"]], tmp_path)[0].name == \
+        "memorization_H10.csv"
 
 
 @pytest.mark.simulation
