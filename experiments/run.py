@@ -48,7 +48,7 @@ REPORTS: dict[str, str] = {
     "fair": "experiments.fair_tables:build_report",
     "memorization": "experiments.memorization_tables:build_memorization_report",
 }
-PRESET_KEYS = {"description", "report", "base", "runs"}
+PRESET_KEYS = {"table", "description", "report", "base", "runs"}
 RUN_ONLY_KEYS = {"label"}  # allowed in [[runs]] tables, not run-config
 
 ReportBuilder = Callable[[dict, list[dict[str, Path]], Path], list[Path]]
