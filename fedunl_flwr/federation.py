@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from logging import INFO
 
-from flwr.app import Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
@@ -96,10 +96,22 @@ def discover_federation(grid: Grid, expected_clients: int) -> Federation:
 
 
 def query_clients(grid: Grid, federation: Federation, partition_ids: list[int], action: str,
-                  content: RecordDict) -> dict[int, RecordDict]:
-    """Send a ``query.<action>`` message to each client; replies keyed by partition id."""
-    messages = [Message(content, dst_node_id=n, message_type=f"query.{action}")
-                for n in federation.node_ids(partition_ids)]
+                  arrays: ArrayRecord | None = None,
+                  configs: dict[int, dict] | None = None) -> dict[int, RecordDict]:
+    """Send ``query.<action>`` (optional model, per-client config) to each client.
+
+    Returns the replies keyed by partition id; a client error raises
+    :class:`ClientError`.
+    """
+    if not partition_ids:
+        return {}
+    messages = []
+    for pid in partition_ids:
+        content = RecordDict({"config": ConfigRecord(dict((configs or {}).get(pid, {})))})
+        if arrays is not None:
+            content["arrays"] = arrays
+        messages.append(Message(content, dst_node_id=federation.clients[pid].node_id,
+                                message_type=f"query.{action}"))
     replies = list(grid.send_and_receive(messages))
     raise_on_errors(replies, f"query {action!r}")
     by_node = {reply.metadata.src_node_id: reply.content for reply in replies}

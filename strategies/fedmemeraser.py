@@ -48,10 +48,9 @@ from fedunl_flwr.unlearning.parameter_selection import (SELECTION_STRATEGIES,
                                                         select_parameters)
 from strategies.finetune import fine_tune
 from strategies.memorization_eval import accuracy_curve, mean_gradient, memorization_evaluation
-from strategies.remaining import (RemainingDataFedAvg, check_remaining_request,
-                                  forget_config, forget_holders, remaining_participants)
-from strategies.unlearning import (UnlearningOutcome, UnlearningRequest, UnlearningRun,
-                                   UnlearningStrategyMixin)
+from strategies.remaining import (RemainingDataStrategy, forget_config, forget_holders,
+                                  remaining_participants)
+from strategies.unlearning import UnlearningOutcome, UnlearningRequest, UnlearningRun
 
 #: Selection strategies that rank by the forget data's gradient (Table F4 baselines).
 NEEDS_FORGET_GRADIENT = ("salun", "localized", "deep", "shallow")
@@ -107,7 +106,7 @@ class Reset:
         }
 
 
-class FedMemEraser(UnlearningStrategyMixin, RemainingDataFedAvg):
+class FedMemEraser(RemainingDataStrategy):
     """Reset the rho fraction of parameters least used by the remaining data, fine-tune."""
 
     name = "fedmemeraser"
@@ -120,9 +119,7 @@ class FedMemEraser(UnlearningStrategyMixin, RemainingDataFedAvg):
         if config.gradient_source == "update" and config.unlearn_rounds < 1:
             raise ConfigError("gradient-source 'update' takes the statistic from the first "
                               "fine-tuning round: unlearn-rounds must be >= 1")
-        request = super().validate_request(config, federation)
-        check_remaining_request(request, federation)
-        return request
+        return super().validate_request(config, federation)
 
     @classmethod
     def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:

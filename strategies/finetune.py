@@ -15,12 +15,9 @@ from dataclasses import dataclass
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
-from fedunl_flwr.config import RunConfig
-from fedunl_flwr.federation import Federation
 from strategies.memorization_eval import accuracy_curve, memorization_evaluation
-from strategies.remaining import AfterAggregate, RemainingDataFedAvg, check_remaining_request
-from strategies.unlearning import (UnlearningOutcome, UnlearningRequest, UnlearningRun,
-                                   UnlearningStrategyMixin, unlearn_config)
+from strategies.remaining import AfterAggregate, RemainingDataFedAvg, RemainingDataStrategy
+from strategies.unlearning import UnlearningOutcome, UnlearningRun, unlearn_config
 
 
 @dataclass
@@ -57,16 +54,10 @@ def fine_tune(strategy_cls: type[RemainingDataFedAvg], grid: Grid, run: Unlearni
                      offset + time.perf_counter() - start)
 
 
-class FineTune(UnlearningStrategyMixin, RemainingDataFedAvg):
+class FineTune(RemainingDataStrategy):
     """FedAvg on the remaining data from the original model, ``unlearn-rounds`` rounds."""
 
     name = "finetune"
-
-    @classmethod
-    def validate_request(cls, config: RunConfig, federation: Federation) -> UnlearningRequest:
-        request = super().validate_request(config, federation)
-        check_remaining_request(request, federation)
-        return request
 
     @classmethod
     def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:

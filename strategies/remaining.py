@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from flwr.serverapp import Grid
 
 from fedunl_flwr.config import ConfigError
-from fedunl_flwr.federation import Federation, raise_on_errors
+from fedunl_flwr.federation import Federation
 from strategies.fedavg_train import FedAvgTrain
-from strategies.unlearning import UnlearningRequest
+from strategies.unlearning import UnlearningRequest, UnlearningStrategyMixin
 
 #: Called after each round's aggregation: (server_round, aggregate) -> new aggregate.
 AfterAggregate = Callable[[int, ArrayRecord], ArrayRecord]
@@ -70,24 +69,6 @@ def check_remaining_request(request: UnlearningRequest, federation: Federation) 
                           "data on any client: nothing to retrain or fine-tune on")
 
 
-def query_each(grid: Grid, federation: Federation, partition_ids: list[int], action: str,
-               arrays: ArrayRecord | None, configs: dict[int, dict]) -> dict[int, RecordDict]:
-    """``query.<action>`` with a per-client config (one message per client, one round)."""
-    if not partition_ids:
-        return {}
-    messages = []
-    for pid in partition_ids:
-        content = RecordDict({"config": ConfigRecord(dict(configs.get(pid, {})))})
-        if arrays is not None:
-            content["arrays"] = arrays
-        messages.append(Message(content, dst_node_id=federation.clients[pid].node_id,
-                                message_type=f"query.{action}"))
-    replies = list(grid.send_and_receive(messages))
-    raise_on_errors(replies, f"query {action!r}")
-    by_node = {reply.metadata.src_node_id: reply.content for reply in replies}
-    return {pid: by_node[federation.clients[pid].node_id] for pid in partition_ids}
-
-
 class RemainingDataFedAvg(FedAvgTrain):
     """FedAvg on the remaining data D_r (eq. 14; Alg. 1 stage 3; retraining).
 
@@ -134,3 +115,16 @@ class RemainingDataFedAvg(FedAvgTrain):
         if arrays is not None and self.after_aggregate is not None:
             arrays = self.after_aggregate(server_round, arrays)
         return arrays, metrics
+
+
+class RemainingDataStrategy(UnlearningStrategyMixin, RemainingDataFedAvg):
+    """Base of the strategies that train on the remaining data (retrain, fine-tune, ...).
+
+    Their requests must leave a non-empty D_u and some data to train on.
+    """
+
+    @classmethod
+    def validate_request(cls, config, federation: Federation) -> UnlearningRequest:
+        request = super().validate_request(config, federation)
+        check_remaining_request(request, federation)
+        return request

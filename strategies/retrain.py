@@ -26,9 +26,8 @@ from fedunl_flwr.phases import (TrainedModel, evaluate_clients, initial_arrays,
                                 load_model_phase, model_for, save_model_phase,
                                 write_evaluation)
 from fedunl_flwr.store import PhaseStore, RunStore
-from strategies.remaining import RemainingDataFedAvg, check_remaining_request
-from strategies.unlearning import (UnlearningOutcome, UnlearningRequest, UnlearningRun,
-                                   UnlearningStrategyMixin)
+from strategies.remaining import RemainingDataStrategy
+from strategies.unlearning import UnlearningOutcome, UnlearningRequest, UnlearningRun
 
 #: Run-store phase name of one retrained seed.
 RETRAIN_PHASE = "retrain"
@@ -68,16 +67,10 @@ class RetrainedModels:
         }
 
 
-class Retrain(UnlearningStrategyMixin, RemainingDataFedAvg):
+class Retrain(RemainingDataStrategy):
     """Retrain from scratch on the remaining data (FedAvg, J seeds); the gold standard."""
 
     name = "retrain"
-
-    @classmethod
-    def validate_request(cls, config: RunConfig, federation: Federation) -> UnlearningRequest:
-        request = super().validate_request(config, federation)
-        check_remaining_request(request, federation)
-        return request
 
     @classmethod
     def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
