@@ -38,11 +38,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_for_port(port: int, process: subprocess.Popen, log: Path,
+                  timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"SuperLink exited early with code {process.returncode}")
+            raise RuntimeError(f"SuperLink exited early with code {process.returncode}; "
+                               f"its log: {log.read_text()[-3000:]}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -121,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fedunl: error: {err}", file=sys.stderr)
         return 2
     env = dict(os.environ)
+    # Flower's executables (and the ones the SuperLink starts) sit beside this
+    # interpreter; find them even when the virtual environment is not activated.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["FLWR_HOME"] = env.get("FLWR_HOME", str(ROOT / ".flwr"))
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     env.setdefault("FEDUNL_RESULTS_DIR", str(ROOT / "results"))
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         env=env, cwd=ROOT, start_new_session=True,
         stdout=open(Path(state) / "superlink.log", "w"), stderr=subprocess.STDOUT)
     try:
-        wait_for_port(port, superlink)
+        wait_for_port(port, superlink, Path(state) / "superlink.log")
         federation = (f"num-supernodes={num_supernodes} "
                       f"client-resources-num-cpus={args.cpus_per_client:g} "
                       f"client-resources-num-gpus={args.gpus_per_client:g}")

@@ -57,4 +57,5 @@ def accuracy_summary(evaluations: Mapping[int, Evaluation]) -> dict:
 
 def frame_to_markdown(frame: pd.DataFrame, digits: int = 2) -> str:
     """Markdown table; NaN shown as ``-``."""
-    return frame.to_markdown(floatfmt=f".{digits}f", missingval="-") + "\n"
+    shown = frame.astype(object).where(frame.notna(), None)
+    return shown.to_markdown(floatfmt=f".{digits}f", missingval="-") + "\n"
