@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-try:
-    import fedunl_flwr  # noqa: F401
-except ModuleNotFoundError:  # run from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import bench_utils  # noqa: F401  (puts the project on sys.path)
 
 from fedunl_flwr.models import MODELS, NeuronSite, build_model, get_device
 from fedunl_flwr.unlearning.neurons import integrated_gradient_attribution

@@ -20,14 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
-from pathlib import Path
 
-try:
-    import fedunl_flwr  # noqa: F401
-except ModuleNotFoundError:  # run from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import bench_utils  # noqa: F401  (puts the project on sys.path)
 
 import pandas as pd
 
