@@ -29,7 +29,9 @@ def load_run_config(run_config: Mapping[str, Any],
                                    **dict(overrides or {})})
 
 
-@lru_cache(maxsize=8)
+# One Ray actor serves many virtual clients (25 each with 50 clients on 2 cores):
+# keep them all so their data is not rebuilt every round.
+@lru_cache(maxsize=128)
 def _client_for(config: RunConfig, partition_id: int, data_file: str) -> FedunlClient:
     scenario = get_scenario(config.scenario)
     if data_file:

@@ -8,6 +8,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -169,11 +170,16 @@ def parse_int_list(text: str, what: str) -> list[int]:
         raise ConfigError(f"{what} must be comma-separated integers, got {text!r}") from err
 
 
-def pyproject_defaults(path: Path | None = None) -> dict[str, Any]:
+def pyproject_defaults() -> dict[str, Any]:
     """The ``[tool.flwr.app.config]`` table (``run_simulation`` gives no run-config)."""
-    path = path or PROJECT_ROOT / "pyproject.toml"
-    with open(path, "rb") as handle:
-        return dict(tomllib.load(handle)["tool"]["flwr"]["app"]["config"])
+    return dict(_pyproject_config())
+
+
+@lru_cache(maxsize=1)
+def _pyproject_config() -> dict[str, Any]:
+    # Read once per process: every client message merges these defaults.
+    with open(PROJECT_ROOT / "pyproject.toml", "rb") as handle:
+        return tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
