@@ -30,6 +30,7 @@ import torch
 
 from fedunl_flwr.config import parse_int_list
 from fedunl_flwr.records import set_weights
+from fedunl_flwr.seeding import torch_generator
 from fedunl_flwr.unlearning.neurons import (Entry, integrated_gradient_attribution,
                                             mean_activations, top_units_per_class)
 
@@ -130,7 +131,7 @@ class FairUnlearningWork:
 
     def attribution_samples(self, per_class: int) -> torch.Tensor:
         """Positions of at most ``per_class`` training samples of each class (seeded)."""
-        generator = torch.Generator().manual_seed(self.config.seed * 1009 + self.partition_id)
+        generator = torch_generator(self.config.seed, "attribution", self.partition_id)
         chosen = []
         for class_id in torch.unique(self.y_train).tolist():
             positions = torch.nonzero(self.y_train == class_id).flatten()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -19,6 +18,7 @@ from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.metrics.evaluation import evaluate_model
 from fedunl_flwr.models import build_model, get_device
 from fedunl_flwr.records import get_weights, set_weights
+from fedunl_flwr.seeding import torch_generator
 
 # What a query action returns: any of "arrays" (name -> ndarray), "metrics" (numbers
 # or lists of numbers) and "info" (strings or lists of strings).
@@ -98,10 +98,9 @@ class BaseClient(NumPyClient):
                              self.config.batch_size)
 
     def generator(self, config: dict) -> torch.Generator:
-        """Seeded per (run seed, client, round, phase) so runs are reproducible."""
-        tag = (f"{self.config.seed}/{self.partition_id}/{config.get('server-round', 0)}/"
-               f"{config.get('phase', 'train')}")
-        return torch.Generator().manual_seed(zlib.crc32(tag.encode()))
+        """Data-order stream of (client, phase, round), so runs are reproducible."""
+        return torch_generator(self.config.seed, "data-order", self.partition_id,
+                               config.get("phase", "train"), config.get("server-round", 0))
 
     def training_set(self, config: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """This round's training samples.
@@ -121,8 +120,8 @@ class BaseClient(NumPyClient):
         if config.get("relabel-classes"):
             classes = parse_int_list(str(config["relabel-classes"]), "relabel-classes")
             y = relabel_to_other_classes(y, classes, self.num_classes,
-                                         torch.Generator().manual_seed(self.config.seed
-                                                                       + self.partition_id))
+                                         torch_generator(self.config.seed, "relabel",
+                                                         self.partition_id))
         return x[keep], y[keep]
 
     def fit(self, parameters: list[np.ndarray], config: dict

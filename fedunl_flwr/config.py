@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from fedunl_flwr.initialization import INIT_SCHEMES
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,6 +42,8 @@ class RunConfig:
     model: str = ""
     model_width: int = 0
     model_norm: str = ""
+    model_init: str = "pytorch"
+    augment: bool = False
     optimizer: str = "adam"
     learning_rate: float = 0.001
     local_epochs: int = 1
@@ -48,6 +52,7 @@ class RunConfig:
     num_server_rounds: int = 10
     fraction_train: float = 1.0
     evaluate_every: int = 1
+    aggregation: str = "weighted"
     # Outputs
     results_dir: str = ""
     # Unlearning
@@ -63,9 +68,12 @@ class RunConfig:
     attribution_steps: int = 20
     attribution_samples: int = 256
     rho: float = 0.4
-    gradient_source: str = "gradient"
+    gradient_source: str = "update"
+    reset_tensors: str = "all"
     selection: str = "redundant"
     retrain_seeds: int = 1
+    heldout_retrains: bool = False
+    peak_tolerance: float = 0.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -99,7 +107,11 @@ class RunConfig:
             (self.model_width >= 0, "model-width must be >= 0 (0 = model default)"),
             (self.model_norm in ("", "batch", "group"),
              "model-norm must be '', 'batch' or 'group'"),
+            (self.model_init in INIT_SCHEMES,
+             f"model-init must be one of {sorted(INIT_SCHEMES)}, got {self.model_init!r}"),
             (self.optimizer in ("adam", "sgd"), "optimizer must be 'adam' or 'sgd'"),
+            (self.aggregation in ("weighted", "mean"),
+             f"aggregation must be 'weighted' or 'mean', got {self.aggregation!r}"),
             (self.learning_rate > 0, "learning-rate must be > 0"),
             (self.local_epochs >= 1, "local-epochs must be >= 1"),
             (self.batch_size >= 1, "batch-size must be >= 1"),
@@ -118,6 +130,9 @@ class RunConfig:
             (0.0 <= self.rho <= 1.0, f"rho must be in [0, 1], got {self.rho}"),
             (self.gradient_source in ("gradient", "update"),
              "gradient-source must be 'gradient' or 'update'"),
+            (self.reset_tensors in ("weights", "all"),
+             f"reset-tensors must be 'weights' or 'all', got {self.reset_tensors!r}"),
+            (0.0 <= self.peak_tolerance < 1.0, "peak-tolerance must be in [0, 1)"),
             (self.retrain_seeds >= 1, "retrain-seeds must be >= 1"),
         ]
         for ok, message in checks:
@@ -140,7 +155,7 @@ class RunConfig:
         """The settings that determine the original (FedAvg) model."""
         names = ("scenario", "num_clients", "dirichlet_alpha", "samples_per_client",
                  "test_samples_per_client", "seed", "model", "model_width", "model_norm",
-                 "optimizer",
+                 "model_init", "augment", "aggregation", "optimizer",
                  "learning_rate", "local_epochs", "batch_size", "num_server_rounds",
                  "fraction_train")
         values = asdict(self)

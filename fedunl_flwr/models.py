@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fedunl_flwr.initialization import initialize_model
+
 
 @dataclass(frozen=True)
 class NeuronSite:
@@ -215,7 +217,7 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], int, str]] = {
 
 
 def build_model(name: str, in_channels: int, num_classes: int, width: int = 0,
-                seed: int | None = None, norm: str = "") -> SiteModel:
+                seed: int | None = None, norm: str = "", init: str = "pytorch") -> SiteModel:
     """Build a model by name.
 
     Parameters
@@ -229,17 +231,22 @@ def build_model(name: str, in_channels: int, num_classes: int, width: int = 0,
     width : int (default: 0)
         Width of the first stage; 0 takes the model's standard width.
     seed : int, optional
-        Seed for the parameter initialisation (deterministic models).
+        Seed of the parameter initialisation (a private generator; the global RNG is
+        not used). None leaves PyTorch's construction-time draw (clients overwrite it).
     norm : str (default: "")
         ``"batch"`` or ``"group"``; empty takes the model's default (GroupNorm for
         the small CNN of the cross-domain digits task, BatchNorm otherwise).
+    init : str (default: "pytorch")
+        Initialisation scheme (``fedunl_flwr.initialization.INIT_SCHEMES``), applied
+        when ``seed`` is given.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     builder, default_width, default_norm = MODELS[name]
+    model = builder(in_channels, num_classes, width or default_width, norm or default_norm)
     if seed is not None:
-        torch.manual_seed(seed)
-    return builder(in_channels, num_classes, width or default_width, norm or default_norm)
+        initialize_model(model, init, torch.Generator().manual_seed(seed))
+    return model
 
 
 def get_device() -> torch.device:

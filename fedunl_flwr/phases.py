@@ -13,12 +13,15 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedunl_flwr.config import RunConfig
-from fedunl_flwr.data.scenarios import get_scenario
+from fedunl_flwr.data.scenarios import get_scenario, scenario_test_sets
+from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.federation import Federation, raise_on_errors
-from fedunl_flwr.metrics.evaluation import Evaluation
-from fedunl_flwr.models import SiteModel, build_model
-from fedunl_flwr.records import get_weights, record_to_dict, state_keys, weights_to_record
+from fedunl_flwr.metrics.evaluation import Evaluation, evaluate_model
+from fedunl_flwr.models import SiteModel, build_model, get_device
+from fedunl_flwr.records import (get_weights, record_to_dict, record_to_weights, set_weights,
+                                 state_keys, weights_to_record)
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
+from fedunl_flwr.seeding import stream_seed
 from fedunl_flwr.store import PhaseStore, RunStore, check_arrays_match
 from strategies.fedavg_train import FedAvgTrain
 
@@ -35,17 +38,48 @@ class TrainedModel:
     seconds: float = 0.0
 
 
-def model_for(config: RunConfig, num_classes: int, seed: int | None = None) -> SiteModel:
-    """The run's model (scenario default unless run-config ``model`` is set)."""
+def model_for(config: RunConfig, num_classes: int, init_index: int | None = None) -> SiteModel:
+    """The run's model (scenario default unless run-config ``model`` is set).
+
+    ``init_index`` selects the initialisation stream (``seeding``: purpose ``init``;
+    0 = the original model, 1 + j = retrained model j); None leaves it uninitialised
+    (a template whose weights are overwritten).
+    """
     scenario = get_scenario(config.scenario)
+    seed = None if init_index is None else stream_seed(config.seed, "init", init_index)
     return build_model(config.model or scenario.default_model, scenario.in_channels,
-                       num_classes, config.model_width, seed=seed, norm=config.model_norm)
+                       num_classes, config.model_width, seed=seed, norm=config.model_norm,
+                       init=config.model_init)
 
 
-def initial_arrays(config: RunConfig, num_classes: int, seed: int) -> ArrayRecord:
-    """Freshly initialised model weights (seeded)."""
-    model = model_for(config, num_classes, seed)
+def initial_arrays(config: RunConfig, num_classes: int, init_index: int) -> ArrayRecord:
+    """Freshly initialised model weights from stream ``(seed, "init", init_index)``."""
+    model = model_for(config, num_classes, init_index)
     return weights_to_record(state_keys(model), get_weights(model))
+
+
+def central_test_accuracy(config: RunConfig, num_classes: int, arrays: ArrayRecord
+                          ) -> float | None:
+    """Accuracy of ``arrays`` on the scenario's real test sets, evaluated by the server.
+
+    None when the server cannot read the datasets (a deployment whose data lives only
+    on the SuperNodes); callers then report the pooled client test splits and say so.
+    """
+    try:
+        test_sets = scenario_test_sets(config.scenario, str(config.resolved_data_dir()),
+                                       config.download)
+    except (FileNotFoundError, OSError):
+        return None
+    model = model_for(config, num_classes).to(get_device())
+    set_weights(model, record_to_weights(arrays))
+    in_channels = get_scenario(config.scenario).in_channels
+    correct = total = 0
+    for _, x_test, y_test in test_sets:
+        result = evaluate_model(model, images_to_tensor(x_test, in_channels),
+                                labels_to_tensor(y_test), num_classes)
+        correct += int(result.class_correct.sum())
+        total += result.num_examples
+    return correct / max(1, total)
 
 
 def evaluate_clients(grid: Grid, federation: Federation, arrays: ArrayRecord,
@@ -116,9 +150,10 @@ def train_original(grid: Grid, config: RunConfig, federation: Federation,
     log(INFO, "fedunl: training the original model (%d rounds) into %s",
         config.num_server_rounds, store.path)
     strategy = FedAvgTrain(federation, federation.partition_ids, config.num_server_rounds,
-                           config.fraction_train, config.evaluate_every, config.seed)
+                           config.fraction_train, config.evaluate_every, config.seed,
+                           aggregation=config.aggregation)
     start = time.perf_counter()
-    result = strategy.start(grid, initial_arrays(config, federation.num_classes, config.seed),
+    result = strategy.start(grid, initial_arrays(config, federation.num_classes, 0),
                             num_rounds=config.num_server_rounds)
     trained = TrainedModel(result.arrays, strategy.client_arrays, strategy.history_rows(),
                            store, seconds=time.perf_counter() - start)

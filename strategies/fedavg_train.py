@@ -12,9 +12,17 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggregate_metricrecords
 from flwr.supercore import log
 
 from fedunl_flwr.federation import Federation, raise_on_errors
+from fedunl_flwr.seeding import numpy_generator
+
+#: Aggregation name -> a client's weight from its train reply metrics.
+AGGREGATION_WEIGHTS = {
+    "weighted": lambda metrics: float(metrics["num-examples"]),
+    "mean": lambda metrics: 1.0,
+}
 
 
 @dataclass
@@ -53,11 +61,14 @@ class FedAvgTrain(FedAvg):
         Seed of the participant sampling.
     phase : str (default: "train")
         Phase name sent to clients (seeds their local shuffling) and shown in logs.
+    aggregation : str (default: "weighted")
+        ``weighted``: the mean weighted by sample count (FedAvg, seed 000 eq. 1);
+        ``mean``: the unweighted mean over the clients (seed 001 eq. 13-14).
     """
 
     def __init__(self, federation: Federation, participants: list[int], num_rounds: int,
                  fraction_train: float = 1.0, evaluate_every: int = 1, seed: int = 0,
-                 phase: str = "train") -> None:
+                 phase: str = "train", aggregation: str = "weighted") -> None:
         super().__init__(fraction_train=fraction_train, min_train_nodes=1,
                          min_evaluate_nodes=1, min_available_nodes=1)
         unknown = sorted(set(participants) - set(federation.clients))
@@ -68,7 +79,11 @@ class FedAvgTrain(FedAvg):
         self.num_rounds = num_rounds
         self.evaluate_every = evaluate_every
         self.phase = phase
-        self.rng = np.random.default_rng(seed)
+        if aggregation not in AGGREGATION_WEIGHTS:
+            raise ValueError(f"aggregation must be one of {sorted(AGGREGATION_WEIGHTS)}, "
+                             f"got {aggregation!r}")
+        self.aggregation = aggregation
+        self.rng = numpy_generator(seed, "sampling", phase)
         self.history: list[RoundRecord] = []
         self.client_arrays: dict[int, ArrayRecord] = {}
         self.client_epochs = 0
@@ -106,15 +121,28 @@ class FedAvgTrain(FedAvg):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Keep each client's returned model, then average them (FedAvg)."""
+        """Keep each client's returned model, then average them in partition-id order.
+
+        The order is fixed so that identical runs give identical floating-point sums;
+        the weights follow ``aggregation`` (:data:`AGGREGATION_WEIGHTS`).
+        """
         replies = list(replies)
         raise_on_errors(replies, f"{self.phase} round {server_round}")
+        replies.sort(key=lambda r: int(r.content["metrics"]["partition-id"]))
+        weigh = AGGREGATION_WEIGHTS[self.aggregation]
+        records = []
         for reply in replies:
-            pid = int(reply.content["metrics"]["partition-id"])
+            metrics = reply.content["metrics"]
+            pid = int(metrics["partition-id"])
             self.client_arrays[pid] = reply.content["arrays"]
-            self.client_epochs += int(reply.content["metrics"].get("local-epochs", 1))
+            self.client_epochs += int(metrics.get("local-epochs", 1))
+            records.append(RecordDict({
+                "arrays": reply.content["arrays"],
+                "metrics": MetricRecord({"weight": weigh(metrics),
+                                         "train-loss": float(metrics["train-loss"])})}))
         self._trained = len(replies)
-        arrays, metrics = super().aggregate_train(server_round, replies)
+        arrays = aggregate_arrayrecords(records, "weight") if records else None
+        metrics = aggregate_metricrecords(records, "weight") if records else None
         self._train_loss = float(metrics["train-loss"]) if metrics else math.nan
         if not self._evaluates(server_round):
             self._log_round(server_round, math.nan)

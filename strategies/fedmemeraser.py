@@ -43,6 +43,7 @@ from flwr.supercore import log
 
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.federation import Federation
+from fedunl_flwr.seeding import torch_generator
 from fedunl_flwr.unlearning.parameter_selection import (SELECTION_STRATEGIES,
                                                         reinitialize_parameters,
                                                         select_parameters)
@@ -80,16 +81,18 @@ class Reset:
         start = time.perf_counter()
         params = record_to_tensors(arrays)
         selection = self.config.selection
+        include_1d = self.config.reset_tensors == "all"
         if selection == "redundant":
-            masks = select_parameters("redundant", rho=self.config.rho, grad_stats=statistic)
+            masks = select_parameters("redundant", rho=self.config.rho, grad_stats=statistic,
+                                      include_1d=include_1d)
         else:
             forget = self.forget_grad or {}
             weights = {name: params[name] for name in forget}
             masks = select_parameters(selection, rho=self.config.rho, weights=weights,
-                                      forget_grad_stats=forget)
-        generator = torch.Generator().manual_seed(self.config.seed)
+                                      forget_grad_stats=forget, include_1d=include_1d)
         self.masks = masks
-        self.reset_arrays = tensors_to_record(reinitialize_parameters(params, masks, generator))
+        self.reset_arrays = tensors_to_record(reinitialize_parameters(
+            params, masks, torch_generator(self.config.seed, "reset"), self.config.model_init))
         self.seconds += time.perf_counter() - start
         return self.reset_arrays
 
@@ -99,6 +102,7 @@ class Reset:
         return {
             "selection": self.config.selection, "rho": self.config.rho,
             "gradient_source": self.config.gradient_source,
+            "reset_tensors": self.config.reset_tensors, "model_init": self.config.model_init,
             "selected_entries": selected, "eligible_entries": eligible,
             "selected_fraction": selected / max(1, eligible),
             "per_tensor_fraction": {name: float(m.float().mean())

@@ -42,7 +42,8 @@ def fine_tune(strategy_cls: type[RemainingDataFedAvg], grid: Grid, run: Unlearni
     strategy = strategy_cls(run.federation, run.request, config.unlearn_rounds,
                             fraction_train=config.fraction_train,
                             evaluate_every=config.evaluate_every, seed=config.seed,
-                            phase="unlearn", after_aggregate=after_aggregate)
+                            phase="unlearn", after_aggregate=after_aggregate,
+                            aggregation=config.aggregation)
     start = time.perf_counter()
     if config.unlearn_rounds > 0:
         arrays = strategy.start(grid, arrays, num_rounds=config.unlearn_rounds,

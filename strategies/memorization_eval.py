@@ -40,16 +40,12 @@ from fedunl_flwr.metrics.memorization import (DATASET_ROW_LABEL, MEMORIZATION_GR
                                               assign_memorization_groups, group_accuracies,
                                               grouped_memorization_table, memorization_scores)
 from fedunl_flwr.metrics.timing import csl_memorization_agreement, speedup, time_to_peak
-from fedunl_flwr.phases import evaluate_clients
+from fedunl_flwr.phases import central_test_accuracy, evaluate_clients
 from fedunl_flwr.reports.accuracy import global_accuracy
 from strategies.remaining import (forget_config, forget_holders,
                                   remaining_participants)
 from strategies.retrain import RetrainedModels, obtain_retrained
 from strategies.unlearning import UnlearningRequest, UnlearningRun
-
-#: A run "reaches its peak" at the first evaluated round whose test accuracy is within
-#: this much (absolute, 0.01 = one percentage point) of its best accuracy.
-PEAK_TOLERANCE = 0.01
 
 #: Share of D_u forming the "most memorized" sets compared for CSL (App. H.2: top 20%).
 CSL_TOP_FRACTION = 0.2
@@ -113,20 +109,35 @@ def accuracy_curve(history: Sequence[dict], offset: float = 0.0) -> list[list[fl
     return curve
 
 
-def _peak(curve: list[list[float]]) -> dict | None:
+def _peak(curve: list[list[float]], tolerance: float) -> dict | None:
     if not curve:
         return None
-    peak = time_to_peak([c[1] for c in curve], [c[2] for c in curve], PEAK_TOLERANCE)
+    peak = time_to_peak([c[1] for c in curve], [c[2] for c in curve], tolerance)
     return {"time_to_peak": peak.time, "rounds_to_peak": int(curve[peak.round_index][0]),
             "peak_accuracy": peak.peak_accuracy, "total_seconds": curve[-1][1]}
 
 
-def time_analysis(unlearn_curve: list[list[float]], retrained: RetrainedModels) -> dict:
-    """Time/rounds to peak of unlearning and of each retraining seed, and the speedup."""
-    retrain_curves = [accuracy_curve(m.history) for m in retrained.models]
-    per_seed = [_peak(c) for c in retrain_curves]
-    unlearn = _peak(unlearn_curve)
-    result: dict = {"peak_tolerance": PEAK_TOLERANCE,
+def within_budget(curve: list[list[float]], rounds: int) -> list[list[float]]:
+    """The evaluated rounds ``<= rounds`` of a ``[round, seconds, accuracy]`` curve."""
+    return [point for point in curve if point[0] <= rounds]
+
+
+def time_analysis(unlearn_curve: list[list[float]], retrained: RetrainedModels,
+                  unlearn_rounds: int, retrain_rounds: int, tolerance: float = 0.0) -> dict:
+    """Time/rounds to peak of unlearning and of each retrained model, and the speedup.
+
+    Both runs get the same round budget B = min(unlearn rounds, retrain rounds): each
+    peak is the first round within B that reaches the run's best accuracy within B (minus
+    ``tolerance``; 0 = "their respective peak", seed 001 App. E.2). Without a common
+    budget a short ``unlearn-rounds`` would set the speedup by itself.
+    """
+    budget = min(unlearn_rounds, retrain_rounds)
+    unlearn_curve = within_budget(unlearn_curve, budget)
+    retrain_curves = [within_budget(accuracy_curve(m.history), budget)
+                      for m in retrained.models]
+    per_seed = [_peak(c, tolerance) for c in retrain_curves]
+    unlearn = _peak(unlearn_curve, tolerance)
+    result: dict = {"peak_tolerance": tolerance, "budget_rounds": budget,
                     "unlearn": {**(unlearn or {}), "curve": unlearn_curve},
                     "retrain": {"curve": retrain_curves[0] if retrain_curves else [],
                                 "per_seed": per_seed},
@@ -147,6 +158,69 @@ def time_analysis(unlearn_curve: list[list[float]], retrained: RetrainedModels) 
 
 
 # --- the evaluation --------------------------------------------------------------------
+def split_retrained(count: int, heldout: bool) -> tuple[list[int], list[int]]:
+    """Indices of the retrained models that score memorization and those compared with.
+
+    Held-out: the first half scores, the second half is the reference (disjoint sets).
+    Otherwise every model does both, as in the paper.
+    """
+    if not heldout:
+        return list(range(count)), list(range(count))
+    if count < 2 or count % 2:
+        raise ValueError(f"held-out retrains need an even number (>= 2) of models, got {count}")
+    return list(range(count // 2)), list(range(count // 2, count))
+
+
+def retrain_noise_floor(correct: np.ndarray, scoring: list[int], reference: list[int],
+                        groups: np.ndarray) -> dict | None:
+    """The "retrain vs retrain" row: what Δ a model that IS a fresh retrain gets.
+
+    Held-out: the scoring set's accuracy per group against the reference set's (|Δ|
+    includes the selection bias of the scoring set, an upper bound of the floor).
+    Otherwise, with J >= 2: retrained model 0 against the mean of the others. None with a
+    single retrained model.
+    """
+    if scoring != reference:
+        candidate, against = correct[scoring], correct[reference]
+        compared = "scoring set vs held-out set"
+    elif len(reference) >= 2:
+        candidate, against = correct[:1], correct[1:]
+        compared = "retrained model 0 vs the others (in-sample)"
+    else:
+        return None
+    table = grouped_memorization_table(candidate, against, groups)
+    return {"compared": compared,
+            "accuracy": [_json_float(v) for v in table["unlearned_mean"]],
+            "delta": [_json_float(v) for v in table["delta"]]}
+
+
+def group_sizes(groups: np.ndarray) -> list[int]:
+    """Samples per memorization group (samples in no group are not counted)."""
+    return np.bincount(groups[groups >= 0], minlength=len(MEMORIZATION_GROUP_LABELS)
+                       ).astype(int).tolist()
+
+
+def test_accuracies(config, federation: Federation, original: ArrayRecord,
+                    unlearned: ArrayRecord, retrained: RetrainedModels, before, after) -> dict:
+    """Test accuracy (%) on the dataset's real test set, evaluated by the server.
+
+    Falls back to the pooled client test splits when the server cannot read the data.
+    """
+    num_classes = federation.num_classes
+    central = central_test_accuracy(config, num_classes, original)
+    if central is None:
+        return {"test_set": "pooled client test splits (the server has no dataset)",
+                "original": 100.0 * global_accuracy(before),
+                "unlearned": 100.0 * global_accuracy(after),
+                "retrained": [100.0 * a for a in retrained.test_accuracies]}
+    return {"test_set": "the scenario's real test set(s), evaluated by the server",
+            "original": 100.0 * central,
+            "unlearned": 100.0 * central_test_accuracy(config, num_classes, unlearned),
+            "retrained": [100.0 * central_test_accuracy(config, num_classes, m.arrays)
+                          for m in retrained.models]}
+
+
+
 def _accuracy_row(correct: np.ndarray, groups: np.ndarray) -> list[float | None]:
     values = [*group_accuracies(correct, groups), float(correct.mean())]
     return [None if math.isnan(v) else 100.0 * float(v) for v in values]
@@ -190,11 +264,16 @@ def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayReco
         if not np.array_equal(other["position"], original_out["position"]):
             raise RuntimeError("clients evaluated different forget samples for two models")
 
-    p_retrained = np.stack([o["true_prob"] for o in retrained_out])
+    # With held-out retrains, one set scores memorization and a disjoint set is the
+    # reference the unlearned model is compared with (no selection bias in the reference).
+    scoring, reference = split_retrained(len(retrained_out), config.heldout_retrains)
+    p_scoring = np.stack([retrained_out[j]["true_prob"] for j in scoring])
     correct_retrained = np.stack([o["correct"] for o in retrained_out])
-    mem = memorization_scores(original_out["true_prob"], p_retrained)
+    mem = memorization_scores(original_out["true_prob"], p_scoring)
     groups = assign_memorization_groups(mem)
-    table = grouped_memorization_table(unlearned_out["correct"], correct_retrained, groups)
+    table = grouped_memorization_table(unlearned_out["correct"],
+                                       correct_retrained[reference], groups)
+    floor = retrain_noise_floor(correct_retrained, scoring, reference, groups)
 
     # Local fairness over the remaining clients' own (remaining) training data.
     loss_original = local_losses(grid, federation, request, remaining, run.original.arrays)
@@ -208,7 +287,8 @@ def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayReco
     before = run.original.evaluations or evaluate_clients(grid, federation,
                                                           run.original.arrays)
     csl = _csl_agreement(grid, federation, request, holders, original_out, mem)
-    timing = time_analysis(unlearn_curve, retrained)
+    timing = time_analysis(unlearn_curve, retrained, config.unlearn_rounds,
+                           config.num_server_rounds, config.peak_tolerance)
 
     _write_samples(run, original_out, unlearned_out, retrained_out, mem, groups,
                    csl.pop("values", None))
@@ -221,13 +301,10 @@ def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayReco
         "du_accuracy": {
             "original": 100.0 * float(original_out["correct"].mean()),
             "unlearned": 100.0 * float(unlearned_out["correct"].mean()),
-            "retrained": [100.0 * float(c.mean()) for c in correct_retrained],
+            "retrained": [100.0 * float(c.mean()) for c in correct_retrained[reference]],
         },
-        "test_accuracy": {
-            "original": 100.0 * global_accuracy(before),
-            "unlearned": 100.0 * global_accuracy(after),
-            "retrained": [100.0 * a for a in retrained.test_accuracies],
-        },
+        "test_accuracy": test_accuracies(config, federation, run.original.arrays, unlearned,
+                                         retrained, before, after),
         "local_fairness": {
             "scale": "x10^-3",
             "unlearned": _lf(changes_unlearned),
@@ -241,12 +318,14 @@ def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayReco
             "num_forget_samples": int(mem.size),
             "forget_clients": [int(p) for p in holders],
             "group_rows": list(GROUP_ROWS),
-            "group_sizes": np.bincount(groups, minlength=len(MEMORIZATION_GROUP_LABELS)
-                                       ).astype(int).tolist(),
+            "group_sizes": group_sizes(groups),
+            "negative_scores": "clipped to 0; score-0 samples belong to no group",
+            "scoring_retrains": scoring, "reference_retrains": reference,
+            "retrain_noise_floor": floor,
             "group_accuracy": {
                 "original": _accuracy_row(original_out["correct"], groups),
                 "unlearned": unlearned_row,
-                "retrained": [_accuracy_row(c, groups) for c in correct_retrained],
+                "retrained": [_accuracy_row(c, groups) for c in correct_retrained[reference]],
             },
             "mean_score": float(mem.mean()),
             "retrained_models": retrained.as_dict(),
@@ -288,7 +367,7 @@ def _write_samples(run: UnlearningRun, original: dict, unlearned: dict,
     """``du_samples.csv``: one row per forget sample (scores and outcomes, no data)."""
     frame = pd.DataFrame({
         "client": original["client"], "position": original["position"],
-        "mem_score": mem, "group": [GROUP_ROWS[g] for g in groups],
+        "mem_score": mem, "group": [GROUP_ROWS[g] if g >= 0 else "none" for g in groups],
         "p_original": original["true_prob"], "p_unlearned": unlearned["true_prob"],
         "p_retrained_mean": np.mean([r["true_prob"] for r in retrained], axis=0),
         "correct_original": original["correct"].astype(int),

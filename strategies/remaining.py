@@ -75,13 +75,13 @@ class RemainingDataFedAvg(FedAvgTrain):
     Participants are the remaining clients with data left; each train message carries
     that client's removal settings (``UnlearningRequest.removal_config``: drop the forget
     classes or samples), so class- and sample-level requests train without D_u. The
-    server averages weighted by sample count (FedAvg, as in the original training).
+    server averages as run-config ``aggregation`` says (as in the original training).
 
     Parameters
     ----------
     federation, request
         Connected clients and the validated request.
-    num_rounds, fraction_train, evaluate_every, seed, phase
+    num_rounds, fraction_train, evaluate_every, seed, phase, aggregation
         As in :class:`FedAvgTrain`.
     after_aggregate
         Optional hook applied to each round's aggregate before it is evaluated and sent
@@ -90,10 +90,11 @@ class RemainingDataFedAvg(FedAvgTrain):
 
     def __init__(self, federation: Federation, request: UnlearningRequest, num_rounds: int,
                  fraction_train: float = 1.0, evaluate_every: int = 1, seed: int = 0,
-                 phase: str = "unlearn", after_aggregate: AfterAggregate | None = None) -> None:
+                 phase: str = "unlearn", after_aggregate: AfterAggregate | None = None,
+                 aggregation: str = "weighted") -> None:
         super().__init__(federation, remaining_participants(request, federation), num_rounds,
                          fraction_train=fraction_train, evaluate_every=evaluate_every,
-                         seed=seed, phase=phase)
+                         seed=seed, phase=phase, aggregation=aggregation)
         self.request = request
         self.after_aggregate = after_aggregate
 

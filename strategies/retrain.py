@@ -2,8 +2,11 @@
 
 ``retrain`` trains from a fresh initialisation with FedAvg on the remaining data
 (remaining clients; for class- and sample-level requests every client trains without
-its forget samples) for ``num-server-rounds`` rounds, once per seed
-``seed, seed + 1, ..., seed + J - 1`` (J = ``retrain-seeds``). The Grouped
+its forget samples) for ``num-server-rounds`` rounds, J = ``retrain-seeds`` times
+(2J with ``heldout-retrains``). Retrained model j starts from initialisation stream
+``(seed, "init", 1 + j)`` and shuffles with its own data-order streams (phase
+``retrain-j``), so it shares neither initial weights nor data order with the original
+model (stream ``(seed, "init", 0)``, phase ``train``) or with another retrained model. The Grouped
 Memorization Evaluation needs all J models, so each seed's model is a phase of the run
 store of its own (``<results-dir>/<scenario>/retrain-<hash>/``), keyed by the training
 configuration, the request and the seed index only: every unlearning run with the same
@@ -36,7 +39,17 @@ RETRAIN_PHASE = "retrain"
 def retrain_key(config: RunConfig, request: UnlearningRequest, index: int) -> dict:
     """What determines retrained model ``index``: training settings, request, seed index."""
     return {"training": config.training_key(), "request": request.as_dict(),
-            "retrain_index": index, "retrain_seed": config.seed + index}
+            "retrain_index": index, "init_stream": retrain_init_index(index)}
+
+
+def retrain_init_index(index: int) -> int:
+    """Initialisation stream of retrained model ``index`` (0 is the original model's)."""
+    return 1 + index
+
+
+def retrain_count(config: RunConfig) -> int:
+    """Retrained models a memorization evaluation needs: J, or 2J with held-out retrains."""
+    return config.retrain_seeds * (2 if config.heldout_retrains else 1)
 
 
 @dataclass
@@ -58,7 +71,7 @@ class RetrainedModels:
     def as_dict(self) -> dict:
         """JSON-able description (per seed: store, test accuracy, seconds, epochs)."""
         return {
-            "seeds": [int(s.get("retrain_seed", 0)) for s in self.summaries],
+            "indices": [int(s.get("retrain_index", 0)) for s in self.summaries],
             "stores": self.stores,
             "test_accuracy": self.test_accuracies,
             "seconds": [float(s.get("seconds", 0.0)) for s in self.summaries],
@@ -85,15 +98,16 @@ class Retrain(RemainingDataStrategy):
 
 def obtain_retrained(grid: Grid, config: RunConfig, federation: Federation,
                      request: UnlearningRequest, run_store: RunStore) -> RetrainedModels:
-    """The ``retrain-seeds`` retrained models: loaded from the run store, else trained."""
+    """The retrained models (:func:`retrain_count`): loaded from the run store, else trained."""
     template = model_for(config, federation.num_classes)
     models, summaries, trained_now = [], [], []
-    for index in range(config.retrain_seeds):
+    count = retrain_count(config)
+    for index in range(count):
         store = run_store.phase(config.scenario, RETRAIN_PHASE,
                                 retrain_key(config, request, index))
         if store.is_complete():
             log(INFO, "fedunl: loading retrained model %d/%d from %s", index + 1,
-                config.retrain_seeds, store.path)
+                count, store.path)
             model = load_model_phase(store, template)
             trained_now.append(False)
         else:
@@ -106,16 +120,16 @@ def obtain_retrained(grid: Grid, config: RunConfig, federation: Federation,
 
 def _retrain_one(grid: Grid, config: RunConfig, federation: Federation,
                  request: UnlearningRequest, store: PhaseStore, index: int) -> TrainedModel:
-    seed = config.seed + index
     store.begin()
-    log(INFO, "fedunl: retraining without D_u, seed %d (%d/%d), %d rounds, into %s", seed,
-        index + 1, config.retrain_seeds, config.num_server_rounds, store.path)
+    log(INFO, "fedunl: retraining without D_u, model %d/%d, %d rounds, into %s",
+        index + 1, retrain_count(config), config.num_server_rounds, store.path)
     strategy = Retrain(federation, request, config.num_server_rounds,
                        fraction_train=config.fraction_train,
-                       evaluate_every=config.evaluate_every, seed=seed,
-                       phase=f"retrain-{index}")
+                       evaluate_every=config.evaluate_every, seed=config.seed,
+                       phase=f"retrain-{index}", aggregation=config.aggregation)
     start = time.perf_counter()
-    result = strategy.start(grid, initial_arrays(config, federation.num_classes, seed),
+    result = strategy.start(grid, initial_arrays(config, federation.num_classes,
+                                                 retrain_init_index(index)),
                             num_rounds=config.num_server_rounds,
                             train_config=ConfigRecord({"phase": strategy.phase}))
     trained = TrainedModel(result.arrays, {}, strategy.history_rows(), store,
@@ -123,7 +137,8 @@ def _retrain_one(grid: Grid, config: RunConfig, federation: Federation,
     save_model_phase(store, trained)
     trained.evaluations = evaluate_clients(grid, federation, trained.arrays)
     write_evaluation(store, trained.evaluations, federation.class_names, {
-        "phase": RETRAIN_PHASE, "retrain_index": index, "retrain_seed": seed,
+        "phase": RETRAIN_PHASE, "retrain_index": index,
+        "init_stream": retrain_init_index(index),
         "request": request.as_dict(), "seconds": trained.seconds,
         "client_epochs": strategy.client_epochs, "participants": strategy.participants,
     })

@@ -44,28 +44,25 @@ def test_true_label_probabilities_is_softmax_of_label() -> None:
     np.testing.assert_allclose(true_label_probabilities(logits, labels), [0.5, 0.75, 1.0])
 
 
-def test_groups_of_100_distinct_scores_are_5_5_5_5_80() -> None:
+def test_groups_of_100_distinct_scores_are_5_5_5_5_79() -> None:
     rng = np.random.default_rng(0)
-    scores = rng.permutation(100) / 100.0
+    scores = rng.permutation(100) / 100.0  # 0.00 .. 0.99
     groups = assign_memorization_groups(scores)
-    assert np.bincount(groups, minlength=5).tolist() == [5, 5, 5, 5, 80]
+    assert np.bincount(groups[groups >= 0], minlength=5).tolist() == [5, 5, 5, 5, 79]
     top = np.argsort(scores)[-5:]
     assert set(np.flatnonzero(groups == 0)) == set(top.tolist())
+    assert groups[np.argmin(scores)] == -1  # the minimum is never above the 0th percentile
 
 
-def test_groups_hand_made_n20() -> None:
-    scores = np.arange(20, dtype=float)[::-1]  # sample 0 has the highest score
+def test_negative_scores_are_clipped_and_fall_out_of_every_group() -> None:
+    """The authors' rule: clip at 0; P_0 is then 0 and score-0 samples join no group."""
+    scores = np.array([-0.5, -0.1, 0.0, 0.2, 0.4, 0.6, 0.8, 0.9])
     groups = assign_memorization_groups(scores)
-    # ranks: sample i has rank 20 - i; percentile 100 * rank / 20
-    assert groups[:5].tolist() == [0, 1, 2, 3, 4]  # 100%, 95%, 90%, 85%, 80%
-    assert (groups[5:] == 4).all()
-    assert np.bincount(groups, minlength=5).tolist() == [1, 1, 1, 1, 16]
-
-
-def test_groups_ties_are_ordered_by_index() -> None:
-    groups = assign_memorization_groups(np.zeros(20))
-    # equal scores: the later sample ranks higher, so sample 19 is the top group
-    assert groups[19] == 0 and groups[18] == 1 and groups[15] == 4
+    assert groups[:3].tolist() == [-1, -1, -1]
+    # clipped [0,0,0,.2,.4,.6,.8,.9]: P95=.865, P90=.83, P85=.79, P80=.72 (linear)
+    assert groups[3:].tolist() == [4, 4, 4, 2, 0]
+    # without clipping, -0.5 would have set P_0 and put -0.1 and 0.0 into (0%,80%]
+    assert (assign_memorization_groups(np.zeros(20)) == -1).all()
     with pytest.raises(ValueError, match="NaN"):
         assign_memorization_groups(np.array([0.1, np.nan]))
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from fedunl_flwr.initialization import init_rule
 from fedunl_flwr.unlearning.parameter_selection import (
     SELECTION_STRATEGIES,
-    default_init_bound,
     depth_split_index,
     eligible_parameter_names,
     reinitialize_parameters,
@@ -169,18 +169,6 @@ def test_depth_split_index_and_whole_layer_selection() -> None:
         select_depth_parameters(grads, 0.5, "middle")  # type: ignore[arg-type]
 
 
-def test_default_init_bound_matches_kaiming_uniform_relu() -> None:
-    assert default_init_bound((8, 3, 3, 3)) == pytest.approx(math.sqrt(6 / 27))
-    assert default_init_bound((10, 20)) == pytest.approx(math.sqrt(6 / 20))
-    assert default_init_bound((5,)) == 0.1
-    # same bound as torch's kaiming_uniform_(nonlinearity="relu")
-    probe = torch.empty(64, 16, 3, 3)
-    torch.nn.init.kaiming_uniform_(probe, nonlinearity="relu", generator=torch.Generator().manual_seed(0))
-    bound = default_init_bound(probe.shape)
-    assert probe.abs().max().item() <= bound
-    assert probe.abs().max().item() > 0.98 * bound
-
-
 def test_reinitialize_touches_only_masked_entries() -> None:
     gen = torch.Generator().manual_seed(1)
     params = {
@@ -193,7 +181,8 @@ def test_reinitialize_touches_only_masked_entries() -> None:
         "conv.bias": torch.tensor([True, False] * 8),
     }
     originals = {k: v.clone() for k, v in params.items()}
-    new = reinitialize_parameters(params, masks, torch.Generator().manual_seed(123))
+    new = reinitialize_parameters(params, masks, torch.Generator().manual_seed(123),
+                                  "kaiming-relu")
     for name, tensor in params.items():
         assert torch.equal(tensor, originals[name])  # inputs untouched
         assert new[name] is not tensor
@@ -201,7 +190,7 @@ def test_reinitialize_touches_only_masked_entries() -> None:
         keep = ~mask
         assert torch.equal(new[name][keep], params[name][keep])  # bit-identical
         redrawn = new[name][mask]
-        bound = default_init_bound(params[name].shape)
+        bound = init_rule(name, params, "kaiming-relu").bound
         assert redrawn.abs().max().item() <= bound
         assert not torch.equal(redrawn, params[name][mask])
     assert new["conv.bias"][masks["conv.bias"]].abs().max().item() <= 0.1
@@ -211,8 +200,8 @@ def test_reinitialize_touches_only_masked_entries() -> None:
 def test_reinitialize_variance_is_uniform_variance() -> None:
     params = {"fc.weight": torch.zeros(512, 400)}
     masks = {"fc.weight": torch.ones(512, 400, dtype=torch.bool)}
-    new = reinitialize_parameters(params, masks, torch.Generator().manual_seed(0))
-    bound = default_init_bound((512, 400))
+    new = reinitialize_parameters(params, masks, torch.Generator().manual_seed(0), "kaiming-relu")
+    bound = math.sqrt(6 / 400)
     variance = new["fc.weight"].double().var().item()
     assert variance == pytest.approx(bound**2 / 3, rel=0.02)
     assert abs(new["fc.weight"].double().mean().item()) < 0.01 * bound
@@ -264,12 +253,23 @@ def test_selection_then_reinit_on_a_real_model() -> None:
         torch.nn.Flatten(), torch.nn.LazyLinear(10),
     )
     model(torch.zeros(2, 3, 6, 6))
-    state = model.state_dict()
+    # Clones: load_state_dict below writes into the model's tensors, which a plain
+    # state_dict() would share, so the final comparison could not fail.
+    state = {k: v.clone() for k, v in model.state_dict().items()}
     grads = {k: torch.randn_like(v) for k, v in state.items() if v.is_floating_point()}
     masks = select_parameters("redundant", rho=0.3, grad_stats=grads)
     assert set(masks) == {"0.weight", "4.weight"}
     total = sum(state[k].numel() for k in masks)
     assert sum(int(m.sum()) for m in masks.values()) == selection_count(0.3, total)
-    new = reinitialize_parameters(state, masks, torch.Generator().manual_seed(0))
+    # Not seed 0: the model drew its weights from the global RNG seeded 0 with the same
+    # bound, and a reset on that stream would give back exactly the initial values.
+    new = reinitialize_parameters(state, masks, torch.Generator().manual_seed(1))
     model.load_state_dict(new)
-    assert torch.equal(model.state_dict()["1.running_var"], state["1.running_var"])
+    after = model.state_dict()
+    assert torch.equal(after["1.running_var"], state["1.running_var"])
+    assert torch.equal(after["1.weight"], state["1.weight"])  # unranked 1-D tensor kept
+    changed = ~torch.isclose(after["0.weight"], state["0.weight"])
+    assert torch.equal(changed, masks["0.weight"])  # exactly the selected entries moved
+    # With reset-tensors 'all' the BatchNorm affine entries are ranked too (not its buffers).
+    masks_all = select_parameters("redundant", rho=0.3, grad_stats=grads, include_1d=True)
+    assert set(masks_all) == {"0.weight", "0.bias", "1.weight", "1.bias", "4.weight", "4.bias"}

@@ -201,6 +201,26 @@ def build_federated_data(scenario_name: str, num_clients: int, alpha: float,
     return FederatedData(scenario, tuple(clients), class_names)
 
 
+@lru_cache(maxsize=2)
+def scenario_test_sets(scenario_name: str, data_dir: str, download: bool = False
+                       ) -> tuple[tuple[str, np.ndarray, np.ndarray], ...]:
+    """Each domain's full, real test set on the scenario's shared classes (relabelled).
+
+    The clients' test splits are capped, label-skewed samples of these; seed 001's "test
+    accuracy" is measured on the real test set, which the server evaluates centrally.
+    Returns ``(dataset name, x_test, y_test)`` per distinct domain.
+    """
+    scenario = get_scenario(scenario_name)
+    datasets = list(dict.fromkeys(g.dataset for g in scenario.groups))
+    domains = [load_domain(name, Path(data_dir), download) for name in datasets]
+    shared = sorted(set.intersection(*(set(np.unique(d.y_train).tolist()) for d in domains)))
+    sets = []
+    for name, domain in zip(datasets, domains):
+        _, _, x_test, y_test = _restrict(domain, shared)
+        sets.append((name, x_test, y_test))
+    return tuple(sets)
+
+
 def load_client_file(path: str | Path, partition_id: int) -> ClientData:
     """A real SuperNode's own data: an ``.npz`` with ``x_train, y_train, x_test, y_test``."""
     path = Path(path)

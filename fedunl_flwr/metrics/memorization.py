@@ -105,14 +105,15 @@ def memorization_scores(p_original: np.ndarray, p_retrained: np.ndarray) -> np.n
 
 
 def assign_memorization_groups(scores: np.ndarray) -> np.ndarray:
-    """Group index (position in :data:`MEMORIZATION_GROUPS`) of each sample by score percentile.
+    """Group index (position in :data:`MEMORIZATION_GROUPS`) of each sample, -1 for none.
 
-    The percentile rank of sample i is ``100 * r_i / N`` where ``r_i`` in ``1..N`` is its rank
-    when the scores are sorted ascending, ties ordered by sample index (the earlier sample gets
-    the lower rank), so every sample has a distinct rank and the percentile lies in ``(0, 100]``.
-    Group ``(a, b]`` holds the samples with ``a < 100 * r / N <= b`` (compared in exact integer
-    arithmetic). With N = 100 the groups hold 5, 5, 5, 5 and 80 samples; with N = 20 they hold
-    1, 1, 1, 1 and 16.
+    As the FedMemEraser authors' evaluation code does: scores below 0 are clipped to 0
+    (a sample the retrained models predict better than the original is not memorized),
+    the group bounds are the scores' percentiles ``np.percentile(clipped, q)`` (linear
+    interpolation) for q in 100, 95, 90, 85, 80, 0, and sample i belongs to group (a, b]
+    when ``P_a < s_i <= P_b``. So a sample whose clipped score equals the minimum (0 when
+    any score was <= 0) belongs to no group (-1); it still counts in the whole-D_u row.
+    With distinct positive scores and N = 100 the groups hold 5, 5, 5, 5 and 79 samples.
 
     Parameters
     ----------
@@ -122,22 +123,20 @@ def assign_memorization_groups(scores: np.ndarray) -> np.ndarray:
     Returns
     -------
     np.ndarray
-        ``[N]`` int64 group indices, 0 = ``(95%,100%]`` ... 4 = ``(0%,80%]``.
+        ``[N]`` int64 group indices, 0 = ``(95%,100%]`` ... 4 = ``(0%,80%]``, -1 = none.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D [N], got shape {scores.shape}")
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN")
-    n = scores.size
-    ranks = np.empty(n, dtype=np.int64)
-    ranks[np.argsort(scores, kind="stable")] = np.arange(1, n + 1)
-    hundred_r = 100 * ranks
-    groups = np.full(n, -1, dtype=np.int64)
+    groups = np.full(scores.size, -1, dtype=np.int64)
+    if scores.size == 0:
+        return groups
+    clipped = np.clip(scores, 0.0, None)
     for index, (low, high) in enumerate(MEMORIZATION_GROUPS):
-        inside = (hundred_r > low * n) & (hundred_r <= high * n)
-        groups[inside] = index
-    assert (groups >= 0).all(), "the percentile groups must cover (0, 100]"
+        lower, upper = np.percentile(clipped, [low, high])
+        groups[(clipped > lower) & (clipped <= upper) & (groups < 0)] = index
     return groups
 
 
@@ -147,8 +146,9 @@ def _check_groups(groups: np.ndarray, n: int) -> np.ndarray:
         raise ValueError(f"groups must have shape ({n},), got {groups.shape}")
     if not np.issubdtype(groups.dtype, np.integer):
         raise ValueError(f"groups must be integer group indices, got {groups.dtype}")
-    if groups.size and (groups.min() < 0 or groups.max() >= len(MEMORIZATION_GROUPS)):
-        raise ValueError(f"group indices must lie in [0, {len(MEMORIZATION_GROUPS)})")
+    if groups.size and (groups.min() < -1 or groups.max() >= len(MEMORIZATION_GROUPS)):
+        raise ValueError(f"group indices must lie in [-1, {len(MEMORIZATION_GROUPS)}) "
+                         "(-1 = no group)")
     return groups
 
 
@@ -160,7 +160,7 @@ def group_accuracies(correct: np.ndarray, groups: np.ndarray) -> np.ndarray:
     correct
         ``[N]`` booleans, True where the model predicts the sample's label.
     groups
-        ``[N]`` group indices from :func:`assign_memorization_groups`.
+        ``[N]`` group indices from :func:`assign_memorization_groups` (-1 = no group).
 
     Returns
     -------
@@ -174,8 +174,10 @@ def group_accuracies(correct: np.ndarray, groups: np.ndarray) -> np.ndarray:
         raise ValueError(f"correct must be booleans, got {correct.dtype}")
     groups = _check_groups(groups, correct.size)
     n_groups = len(MEMORIZATION_GROUPS)
-    counts = np.bincount(groups, minlength=n_groups).astype(np.float64)
-    hits = np.bincount(groups, weights=correct.astype(np.float64), minlength=n_groups)
+    member = groups >= 0
+    counts = np.bincount(groups[member], minlength=n_groups).astype(np.float64)
+    hits = np.bincount(groups[member], weights=correct[member].astype(np.float64),
+                       minlength=n_groups)
     accuracies = np.full(n_groups, np.nan)
     nonempty = counts > 0
     accuracies[nonempty] = hits[nonempty] / counts[nonempty]

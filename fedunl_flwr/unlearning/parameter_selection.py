@@ -9,10 +9,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from fedunl_flwr.initialization import BUFFER_NAME_SUFFIXES, init_rule, is_buffer_name
+
 __all__ = [
-    "BUFFER_NAME_SUFFIXES",
     "SELECTION_STRATEGIES",
-    "default_init_bound",
     "depth_split_index",
     "eligible_parameter_names",
     "reinitialize_parameters",
@@ -23,14 +23,6 @@ __all__ = [
     "select_salun_parameters",
     "selection_count",
 ]
-
-#: State-dict entries with these name endings are running statistics, never trainable parameters;
-#: they are never selected, whatever ``include_1d`` says (re-drawing a running variance from
-#: U(-0.1, 0.1) would make it negative).
-BUFFER_NAME_SUFFIXES: tuple[str, ...] = ("running_mean", "running_var", "num_batches_tracked")
-
-#: Bound of the uniform distribution used to re-draw 1-D tensors (biases, norm parameters).
-ONE_D_INIT_BOUND: float = 0.1
 
 #: Strategy name -> what it selects. ``redundant`` is FedMemEraser (Alg. 1); the others are the
 #: Table F4 (App. F.3) comparisons, which need the forgetting clients' gradient.
@@ -63,10 +55,6 @@ SELECTION_STRATEGIES: dict[str, str] = {
 DepthPart = Literal["deep", "shallow"]
 
 
-def _is_buffer_name(name: str) -> bool:
-    return name.rsplit(".", 1)[-1] in BUFFER_NAME_SUFFIXES
-
-
 def eligible_parameter_names(
     params: Mapping[str, Tensor], *, include_1d: bool = False
 ) -> list[str]:
@@ -77,8 +65,9 @@ def eligible_parameter_names(
     params
         Ordered mapping ``name -> tensor`` (a ``state_dict()`` or ``dict(named_parameters())``).
     include_1d
-        Also include floating 1-D tensors (biases, norm weights/biases). The paper re-initialises
-        conv/linear weights only (the default); the authors' code ranks all tensors.
+        Also include floating 1-D tensors (biases, norm weights/biases). The paper's text
+        re-initialises conv/linear weights only; the authors' code ranks all tensors
+        (run-config ``reset-tensors``).
 
     Returns
     -------
@@ -91,7 +80,7 @@ def eligible_parameter_names(
     for name, tensor in params.items():
         if not torch.is_tensor(tensor):
             raise TypeError(f"params[{name!r}] is a {type(tensor).__name__}, expected a torch.Tensor")
-        if not tensor.is_floating_point() or _is_buffer_name(name):
+        if not tensor.is_floating_point() or is_buffer_name(name):
             continue
         if tensor.ndim >= 2 or (include_1d and tensor.ndim == 1):
             names.append(name)
@@ -439,56 +428,20 @@ def select_depth_parameters(
     return result
 
 
-def _fan_in(shape: Sequence[int]) -> int:
-    """Fan-in as ``torch.nn.init._calculate_fan_in_and_fan_out``: ``shape[1] * prod(shape[2:])``."""
-    receptive_field = math.prod(shape[2:]) if len(shape) > 2 else 1
-    return int(shape[1]) * receptive_field
-
-
-def default_init_bound(shape: Sequence[int] | torch.Size) -> float:
-    """Half-width ``b`` of the uniform distribution a tensor of this shape is re-drawn from.
-
-    Parameters
-    ----------
-    shape
-        Tensor shape.
-
-    Returns
-    -------
-    float
-        ``ndim >= 2``: Kaiming uniform with ``nonlinearity="relu"`` (``a=0``), i.e.
-        ``b = gain * sqrt(3 / fan_in)`` with ``gain = sqrt(2)``, so ``b = sqrt(6 / fan_in)`` and
-        ``fan_in = shape[1] * prod(shape[2:])``. ``ndim == 1``: ``b = 0.1``.
-
-    Raises
-    ------
-    ValueError
-        For a scalar shape or a zero fan-in.
-    """
-    dims = tuple(int(d) for d in shape)
-    if len(dims) == 1:
-        return ONE_D_INIT_BOUND
-    if len(dims) == 0:
-        raise ValueError("a scalar tensor has no default initialisation")
-    fan_in = _fan_in(dims)
-    if fan_in <= 0:
-        raise ValueError(f"fan_in is 0 for shape {dims}")
-    gain = math.sqrt(2.0)
-    return gain * math.sqrt(3.0 / fan_in)
-
-
 def reinitialize_parameters(
     params: Mapping[str, Tensor],
     masks: Mapping[str, Tensor],
     generator: torch.Generator,
+    scheme: str = "pytorch",
 ) -> dict[str, Tensor]:
-    """Re-draw the masked entries from the layer's default initialisation (Alg. 1, step 6).
+    """Re-draw the masked entries from the tensor's own initialisation (Alg. 1, step 6).
 
     For every name in ``params`` (in mapping order) that has a mask, a full tensor of the
-    parameter's shape is drawn from ``U(-b, b)`` with ``b = default_init_bound(shape)`` using
-    ``generator`` (on the generator's device, then moved to the parameter's device and dtype),
-    and the entries under the mask take those values. Drawing the full shape makes the value an
-    entry receives independent of which other entries are masked.
+    parameter's shape is drawn from its rule under ``scheme``
+    (:func:`fedunl_flwr.initialization.init_rule`: the distribution the model was built
+    from) using ``generator``, and the entries under the mask take those values. Drawing
+    the full shape makes the value an entry receives independent of which other entries
+    are masked.
 
     Parameters
     ----------
@@ -497,7 +450,9 @@ def reinitialize_parameters(
     masks
         ``name -> bool tensor`` of the parameter's shape; names without a mask are copied.
     generator
-        Source of randomness; the same seed gives the same result.
+        Source of randomness (a stream independent of the model's initialisation).
+    scheme
+        The model's initialisation scheme (run-config ``model-init``).
 
     Returns
     -------
@@ -507,8 +462,8 @@ def reinitialize_parameters(
     Raises
     ------
     ValueError
-        If a mask names an unknown tensor, has the wrong shape or dtype, or selects entries of a
-        non-floating or scalar tensor.
+        If a mask names an unknown tensor, has the wrong shape or dtype, or selects entries
+        of a tensor without an initialisation rule (running statistics, integer, scalar).
     """
     unknown = [name for name in masks if name not in params]
     if unknown:
@@ -524,14 +479,12 @@ def reinitialize_parameters(
                 raise ValueError(
                     f"mask for {name!r} has shape {tuple(mask.shape)}, the tensor {tuple(tensor.shape)}"
                 )
-            if not tensor.is_floating_point() or tensor.ndim == 0:
+            rule = init_rule(name, params, scheme)
+            if rule is None:
                 if bool(mask.any()):
                     raise ValueError(f"{name!r} ({tensor.dtype}, ndim {tensor.ndim}) cannot be re-drawn")
             else:
-                bound = default_init_bound(tensor.shape)
-                fresh = torch.empty(tensor.shape, dtype=torch.float32, device=generator.device)
-                fresh.uniform_(-bound, bound, generator=generator)
-                fresh = fresh.to(device=tensor.device, dtype=tensor.dtype)
+                fresh = rule.draw(tensor.shape, generator).to(tensor.device, tensor.dtype)
                 copy = torch.where(mask.to(tensor.device), fresh, copy)
         result[name] = copy
     return result
