@@ -95,7 +95,7 @@ class BaseClient(NumPyClient):
         """Run-config settings; a message may override ``local-epochs``."""
         return TrainSettings(self.config.optimizer, self.config.learning_rate,
                              int(config.get("local-epochs", self.config.local_epochs)),
-                             self.config.batch_size)
+                             self.config.batch_size, self.config.augment)
 
     def generator(self, config: dict) -> torch.Generator:
         """Data-order stream of (client, phase, round), so runs are reproducible."""

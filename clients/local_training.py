@@ -18,6 +18,23 @@ class TrainSettings:
     learning_rate: float = 1e-3
     epochs: int = 1
     batch_size: int = 32
+    augment: bool = False
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator,
+                     padding: int = 4) -> torch.Tensor:
+    """Standard CIFAR augmentation: zero-pad by ``padding``, crop back at a random
+    offset, flip horizontally with probability 1/2 (each image independently)."""
+    n, _, height, width = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    out = torch.empty_like(images)
+    for i in range(n):
+        top, left = int(offsets[i, 0]), int(offsets[i, 1])
+        crop = padded[i, :, top:top + height, left:left + width]
+        out[i] = crop.flip(-1) if flips[i] else crop
+    return out
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -50,7 +67,10 @@ def train_epochs(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
             batch = order[start:start + settings.batch_size]
             if len(batch) < 2 and len(order) > 1:
                 continue  # BatchNorm cannot train on a single sample
-            x, y = inputs[batch].to(device), labels[batch].to(device)
+            x = inputs[batch]
+            if settings.augment:
+                x = random_crop_flip(x, generator)
+            x, y = x.to(device), labels[batch].to(device)
             losses = F.cross_entropy(model(x), y, reduction="none")
             loss = losses.mean()
             optimizer.zero_grad(set_to_none=True)

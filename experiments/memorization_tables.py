@@ -325,6 +325,39 @@ def markdown_table(numbers: pd.DataFrame, columns: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- noise floor and group sizes ---------------------------------------------------------
+FLOOR_ROW = "Retrain vs retrain (noise floor)"
+
+
+def floor_frame(grouped: Mapping[str, Mapping[str, list[RunResult]]]) -> pd.DataFrame:
+    """Per section: samples per memorization group and the "retrain vs retrain" Δ.
+
+    The Δ row is what a model that is itself a fresh retrain gets against the reference
+    retrained models (``memorization.retrain_noise_floor`` of the summaries): a Δ of an
+    unlearning method below it is indistinguishable from retraining.
+    """
+    records = []
+    for section in sorted(grouped, key=_section_key):
+        runs = [run for rows in grouped[section].values() for run in rows]
+        sizes = np.mean([r.summary["memorization"]["group_sizes"] for r in runs], axis=0)
+        floors = [r.summary["memorization"].get("retrain_noise_floor") for r in runs]
+        floors = [f for f in floors if f]
+        record = {"section": section, "what": "samples per group (mean over runs)"}
+        record.update({label: float(v) for label, v in zip(MEMORIZATION_GROUP_LABELS, sizes)})
+        record[DATASET_ROW_LABEL] = float(np.mean([r.summary["memorization"]
+                                                   ["num_forget_samples"] for r in runs]))
+        records.append(record)
+        if floors:
+            deltas = np.array([_floats(f["delta"]) for f in floors], dtype=float)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(deltas, axis=0)
+            record = {"section": section, "what": f"{FLOOR_ROW} Δ ({floors[0]['compared']})"}
+            record.update({label: float(v) for label, v in zip(ACCURACY_COLUMNS, mean)})
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
 # --- time analysis ---------------------------------------------------------------------
 def time_frame(grouped: Mapping[str, Mapping[str, list[RunResult]]]) -> pd.DataFrame:
     """Per section and row: time/rounds to peak of unlearning and retraining, speedup."""
@@ -417,6 +450,7 @@ def build_memorization_report(preset: dict, results: list[dict[str, Path]],
     cells, grouped = aggregate(runs, table)
     numbers = numbers_frame(cells)
     times = time_frame(grouped)
+    floors = floor_frame(grouped)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"memorization_{table}"
@@ -428,12 +462,19 @@ def build_memorization_report(preset: dict, results: list[dict[str, Path]],
     md += [markdown_table(numbers, shown),
            "\nCells: mean ±std over seeds (Retrained: over all retrained models) and, in "
            "parentheses, Δ = |mean - retrained mean|. n = runs (models) per cell.\n",
+           "\n## Group sizes and the retrain-vs-retrain noise floor\n",
+           _frame_markdown(floors),
+           "\nMemorization scores below 0 are clipped to 0 and score-0 samples belong to "
+           "no group (the authors' evaluation code), so the group sizes may sum to less "
+           "than |D_u|.\n",
            "\n## Time analysis and CSL agreement\n",
            _frame_markdown(times),
            f"\nSpeedup = retrain time to peak / unlearning time to peak (peak = first "
-           f"evaluated round within {_tolerance(runs)} points of the best test accuracy).\n"]
+           f"evaluated round within {_tolerance(runs)} points of the best test accuracy, "
+           "both runs within the same round budget).\n"]
     written = []
     for name, text in ((f"{stem}.csv", numbers.to_csv(index=False, float_format="%.4f")),
+                       (f"{stem}_floor.csv", floors.to_csv(index=False, float_format="%.4f")),
                        (f"{stem}.md", "\n".join(md)),
                        (f"{stem}_time.csv", times.to_csv(index=False, float_format="%.4f"))):
         atomic_write_bytes(out_dir / name, text.encode())
