@@ -139,16 +139,20 @@ def layered_grads() -> dict[str, torch.Tensor]:
 
 
 def test_deep_and_shallow_rank_inside_their_part_only() -> None:
+    """Defect 1j: rho counts over ALL ranked entries (10 here), as in the authors' code."""
     grads = layered_grads()
-    deep = select_depth_parameters(grads, 0.5, "deep")  # default split 2: l2, l3 (6 entries)
+    deep = select_depth_parameters(grads, 0.3, "deep")  # default split 2: l2, l3 (6 entries)
     assert not deep["l0.weight"].any() and not deep["l1.weight"].any()
-    assert deep["l2.weight"].tolist() == [[False, True, True]]  # 3 largest: .7 .6 .5
+    assert deep["l2.weight"].tolist() == [[False, True, True]]  # 3 = 0.3 * 10 largest: .7 .6 .5
     assert deep["l3.weight"].tolist() == [[False, True, False]]
     assert int(sum(m.sum() for m in deep.values())) == 3
-    shallow = select_depth_parameters(grads, 0.5, "shallow")  # l0, l1 (4 entries): .9 .8
+    shallow = select_depth_parameters(grads, 0.3, "shallow")  # l0, l1 (4 entries): .9 .8 .2
     assert shallow["l0.weight"].tolist() == [[True, False]]
-    assert shallow["l1.weight"].tolist() == [[False, True]]
+    assert shallow["l1.weight"].tolist() == [[True, True]]
     assert not shallow["l2.weight"].any() and not shallow["l3.weight"].any()
+    # 0.5 * 10 = 5 entries exceed the shallow part (4): the part is capped, never overflows
+    capped = select_depth_parameters(grads, 0.5, "shallow")
+    assert int(sum(m.sum() for m in capped.values())) == 4
 
 
 def test_depth_split_index_and_whole_layer_selection() -> None:

@@ -137,9 +137,11 @@ def _resolve_names(
 
 
 def _global_rank_masks(
-    scores: Mapping[str, Tensor], names: Sequence[str], rho: float, *, largest: bool
+    scores: Mapping[str, Tensor], names: Sequence[str], rho: float, *, largest: bool,
+    count: int | None = None,
 ) -> dict[str, Tensor]:
-    """Select exactly ``selection_count(rho, total)`` entries over ``names`` by one global ranking.
+    """Select ``selection_count(rho, total)`` entries (or ``count``, capped at the total)
+    over ``names`` by one global ranking.
 
     Ties are broken by position in the concatenation of the flattened tensors (in ``names``
     order, row-major inside a tensor): the earlier entry wins, for both directions.
@@ -148,7 +150,7 @@ def _global_rank_masks(
     flat = [scores[n].detach().abs().reshape(-1).to("cpu", torch.float64) for n in names]
     sizes = [f.numel() for f in flat]
     total = sum(sizes)
-    count = selection_count(rho, total)
+    count = selection_count(rho, total) if count is None else min(count, total)
     chosen = torch.zeros(total, dtype=torch.bool)
     if count > 0:
         values = torch.cat(flat)
@@ -372,20 +374,24 @@ def select_depth_parameters(
 ) -> dict[str, Tensor]:
     """Deep- or shallow-layers selection: SalUn ranking restricted to one side of a layer split.
 
-    The ranked tensors ``names`` (default: eligible tensors in state-dict order) are split at
-    ``split_index = s``: the shallow part is ``names[:s]``, the deep part ``names[s:]``. Inside
-    the chosen part, the ``selection_count(rho, n_part)`` entries with the largest
-    ``|g_forget|`` are selected by one ranking over the part (App. F.3: "adopts the selection
-    strategy of SalUn but restricts the selection to deep layers"); ``rho`` is a fraction of the
-    PART's entries. The other part is never selected. With ``rho=1`` the whole part is selected;
-    combine with :func:`depth_split_index` to reset "the last layers holding a given share".
+    The ranked tensors ``names`` (default: eligible tensors in state-dict order; every tensor,
+    bias or weight, counts as one layer, as in the authors' code) are split at
+    ``split_index = s``: the shallow part is ``names[:s]``, the deep part ``names[s:]``. As in
+    the authors' code, ``rho`` counts over ALL ranked entries: ``selection_count(rho, n_all)``
+    entries (at most the whole part) with the largest ``|g_forget|`` inside the chosen part
+    are selected by one ranking over the part (App. F.3: "adopts the selection strategy of
+    SalUn but restricts the selection to deep layers"), so both variants reset as many
+    entries as the other strategies at the same ``rho`` whenever the part is big enough.
+    The other part is never selected (the authors' code then fills up with zero-statistic
+    entries of the other part; we cap at the part instead). Combine ``rho=1`` with
+    :func:`depth_split_index` to reset "the last layers holding a given share".
 
     Parameters
     ----------
     forget_grad_stats
         ``name -> gradient on the forget data`` (or any statistic whose magnitude is ranked).
     rho
-        Fraction of the part's entries to select, in [0, 1].
+        Fraction of ALL ranked entries to select (capped at the part's size), in [0, 1].
     part
         ``"deep"`` or ``"shallow"``.
     split_index
@@ -417,7 +423,9 @@ def select_depth_parameters(
         raise ValueError(
             f"the {part} part is empty: split_index={split} with {len(ranked)} ranked tensors"
         )
-    masks = _global_rank_masks(forget_grad_stats, inside, rho, largest=True)
+    total = sum(forget_grad_stats[n].numel() for n in ranked)
+    masks = _global_rank_masks(forget_grad_stats, inside, rho, largest=True,
+                               count=selection_count(rho, total))
     result: dict[str, Tensor] = {}
     for name in ranked:
         if name in masks:
