@@ -17,14 +17,15 @@ from pathlib import Path
 import bench_utils  # noqa: F401  (puts the project on sys.path)
 import pandas as pd
 import torch
-from bench_utils import PeakMemory
+from bench_utils import PeakMemory, plain_fedavg_round
 
-from clients.local_training import TrainSettings, train_epochs
+from clients.local_training import TrainSettings
 from experiments.simulate import simulate
 from fedunl_flwr.client_app import load_run_config
 from fedunl_flwr.data.scenarios import build_federated_data, get_scenario
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.phases import model_for
+from fedunl_flwr.seeding import torch_generator
 
 
 def plain_fedavg_round_times(overrides: dict, rounds: int) -> list[float]:
@@ -38,21 +39,14 @@ def plain_fedavg_round_times(overrides: dict, rounds: int) -> list[float]:
             for c in fed.clients]
     settings = TrainSettings(config.optimizer, config.learning_rate, config.local_epochs,
                              config.batch_size)
-    global_model = model_for(config, fed.num_classes, config.seed)
+    global_model = model_for(config, fed.num_classes, 0)
     local = model_for(config, fed.num_classes)
     times = []
     for round_ in range(rounds):
         start = time.perf_counter()
-        total = {k: torch.zeros_like(v, dtype=torch.float64)
-                 for k, v in global_model.state_dict().items()}
-        weight = sum(len(y) for _, y in data)
-        for client, (x, y) in enumerate(data):
-            local.load_state_dict(global_model.state_dict())
-            train_epochs(local, x, y, settings, torch.Generator().manual_seed(round_ * 997 + client))
-            for key, value in local.state_dict().items():
-                total[key] += value.double() * (len(y) / weight)
-        global_model.load_state_dict({k: v.to(global_model.state_dict()[k].dtype)
-                                      for k, v in total.items()})
+        plain_fedavg_round(global_model, local, data, settings,
+                           [torch_generator(config.seed, "data-order", c, "plain", round_)
+                            for c in range(len(data))], [len(y) for _, y in data])
         times.append(time.perf_counter() - start)
     return times
 

@@ -12,6 +12,25 @@ if str(ROOT) not in sys.path:  # run from a checkout without the package install
     sys.path.insert(0, str(ROOT))
 
 
+def plain_fedavg_round(global_model, local, data, settings, generators, weights) -> None:
+    """One FedAvg round in this process: each client in turn trains a copy of
+    ``global_model`` on its ``(x, y)`` with its generator; ``global_model`` becomes the
+    mean of the local models weighted by ``weights`` (sample counts, or ones)."""
+    import torch
+
+    from clients.local_training import train_epochs
+
+    start = {k: v.clone() for k, v in global_model.state_dict().items()}
+    total = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in start.items()}
+    norm = float(sum(weights))
+    for (x, y), generator, weight in zip(data, generators, weights):
+        local.load_state_dict(start)
+        train_epochs(local, x, y, settings, generator)
+        for key, value in local.state_dict().items():
+            total[key] += value.double() * (weight / norm)
+    global_model.load_state_dict({k: v.to(start[k].dtype) for k, v in total.items()})
+
+
 def _rss_and_parents() -> tuple[dict[int, int], dict[int, int]]:
     rss, parent = {}, {}
     for entry in os.listdir("/proc"):
