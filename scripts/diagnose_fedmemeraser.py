@@ -38,7 +38,7 @@ from fedunl_flwr.metrics.memorization import MEMORIZATION_GROUP_LABELS, group_ac
 from fedunl_flwr.phases import model_for
 from fedunl_flwr.seeding import torch_generator
 from fedunl_flwr.store import RunStore
-from fedunl_flwr.unlearning.parameter_selection import (reinitialize_parameters,
+from fedunl_flwr.unlearning.parameter_selection import (adaptive_rho, reinitialize_parameters,
                                                         select_redundant_parameters)
 
 
@@ -116,6 +116,9 @@ def main() -> None:
                 after = model.state_dict()
                 update = {k: after[k] - original_state[k] for k in after}
                 masks = select_redundant_parameters(update, rho, include_1d=include_1d)
+                adaptive, threshold = adaptive_rho(update, include_1d=include_1d)
+                print(f"App. H.3 adaptive rho of this update: {adaptive:.3f} (|update| < "
+                      f"{threshold:.0e})", flush=True)
                 model.load_state_dict(reinitialize_parameters(
                     after, masks, torch_generator(config.seed, "reset"), config.model_init))
                 shares = {k: round(float(m.float().mean()), 3) for k, m in masks.items()}

@@ -10,6 +10,7 @@ import torch
 from fedunl_flwr.initialization import init_rule
 from fedunl_flwr.unlearning.parameter_selection import (
     SELECTION_STRATEGIES,
+    adaptive_rho,
     depth_split_index,
     eligible_parameter_names,
     reinitialize_parameters,
@@ -277,3 +278,16 @@ def test_selection_then_reinit_on_a_real_model() -> None:
     # With reset-tensors 'all' the BatchNorm affine entries are ranked too (not its buffers).
     masks_all = select_parameters("redundant", rho=0.3, grad_stats=grads, include_1d=True)
     assert set(masks_all) == {"0.weight", "0.bias", "1.weight", "1.bias", "4.weight", "4.bias"}
+
+
+def test_adaptive_rho_takes_the_order_below_the_knee() -> None:
+    # 100 entries: 90 tiny (1e-8), 5 at 3e-6, 5 important at 2e-5. P95 interpolates to
+    # about 3.9e-6: the knee's order is 1e-6, so redundant means below 1e-7: the 90 tiny.
+    values = torch.tensor([1e-8] * 90 + [3e-6] * 5 + [2e-5] * 5)
+    rho, threshold = adaptive_rho({"w.weight": values.reshape(10, 10)})
+    knee = float(torch.quantile(values.double(), 0.95))
+    assert threshold == pytest.approx(10.0 ** (math.floor(math.log10(knee)) - 1))
+    assert rho == pytest.approx(0.9)
+    flat = torch.full((10, 10), 1e-3)
+    assert adaptive_rho({"w.weight": flat}) == (0.0, pytest.approx(1e-4))
+    assert adaptive_rho({"w.weight": torch.zeros(3, 3)}) == (0.0, 0.0)

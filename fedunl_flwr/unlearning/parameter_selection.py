@@ -436,6 +436,44 @@ def select_depth_parameters(
     return result
 
 
+#: Percentile of |statistic| where seed 001 App. H.3 sees the "sharp rise" of importance
+#: begin ("within the top few percent of parameters").
+ADAPTIVE_KNEE_PERCENTILE: float = 95.0
+
+
+def adaptive_rho(
+    grad_stats: Mapping[str, Tensor],
+    names: Sequence[str] | None = None,
+    *,
+    include_1d: bool = False,
+    knee_percentile: float = ADAPTIVE_KNEE_PERCENTILE,
+) -> tuple[float, float]:
+    """Seed 001 App. H.3's pruning-ratio rule: rho = share of entries an order of
+    magnitude below the important ones.
+
+    The importance of an entry is ``|statistic|``. The paper reads the important entries
+    off the sharp rise at the top of the sorted importances and calls "the next lower
+    order of magnitude" redundant. Here: the knee is the ``knee_percentile`` percentile of
+    the importances, its order of magnitude ``10^k`` (``k = floor(log10(knee))``) marks
+    the important entries, and the redundant ones are those below ``10^(k-1)``.
+
+    Returns
+    -------
+    tuple[float, float]
+        ``(rho, threshold)``: the fraction of ranked entries below ``threshold = 10^(k-1)``.
+    """
+    ranked = _resolve_names(grad_stats, names, include_1d, "grad_stats")
+    values = torch.cat([grad_stats[n].detach().abs().reshape(-1).to("cpu", torch.float64)
+                        for n in ranked])
+    if values.numel() == 0:
+        raise ValueError("adaptive_rho needs at least one ranked entry")
+    knee = float(torch.quantile(values, knee_percentile / 100.0))
+    if knee <= 0:
+        return 0.0, 0.0
+    threshold = 10.0 ** (math.floor(math.log10(knee)) - 1)
+    return float((values < threshold).double().mean()), threshold
+
+
 def reinitialize_parameters(
     params: Mapping[str, Tensor],
     masks: Mapping[str, Tensor],
