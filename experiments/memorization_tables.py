@@ -94,11 +94,15 @@ class RunResult:
                          self.summary["local_fairness"]["unlearned"]], dtype=float)
 
     def retrained_vectors(self) -> dict[str, np.ndarray]:
-        """Retrained model store -> its vector (same columns as ``unlearned_vector``)."""
+        """Reference retrained model store -> its vector (columns of ``unlearned_vector``).
+
+        With held-out retrains only the reference set (not the scoring set) is listed.
+        """
         mem = self.summary["memorization"]
         stores = mem["retrained_models"]["stores"]
+        reference = mem.get("reference_retrains", list(range(len(stores))))
         out = {}
-        for j, store in enumerate(stores):
+        for j, store in enumerate(stores[i] for i in reference):
             out[store] = np.array([*_floats(mem["group_accuracy"]["retrained"][j]),
                                    self.summary["test_accuracy"]["retrained"][j],
                                    self.summary["local_fairness"]["retrained"][j]], dtype=float)

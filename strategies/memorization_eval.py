@@ -201,8 +201,10 @@ def group_sizes(groups: np.ndarray) -> list[int]:
 
 
 def test_accuracies(config, federation: Federation, original: ArrayRecord,
-                    unlearned: ArrayRecord, retrained: RetrainedModels, before, after) -> dict:
-    """Test accuracy (%) on the dataset's real test set, evaluated by the server.
+                    unlearned: ArrayRecord, retrained: RetrainedModels, reference: list[int],
+                    before, after) -> dict:
+    """Test accuracy (%) on the dataset's real test set, evaluated by the server, of the
+    original, the unlearned and the reference retrained models.
 
     Falls back to the pooled client test splits when the server cannot read the data.
     """
@@ -212,12 +214,13 @@ def test_accuracies(config, federation: Federation, original: ArrayRecord,
         return {"test_set": "pooled client test splits (the server has no dataset)",
                 "original": 100.0 * global_accuracy(before),
                 "unlearned": 100.0 * global_accuracy(after),
-                "retrained": [100.0 * a for a in retrained.test_accuracies]}
+                "retrained": [100.0 * retrained.test_accuracies[j] for j in reference]}
     return {"test_set": "the scenario's real test set(s), evaluated by the server",
             "original": 100.0 * central,
             "unlearned": 100.0 * central_test_accuracy(config, num_classes, unlearned),
-            "retrained": [100.0 * central_test_accuracy(config, num_classes, m.arrays)
-                          for m in retrained.models]}
+            "retrained": [100.0 * central_test_accuracy(config, num_classes,
+                                                        retrained.models[j].arrays)
+                          for j in reference]}
 
 
 
@@ -280,8 +283,8 @@ def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayReco
     loss_unlearned = local_losses(grid, federation, request, remaining, unlearned)
     changes_unlearned = loss_changes(loss_unlearned, loss_original)
     changes_retrained = [loss_changes(local_losses(grid, federation, request, remaining,
-                                                   m.arrays), loss_original)
-                         for m in retrained.models]
+                                                   retrained.models[j].arrays), loss_original)
+                         for j in reference]
 
     after = evaluate_clients(grid, federation, unlearned)
     before = run.original.evaluations or evaluate_clients(grid, federation,
@@ -304,7 +307,7 @@ def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayReco
             "retrained": [100.0 * float(c.mean()) for c in correct_retrained[reference]],
         },
         "test_accuracy": test_accuracies(config, federation, run.original.arrays, unlearned,
-                                         retrained, before, after),
+                                         retrained, reference, before, after),
         "local_fairness": {
             "scale": "x10^-3",
             "unlearned": _lf(changes_unlearned),
