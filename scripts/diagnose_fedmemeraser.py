@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from bench_utils import plain_fedavg_round
 
-from clients.local_training import TrainSettings
+from clients.local_training import TrainSettings, mean_loss_gradient
 from fedunl_flwr.config import RunConfig
 from fedunl_flwr.data.scenarios import build_federated_data, get_scenario, scenario_test_sets
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
@@ -54,6 +54,15 @@ def main() -> None:
     parser.add_argument("--rho", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8])
     parser.add_argument("--rounds", type=int, default=0, help="0 = the folder's unlearn-rounds")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--statistic", choices=["update", "gradient"], default="update",
+                        help="update: the first round's mean update, reset after it "
+                             "(authors' code); gradient: mean gradient at the original "
+                             "model, reset before fine-tuning (the paper's text)")
+    parser.add_argument("--reset-tensors", choices=["all", "weights"], default=None,
+                        help="default: the folder's reset-tensors")
+    parser.add_argument("--reset-scheme", default=None,
+                        help="init scheme the reset draws from (default: the model's own "
+                             "model-init; another one reproduces a reset/init mismatch)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -104,31 +113,40 @@ def main() -> None:
     rows = [row(model, "original")]
     rows += [{"model": f"retrained {j}", **dict(zip([*MEMORIZATION_GROUP_LABELS, "D_u"], r))}
              for j, r in enumerate(retrained)]
-    include_1d = config.reset_tensors == "all"
+    include_1d = (args.reset_tensors or config.reset_tensors) == "all"
+    scheme = args.reset_scheme or config.model_init
+
+    def reset(statistic: dict) -> None:
+        state = model.state_dict()
+        masks = select_redundant_parameters(statistic, rho, include_1d=include_1d)
+        adaptive, threshold = adaptive_rho(statistic, include_1d=include_1d)
+        print(f"App. H.3 adaptive rho of this statistic: {adaptive:.3f} (|stat| < "
+              f"{threshold:.0e})", flush=True)
+        model.load_state_dict(reinitialize_parameters(
+            state, masks, torch_generator(config.seed, "reset"), scheme))
+        shares = {k: round(float(m.float().mean()), 3) for k, m in masks.items()}
+        print(f"rho {rho:g}: share of each tensor reset: {shares}", flush=True)
+        rows.append(row(model, f"rho {rho:g} after reset"))
+
     for rho in args.rho:
         model.load_state_dict(original_state)
+        if args.statistic == "gradient" and rho > 0:
+            grads = [mean_loss_gradient(model, x, y) for x, y in data]
+            reset({k: sum(g[k] for g in grads) / len(grads) for k in grads[0]})
         for round_ in range(1, rounds + 1):
             plain_fedavg_round(model, local, data, settings,
                                [torch_generator(config.seed, "data-order", c.partition_id,
                                                 "diagnose", round_) for c in remaining],
                                weights)
-            if round_ == 1 and rho > 0:
+            if round_ == 1 and rho > 0 and args.statistic == "update":
                 after = model.state_dict()
-                update = {k: after[k] - original_state[k] for k in after}
-                masks = select_redundant_parameters(update, rho, include_1d=include_1d)
-                adaptive, threshold = adaptive_rho(update, include_1d=include_1d)
-                print(f"App. H.3 adaptive rho of this update: {adaptive:.3f} (|update| < "
-                      f"{threshold:.0e})", flush=True)
-                model.load_state_dict(reinitialize_parameters(
-                    after, masks, torch_generator(config.seed, "reset"), config.model_init))
-                shares = {k: round(float(m.float().mean()), 3) for k, m in masks.items()}
-                print(f"rho {rho:g}: share of each tensor reset: {shares}", flush=True)
-                rows.append(row(model, f"rho {rho:g} after reset"))
+                reset({k: after[k] - original_state[k] for k in after})
             rows.append(row(model, f"rho {rho:g} round {round_}"))
             print(pd.DataFrame(rows[-1:]).to_string(index=False, header=False,
                                                     float_format="%.1f"), flush=True)
     print(f"\n{config.scenario}, leaving {sorted(leaving)}, model-init {config.model_init}, "
-          f"aggregation {config.aggregation}, reset-tensors {config.reset_tensors}, "
+          f"aggregation {config.aggregation}, statistic {args.statistic}, reset-tensors "
+          f"{'all' if include_1d else 'weights'}, reset scheme {scheme}, "
           f"group sizes {summary['memorization']['group_sizes']}")
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f"))
 
