@@ -119,10 +119,13 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
 
 
 def plan_runs(preset: dict, sets: dict[str, Any]) -> list[tuple[dict[str, Any], RunConfig]]:
-    """Every run's overrides and validated config; raises before anything runs."""
+    """Every run's overrides and validated config; raises before anything runs,
+    including when a dataset a run needs is not in its data folder."""
+    from fedunl_flwr.data.scenarios import check_datasets
     from fedunl_flwr.server_app import check_names
 
     plan = []
+    checked: set[tuple[str, str, bool]] = set()
     base = dict(preset.get("base", {}))
     for index, run in enumerate(preset["runs"], start=1):
         overrides = {**base, **{k: v for k, v in run.items() if k not in RUN_ONLY_KEYS},
@@ -130,7 +133,11 @@ def plan_runs(preset: dict, sets: dict[str, Any]) -> list[tuple[dict[str, Any], 
         try:
             config = load_run_config({}, overrides)
             check_names(config)
-        except (ConfigError, ValueError) as err:
+            data = (config.scenario, str(config.resolved_data_dir()), config.download)
+            if data not in checked:
+                check_datasets(*data)
+                checked.add(data)
+        except (ConfigError, ValueError, FileNotFoundError) as err:
             raise PresetError(f"run {index} ({run}): {err}") from err
         plan.append((overrides, config))
     return plan

@@ -201,6 +201,16 @@ def build_federated_data(scenario_name: str, num_clients: int, alpha: float,
     return FederatedData(scenario, tuple(clients), class_names)
 
 
+def check_datasets(scenario_name: str, data_dir: str, download: bool = False) -> None:
+    """Raise ``DatasetNotFoundError`` (naming the dataset, the folder and how to get it)
+    unless every dataset of the scenario can be read; with ``download`` nothing is
+    checked (a missing dataset is fetched when the run starts)."""
+    if download:
+        return
+    for group in get_scenario(scenario_name).groups:
+        load_domain(group.dataset, Path(data_dir), False)
+
+
 @lru_cache(maxsize=2)
 def scenario_test_sets(scenario_name: str, data_dir: str, download: bool = False
                        ) -> tuple[tuple[str, np.ndarray, np.ndarray], ...]:
