@@ -71,3 +71,20 @@ def test_arrays_must_match_the_model(tmp_path):
         check_arrays_match(stored, ["a", "c"], [(2, 3), (3,)], tmp_path)
     with pytest.raises(CheckpointError, match="shape"):
         check_arrays_match(stored, ["a", "b"], [(2, 4), (3,)], tmp_path)
+
+
+def test_atomic_writes_follow_the_umask(tmp_path) -> None:
+    import os
+    import stat
+
+    from fedunl_flwr.store import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.txt", b"x")
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / "b.txt", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o600
