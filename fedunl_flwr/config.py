@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedunl_flwr.initialization import INIT_SCHEMES
+from fedunl_flwr.unlearning.parameter_selection import SELECTION_STRATEGIES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,6 +101,7 @@ class RunConfig:
         """Raise :class:`ConfigError` for values out of range."""
         checks = [
             (self.num_clients >= 0, "num-clients must be >= 0 (0 = scenario default)"),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (self.dirichlet_alpha > 0, "dirichlet-alpha must be > 0"),
             (self.samples_per_client >= 0, "samples-per-client must be >= 0 (0 = all)"),
             (self.test_samples_per_client >= 0,
@@ -134,6 +136,9 @@ class RunConfig:
              f"reset-tensors must be 'weights' or 'all', got {self.reset_tensors!r}"),
             (0.0 <= self.peak_tolerance < 1.0, "peak-tolerance must be in [0, 1)"),
             (self.retrain_seeds >= 1, "retrain-seeds must be >= 1"),
+            (self.selection in SELECTION_STRATEGIES,
+             f"selection must be one of {sorted(SELECTION_STRATEGIES)}, "
+             f"got {self.selection!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -19,13 +19,16 @@ from fedunl_flwr.phases import evaluate_clients, train_original
 from fedunl_flwr.reports.accuracy import accuracy_frame, frame_to_markdown
 from fedunl_flwr.store import RunStore
 from strategies import get_strategy
+from strategies.unlearning import check_request_shape
 
 def check_names(config: RunConfig) -> None:
-    """Fail before any work on an unknown scenario, model or strategy."""
-    get_scenario(config.scenario)
+    """Fail before any work on an unknown scenario, model or strategy, or a request
+    that cannot fit the scenario (client ids out of range, empty lists)."""
+    scenario = get_scenario(config.scenario)
     if config.model and config.model not in MODELS:
         raise ValueError(f"unknown model {config.model!r}; choose one of {sorted(MODELS)}")
     get_strategy(config.strategy)
+    check_request_shape(config, scenario.num_clients(config.num_clients))
 
 
 def run(grid: Grid, config: RunConfig) -> dict:

@@ -61,18 +61,44 @@ def write_flower_config(flwr_home: Path, port: int) -> None:
     )
 
 
+def descendant_groups(pid: int) -> set[int]:
+    """Process groups of ``pid``'s descendants: the SuperLink's SuperExec starts a session
+    of its own, and the simulation (with its Ray cluster) runs under it."""
+    children: dict[int, list[int]] = {}
+    groups: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        groups[int(entry)] = int(fields[2])
+    found, stack = set(), [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.add(groups[child])
+            stack.append(child)
+    return found
+
+
 def stop_process_group(process: subprocess.Popen) -> None:
-    """SIGTERM the SuperLink's process group, SIGKILL what is left after 10 s."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
+    """SIGTERM the SuperLink's process group and those of everything it started (the
+    SuperExec and the simulation live in their own), SIGKILL what is left after 10 s."""
+    groups = {process.pid} | descendant_groups(process.pid) - {os.getpgrp()}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            process.wait(timeout=10)
+            if sig == signal.SIGTERM:
+                time.sleep(1)  # let the other groups exit too
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def run_status(env: dict, run_id: str) -> str:
@@ -92,18 +118,31 @@ def parse_overrides(items: list[str]) -> dict:
     for item in items:
         for pair in shlex.split(item, posix=False):
             key, _, value = pair.partition("=")
-            overrides[key] = tomllib.loads(f"v = {value}")["v"]
+            try:
+                overrides[key] = tomllib.loads(f"v = {value}")["v"]
+            except tomllib.TOMLDecodeError as err:
+                raise ValueError(f"run-config {key}={value}: not a TOML value ({err}); "
+                                 "strings need quotes, e.g. strategy='fedcccu'") from err
     return overrides
 
 
 def scenario_clients(items: list[str]) -> int:
-    """Client count of the scenario the run-config selects (validates the config too)."""
+    """Client count of the scenario the run-config selects; checks, before anything
+    starts, everything that needs no client: keys, values, names, the request's shape
+    and that the scenario's datasets are in the data folder."""
     sys.path.insert(0, str(ROOT))
     from fedunl_flwr.client_app import load_run_config
-    from fedunl_flwr.data.scenarios import get_scenario
+    from fedunl_flwr.data.scenarios import check_datasets, get_scenario
+    from fedunl_flwr.server_app import check_names
 
     config = load_run_config({}, parse_overrides(items))
+    check_names(config)
+    check_datasets(config.scenario, str(config.resolved_data_dir()), config.download)
     return get_scenario(config.scenario).num_clients(config.num_clients)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,10 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--run-config", action="append", default=[],
                         help='run-config overrides, e.g. -c "num-server-rounds=3"')
     args = parser.parse_args(argv)
+    # SIGTERM (and SIGINT) unwind through the finally blocks below, which stop the
+    # SuperLink and everything it started.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
 
     try:
         num_supernodes = args.num_supernodes or scenario_clients(args.run_config)
-    except ValueError as err:  # bad run-config: fail before starting anything
+    except (ValueError, FileNotFoundError) as err:  # fail before starting anything
         print(f"fedunl: error: {err}", file=sys.stderr)
         return 2
     env = dict(os.environ)
@@ -152,12 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         run = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
         run_id = None
-        for line in run.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            found = re.search(r"Successfully started run (\d+)", line)
-            run_id = found.group(1) if found else run_id
-        run.wait()
+        try:
+            for line in run.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                found = re.search(r"Successfully started run (\d+)", line)
+                run_id = found.group(1) if found else run_id
+            run.wait()
+        except KeyboardInterrupt:
+            run.terminate()
+            print("fedunl: interrupted: stopping the SuperLink, the simulation and its "
+                  "clients", file=sys.stderr, flush=True)
+            return 130
         if run_id is None:
             print(f"fedunl: the run did not start (flwr exit code {run.returncode})",
                   file=sys.stderr)

@@ -78,6 +78,35 @@ def parse_forget_samples(text: str) -> dict[int, tuple[int, ...]]:
     return samples
 
 
+def check_request_shape(config: RunConfig, num_clients: int) -> None:
+    """What can be checked of the request before any client connects: ids in range,
+    non-empty lists for the scope, parseable sample ids (raises :class:`ConfigError`)."""
+    if config.strategy == "fedavg":
+        return
+    clients = parse_int_list(config.forget_clients, "forget-clients")
+    unknown = [c for c in clients if not 0 <= c < num_clients]
+    if unknown:
+        raise ConfigError(f"forget-clients {unknown} unknown: scenario {config.scenario} has "
+                          f"clients 0..{num_clients - 1}")
+    if config.forget_scope == "client" and not clients:
+        raise ConfigError("forget-scope 'client' needs forget-clients (e.g. \"0\")")
+    if config.forget_scope == "class":
+        classes = parse_int_list(config.forget_classes, "forget-classes")
+        if not classes:
+            raise ConfigError("forget-scope 'class' needs forget-classes (e.g. \"0\")")
+        negative = [c for c in classes if c < 0]
+        if negative:
+            raise ConfigError(f"forget-classes {negative} must be >= 0")
+    if config.forget_scope == "samples":
+        samples = parse_forget_samples(config.forget_samples)
+        if not samples:
+            raise ConfigError("forget-scope 'samples' needs forget-samples (e.g. \"0:1,2,3\")")
+        unknown = [c for c in samples if not 0 <= c < num_clients]
+        if unknown:
+            raise ConfigError(f"forget-samples names unknown client(s) {unknown}: scenario "
+                              f"{config.scenario} has clients 0..{num_clients - 1}")
+
+
 def parse_request(config: RunConfig, federation: Federation) -> UnlearningRequest:
     """Validate the run-config's request against the connected clients."""
     scope = config.forget_scope

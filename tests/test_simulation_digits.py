@@ -87,10 +87,80 @@ def test_bad_run_config_fails_before_starting_anything(tmp_path):
     assert not (tmp_path / ".flwr").exists()
 
 
-def test_failed_run_is_reported_as_failure(tmp_path):
+def test_missing_dataset_fails_before_starting_anything(tmp_path):
     result = flwr_run(tmp_path, f"data-dir='{tmp_path / 'empty'}' num-server-rounds=1")
+    assert result.returncode == 2
+    assert "mnist" in result.stderr and str(tmp_path / "empty") in result.stderr
+    assert not (tmp_path / ".flwr").exists()
+
+
+@pytest.mark.parametrize("config, message", [
+    ("strategy='bogus'", "unknown strategy 'bogus'"),
+    ("strategy='fedcccu' forget-clients='42' forget-classes='0'", "forget-clients [42] unknown"),
+    ("strategy='delete-retrain' forget-clients='0' forget-classes=''", "needs forget-classes"),
+    ("strategy='fedmemeraser' forget-scope='samples' forget-samples='0:abc'",
+     "forget-samples ids must be comma-separated integers"),
+    ("num-server-rounds=abc", "num-server-rounds=abc"),
+    ("seed=-1", "seed must be >= 0"),
+    ("selection='bogus'", "selection must be one of"),
+])
+def test_bad_names_and_requests_fail_before_starting_anything(tmp_path, config, message):
+    result = flwr_run(tmp_path, config)
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert message in result.stderr
+    assert not (tmp_path / ".flwr").exists()
+
+
+def test_failed_run_is_reported_as_failure(tmp_path):
+    # Client 0 holds no sample of class 2 with this split: found only once clients report.
+    result = flwr_run(tmp_path, "dirichlet-alpha=0.05 samples-per-client=300 "
+                      "test-samples-per-client=100 strategy='delete-retrain' "
+                      "forget-clients='0' forget-classes='2' num-server-rounds=1")
     assert result.returncode == 1
-    assert "mnist" in result.stdout and "finished:failed" in result.stdout
+    assert "holds no training sample" in result.stdout and "finished:failed" in result.stdout
+
+
+def test_sigterm_stops_everything_the_run_started(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "FEDUNL_RESULTS_DIR": str(tmp_path),
+           "FLWR_HOME": str(tmp_path / ".flwr")}
+    runner = subprocess.Popen([sys.executable, "scripts/flwr_run.py", "-c",
+                               "num-server-rounds=200 samples-per-client=100"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    log = []
+    for line in runner.stdout:  # wait until the simulation trains
+        log.append(line)
+        if "fedunl train round 2/200" in line:
+            break
+    started = _processes_with(str(tmp_path / ".flwr"))
+    assert started, "".join(log[-50:])
+    runner.send_signal(signal.SIGTERM)
+    rest = runner.communicate(timeout=120)[0]
+    assert runner.returncode == 130, rest[-2000:]
+    time.sleep(2)
+    left = [p for p in started if Path(f"/proc/{p}").exists()
+            and "zombie" not in Path(f"/proc/{p}/status").read_text().lower()]
+    assert not left, f"still running after SIGTERM: {left}"
+    phases = list((tmp_path / "digits-real-noniid-offline").glob("train-*"))
+    assert phases and not any((p / "summary.json").exists() for p in phases)
+
+
+def _processes_with(text: str) -> list[int]:
+    """Processes whose environment mentions ``text`` (this run's FLWR_HOME): the
+    SuperLink, the SuperExec, the simulation and its Ray workers."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if text.encode() in Path(f"/proc/{entry}/environ").read_bytes():
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
 
 
 def test_corrupt_checkpoint_stops_the_run_and_is_kept(tmp_path, data_dir):
