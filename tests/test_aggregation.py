@@ -1,0 +1,69 @@
+"""The server's averaging: weighted (FedAvg) or the unweighted mean (seed 001 eq. 13-14),
+in partition-id order whatever order the replies arrive in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+
+from fedunl_flwr.federation import ClientInfo, Federation
+from strategies.fedavg_train import FedAvgTrain
+
+
+def federation(n: int) -> Federation:
+    return Federation({p: ClientInfo(p, 100 + p, 10, 5, (5, 5)) for p in range(n)}, ["a", "b"])
+
+
+class Reply:
+    """A client's train reply as the strategy reads it (a Flower Message needs a run)."""
+
+    def __init__(self, content: RecordDict) -> None:
+        self.content = content
+
+    def has_error(self) -> bool:
+        return False
+
+
+def reply(pid: int, value: float, examples: int) -> Reply:
+    return Reply(RecordDict({
+        "arrays": ArrayRecord({"w": Array(np.full((2,), value, dtype=np.float32))}),
+        "metrics": MetricRecord({"partition-id": pid, "num-examples": examples,
+                                 "train-loss": value, "local-epochs": 1}),
+    }))
+
+
+@pytest.mark.parametrize("aggregation, expected", [
+    ("weighted", (1.0 * 10 + 4.0 * 30) / 40),
+    ("mean", (1.0 + 4.0) / 2),
+])
+def test_weighted_and_unweighted_mean(aggregation: str, expected: float) -> None:
+    strategy = FedAvgTrain(federation(2), [0, 1], 1, aggregation=aggregation)
+    arrays, metrics = strategy.aggregate_train(1, [reply(0, 1.0, 10), reply(1, 4.0, 30)])
+    np.testing.assert_allclose(arrays["w"].numpy(), [expected, expected], rtol=1e-6)
+    assert metrics["train-loss"] == pytest.approx(expected)
+    assert set(metrics) == {"train-loss"}  # no averaged partition ids or epochs
+
+
+def test_arrival_order_does_not_change_the_sum() -> None:
+    values = [0.1, 1e7, -1e7, 0.3, 0.7]
+    replies = [reply(p, v, 1) for p, v in enumerate(values)]
+    first = FedAvgTrain(federation(5), list(range(5)), 1, aggregation="mean")
+    second = FedAvgTrain(federation(5), list(range(5)), 1, aggregation="mean")
+    a, _ = first.aggregate_train(1, replies)
+    b, _ = second.aggregate_train(1, list(reversed(replies)))
+    assert np.array_equal(a["w"].numpy(), b["w"].numpy())
+
+
+def test_unknown_aggregation_is_rejected() -> None:
+    with pytest.raises(ValueError, match="aggregation"):
+        FedAvgTrain(federation(2), [0, 1], 1, aggregation="median")
+
+
+def test_sampling_with_fraction_below_one_is_seeded_and_sized() -> None:
+    strategy = FedAvgTrain(federation(10), list(range(10)), 3, fraction_train=0.3, seed=4)
+    again = FedAvgTrain(federation(10), list(range(10)), 3, fraction_train=0.3, seed=4)
+    rounds = [strategy.sample_participants(r) for r in (1, 2, 3)]
+    assert rounds == [again.sample_participants(r) for r in (1, 2, 3)]
+    assert all(len(r) == 3 and r == sorted(set(r)) for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1  # a new sample each round
