@@ -88,9 +88,6 @@ class BaseClient(NumPyClient):
             "info": {"domain": self.data.domain, "class-names": list(self.class_names)},
         }
 
-    def get_parameters(self, config: dict) -> list[np.ndarray]:
-        return get_weights(self.model)
-
     def train_settings(self, config: dict) -> TrainSettings:
         """Run-config settings; a message may override ``local-epochs``."""
         return TrainSettings(self.config.optimizer, self.config.learning_rate,

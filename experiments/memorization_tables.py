@@ -507,4 +507,4 @@ def _title(table: str, preset: Mapping) -> str:
              "F6": "Table F6: number of clients",
              "H9": "Table H9: class-level unlearning",
              "H10": "Table H10: sample-level unlearning"}
-    return str(preset.get("title") or names[table])
+    return names[table]

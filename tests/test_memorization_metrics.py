@@ -16,7 +16,6 @@ from fedunl_flwr.metrics.memorization import (
     group_accuracies,
     grouped_memorization_table,
     memorization_scores,
-    true_label_probabilities,
 )
 from fedunl_flwr.metrics.timing import PeakResult, csl_memorization_agreement, speedup, time_to_peak
 
@@ -36,12 +35,6 @@ def test_memorization_scores_subtract_mean_of_retrained() -> None:
         memorization_scores(p_original, np.ones((2, 4)) * 0.5)
     with pytest.raises(ValueError, match="probabilities"):
         memorization_scores(np.array([1.5, 0.1, 0.1]), p_retrained)
-
-
-def test_true_label_probabilities_is_softmax_of_label() -> None:
-    logits = np.array([[0.0, 0.0], [math.log(3.0), 0.0], [1000.0, 0.0]])
-    labels = np.array([1, 0, 0])
-    np.testing.assert_allclose(true_label_probabilities(logits, labels), [0.5, 0.75, 1.0])
 
 
 def test_groups_of_100_distinct_scores_are_5_5_5_5_79() -> None:

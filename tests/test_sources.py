@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def _fresh_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Empty the in-process cache and hide the Debian Fashion-MNIST folder."""
-    sources.clear_cache()
+    clear_dataset_caches()
     monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-system-dir")
 
 
@@ -173,7 +173,7 @@ def test_uci_digits(tmp_path: Path) -> None:
     assert np.all(
         np.abs(np.bincount(ds.y_test, minlength=10) - full / 4) <= 1
     )  # stratified
-    sources.clear_cache()
+    clear_dataset_caches()
     again = load_dataset("uci_digits", tmp_path)
     np.testing.assert_array_equal(again.y_train, ds.y_train)  # deterministic split
     assert not (
@@ -324,7 +324,7 @@ def test_svhn_mat_roundtrip_and_cache(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     (tmp_path / "train_32x32.mat").unlink()
     (tmp_path / "test_32x32.mat").unlink()
-    sources.clear_cache()
+    clear_dataset_caches()
     cached = load_dataset("svhn", tmp_path)
     np.testing.assert_array_equal(cached.x_train, images["train"])
     np.testing.assert_array_equal(cached.y_train, digits_tr)
@@ -371,7 +371,7 @@ def test_cifar100_python_roundtrip_and_cache(tmp_path: Path, protocol: int) -> N
     assert (tmp_path / "cifar100.npz").is_file()
     for f in (tmp_path / "cifar-100-python").iterdir():
         f.write_bytes(b"garbage")  # if the originals were read again this would fail
-    sources.clear_cache()
+    clear_dataset_caches()
     cached = load_dataset("cifar100", tmp_path)
     np.testing.assert_array_equal(cached.x_test, images[3:])
     assert cached.class_names == tuple(names)
@@ -454,7 +454,7 @@ def test_emnist_idx_orientation_and_cache(
     assert (tmp_path / f"{name}.npz").is_file()
     for f in (tmp_path / "EMNIST" / "raw").iterdir():
         f.unlink()
-    sources.clear_cache()
+    clear_dataset_caches()
     np.testing.assert_array_equal(load_dataset(name, tmp_path).x_train, x_tr)
 
 
@@ -469,7 +469,7 @@ def test_fashion_idx_in_data_dir_and_cache(tmp_path: Path) -> None:
     assert (tmp_path / "fashion-mnist.npz").is_file()
     for f in tmp_path.glob("*-ubyte.gz"):
         f.unlink()
-    sources.clear_cache()
+    clear_dataset_caches()
     np.testing.assert_array_equal(load_dataset("fashion_mnist", tmp_path).y_test, y_te)
 
 
@@ -586,3 +586,9 @@ def test_download_failure_is_reported(
     with pytest.raises(DatasetNotFoundError, match="no network here") as err:
         load_dataset("cifar100", tmp_path, download=True)
     assert "cifar100" in str(err.value)
+
+
+def clear_dataset_caches() -> None:
+    """Forget every dataset cached in this process (between tests that rewrite files)."""
+    sources._load_cached.cache_clear()
+    sources._load_shared_cached.cache_clear()

@@ -203,12 +203,15 @@ def build_federated_data(scenario_name: str, num_clients: int, alpha: float,
 
 def check_datasets(scenario_name: str, data_dir: str, download: bool = False) -> None:
     """Raise ``DatasetNotFoundError`` (naming the dataset, the folder and how to get it)
-    unless every dataset of the scenario can be read; with ``download`` nothing is
-    checked (a missing dataset is fetched when the run starts)."""
-    if download:
-        return
-    for group in get_scenario(scenario_name).groups:
-        load_domain(group.dataset, Path(data_dir), False)
+    unless every dataset of the scenario can be read; with ``download``, datasets that
+    torchvision can fetch are not checked (they are fetched when the run starts)."""
+    from fedunl_flwr.data.sources import downloadable
+
+    for dataset in dict.fromkeys(g.dataset for g in get_scenario(scenario_name).groups):
+        base = "tinyimagenet-subset" if dataset.startswith("tinyimagenet-cifar") else dataset
+        if download and downloadable(base):
+            continue
+        load_domain(dataset, Path(data_dir), False)
 
 
 @lru_cache(maxsize=2)

@@ -28,7 +28,6 @@ __all__ = [
     "DatasetNotFoundError",
     "FASHION_MNIST_SYSTEM_DIR",
     "ImageDataset",
-    "clear_cache",
     "data_dir_from_env",
     "load_dataset",
     "load_tinyimagenet_shared",
@@ -822,12 +821,6 @@ def _load_cached(name: str, directory: str) -> ImageDataset:
     return _load_uncached(name, Path(directory))
 
 
-def clear_cache() -> None:
-    """Forget every dataset cached in this process."""
-    _load_cached.cache_clear()
-    _load_shared_cached.cache_clear()
-
-
 def load_dataset(
     name: str, data_dir: str | os.PathLike, download: bool = False
 ) -> ImageDataset:
@@ -876,6 +869,11 @@ def load_dataset(
                 key, directory, spec, f"; downloading through torchvision failed: {err}"
             ) from err
     return _load_cached(key, str(directory))
+
+
+def downloadable(name: str) -> bool:
+    """Whether ``load_dataset(name, ..., download=True)`` can fetch a missing dataset."""
+    return _SPECS[_canonical(name)].download is not None
 
 
 @functools.lru_cache(maxsize=4)

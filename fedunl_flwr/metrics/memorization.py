@@ -14,7 +14,6 @@ __all__ = [
     "group_accuracies",
     "grouped_memorization_table",
     "memorization_scores",
-    "true_label_probabilities",
 ]
 
 #: Percentile ranges ``(a, b]`` of the memorization score within D_u, most memorized first
@@ -37,34 +36,6 @@ TABLE_COLUMNS: tuple[str, ...] = (
 )
 
 
-def true_label_probabilities(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Softmax probability of the true label, ``p(y_i | x_i)``, per sample.
-
-    Parameters
-    ----------
-    logits
-        ``[N, C]`` model outputs before softmax.
-    labels
-        ``[N]`` integer labels in ``[0, C)``.
-
-    Returns
-    -------
-    np.ndarray
-        ``[N]`` float64 probabilities (computed with a max-shifted, numerically stable softmax).
-    """
-    logits = np.asarray(logits, dtype=np.float64)
-    labels = np.asarray(labels)
-    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
-        raise ValueError(f"expected logits [N, C] and labels [N], got {logits.shape} and {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integers, got {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
-        raise ValueError(f"labels must lie in [0, {logits.shape[1]})")
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(shifted).sum(axis=1))
-    return np.exp(shifted[np.arange(labels.size), labels] - log_norm)
-
-
 def _check_probabilities(values: np.ndarray, what: str) -> None:
     if not np.all(np.isfinite(values)) or values.min(initial=0.0) < 0.0 or values.max(initial=0.0) > 1.0:
         raise ValueError(f"{what} must be probabilities in [0, 1] (no NaN)")
@@ -74,7 +45,7 @@ def memorization_scores(p_original: np.ndarray, p_retrained: np.ndarray) -> np.n
     """Unlearning memorization score of each sample of D_u (paper eq. 9).
 
     ``mem_i = p_original[i] - (1/J) * sum_j p_retrained[j, i]``, where the probabilities are the
-    softmax probability of the true label (see :func:`true_label_probabilities`) under the
+    softmax probability of the true label (``metrics.evaluation.per_sample_outputs``) under the
     original model (trained on D_r and D_u) and under J models retrained without D_u.
 
     Parameters
