@@ -45,13 +45,31 @@ class Federation:
         return [self.clients[p].node_id for p in partition_ids]
 
 
-def raise_on_errors(replies: list[Message], what: str) -> None:
-    """Raise :class:`ClientError` naming each failed node and its reason."""
-    failed = [f"node {m.metadata.src_node_id}: {m.error.reason}"
-              for m in replies if m.has_error()]
-    if failed:
-        raise ClientError(f"{what} failed on {len(failed)} client(s):\n  "
-                          + "\n  ".join(failed))
+def raise_on_errors(replies: list[Message], what: str, expected: list[int] | None = None,
+                    federation: Federation | None = None) -> None:
+    """Raise :class:`ClientError` unless every expected node replied without error.
+
+    ``expected`` are the node ids the messages went to: a node without a valid reply is
+    named by partition id (``federation``) and node id, so the run never goes on with
+    fewer clients than it asked (an error the SuperLink makes for a lost node carries
+    the SuperLink's id as its source, so the missing node is found by elimination).
+    """
+    errors = [m.error.reason for m in replies if m.has_error()]
+    valid = {m.metadata.src_node_id for m in replies if not m.has_error()}
+    if expected is None:
+        missing = [m.metadata.src_node_id for m in replies if m.has_error()]
+    else:
+        missing = [node for node in expected if node not in valid]
+    if not errors and not missing:
+        return
+    partition = ({c.node_id: c.partition_id for c in federation.clients.values()}
+                 if federation else {})
+    named = [f"partition {partition[n]} (node {n})" if n in partition else f"node {n}"
+             for n in missing]
+    counts = f" ({len(valid)} of {len(expected)} replied)" if expected is not None else ""
+    reasons = f"; errors: {'; '.join(sorted(set(errors)))}" if errors else ""
+    raise ClientError(f"{what} failed{counts}: no valid reply from {', '.join(named)}"
+                      f"{reasons}")
 
 
 def wait_for_nodes(grid: Grid, expected: int, timeout: float = 600.0) -> list[int]:
@@ -73,7 +91,7 @@ def discover_federation(grid: Grid, expected_clients: int) -> Federation:
     messages = [Message(RecordDict(), dst_node_id=n, message_type="query.describe")
                 for n in node_ids]
     replies = list(grid.send_and_receive(messages))
-    raise_on_errors(replies, "loading client data")
+    raise_on_errors(replies, "loading client data", node_ids)
     clients: dict[int, ClientInfo] = {}
     class_names: set[tuple[str, ...]] = set()
     for reply in replies:
@@ -113,6 +131,7 @@ def query_clients(grid: Grid, federation: Federation, partition_ids: list[int], 
         messages.append(Message(content, dst_node_id=federation.clients[pid].node_id,
                                 message_type=f"query.{action}"))
     replies = list(grid.send_and_receive(messages))
-    raise_on_errors(replies, f"query {action!r}")
+    raise_on_errors(replies, f"query {action!r}", federation.node_ids(partition_ids),
+                    federation)
     by_node = {reply.metadata.src_node_id: reply.content for reply in replies}
     return {pid: by_node[federation.clients[pid].node_id] for pid in partition_ids}

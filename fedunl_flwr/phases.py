@@ -90,7 +90,7 @@ def evaluate_clients(grid: Grid, federation: Federation, arrays: ArrayRecord,
     messages = [Message(record, dst_node_id=n, message_type=MessageType.EVALUATE)
                 for n in federation.node_ids(partition_ids)]
     replies = list(grid.send_and_receive(messages))
-    raise_on_errors(replies, "evaluation")
+    raise_on_errors(replies, "evaluation", federation.node_ids(partition_ids), federation)
     evaluations = {}
     for reply in replies:
         metrics = reply.content["metrics"]

@@ -134,7 +134,8 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """FedAvg of the trained models, plus (fair protocol) the cached ones."""
         replies = list(replies)
-        raise_on_errors(replies, f"{self.phase} round {server_round}")
+        raise_on_errors(replies, f"{self.phase} round {server_round}", self.expected_train,
+                        self.federation)
         trained = []
         for reply in replies:
             metrics = reply.content["metrics"]

@@ -87,6 +87,7 @@ class FedAvgTrain(FedAvg):
         self.history: list[RoundRecord] = []
         self.client_arrays: dict[int, ArrayRecord] = {}
         self.client_epochs = 0
+        self.expected_train: list[int] = []
         self._start = time.perf_counter()
         self._round_start = self._start
         self._train_loss = math.nan
@@ -117,7 +118,9 @@ class FedAvgTrain(FedAvg):
         self._round_start = time.perf_counter()
         config["server-round"] = server_round
         config["phase"] = self.phase
-        return self.train_messages(self.sample_participants(server_round), arrays, config)
+        sampled = self.sample_participants(server_round)
+        self.expected_train = self.federation.node_ids(sampled)
+        return self.train_messages(sampled, arrays, config)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -127,7 +130,8 @@ class FedAvgTrain(FedAvg):
         the weights follow ``aggregation`` (:data:`AGGREGATION_WEIGHTS`).
         """
         replies = list(replies)
-        raise_on_errors(replies, f"{self.phase} round {server_round}")
+        raise_on_errors(replies, f"{self.phase} round {server_round}", self.expected_train,
+                        self.federation)
         replies.sort(key=lambda r: int(r.content["metrics"]["partition-id"]))
         weigh = AGGREGATION_WEIGHTS[self.aggregation]
         records = []
@@ -166,7 +170,9 @@ class FedAvgTrain(FedAvg):
                            ) -> MetricRecord | None:
         """Accuracy over all clients' test data; logs the round's progress line."""
         replies = list(replies)
-        raise_on_errors(replies, f"{self.phase} evaluation round {server_round}")
+        raise_on_errors(replies, f"{self.phase} evaluation round {server_round}",
+                        self.federation.node_ids(self.federation.partition_ids),
+                        self.federation)
         correct = sum(sum(r.content["metrics"]["class-correct"]) for r in replies)
         total = sum(sum(r.content["metrics"]["class-total"]) for r in replies)
         accuracy = correct / max(1, total)

@@ -92,11 +92,10 @@ class NeuronEditRoute(UnlearningStrategyMixin, Strategy):
         """Select the units from the replies and zero them in the global model."""
         replies = list(replies)
         self.query_seconds = time.perf_counter() - self._sent
-        raise_on_errors(replies, f"query {self.action!r}")
+        federation = self.run.federation
+        raise_on_errors(replies, f"query {self.action!r}",
+                        federation.node_ids(self.query_clients()), federation)
         self.replies = {int(r.content["metrics"]["partition-id"]): r.content for r in replies}
-        missing = sorted(set(self.query_clients()) - set(self.replies))
-        if missing:
-            raise RuntimeError(f"query {self.action!r}: no reply from client(s) {missing}")
         self.selected = self.select(self.replies)
         units = [(item["site"], int(item["unit"])) for item in self.selected]
         log(INFO, "fedunl %s: zeroing %d unit(s): %s", self.name, len(units),

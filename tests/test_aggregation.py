@@ -20,6 +20,8 @@ class Reply:
 
     def __init__(self, content: RecordDict) -> None:
         self.content = content
+        pid = int(content["metrics"]["partition-id"])
+        self.metadata = type("Meta", (), {"src_node_id": 100 + pid})()
 
     def has_error(self) -> bool:
         return False
@@ -67,3 +69,32 @@ def test_sampling_with_fraction_below_one_is_seeded_and_sized() -> None:
     assert rounds == [again.sample_participants(r) for r in (1, 2, 3)]
     assert all(len(r) == 3 and r == sorted(set(r)) for r in rounds)
     assert len({tuple(r) for r in rounds}) > 1  # a new sample each round
+
+
+class Failed:
+    """An error reply as the SuperLink makes it for a lost node (its own id as source)."""
+
+    def __init__(self, reason: str) -> None:
+        self.metadata = type("Meta", (), {"src_node_id": 1})()
+        self.error = type("Error", (), {"reason": reason})()
+
+    def has_error(self) -> bool:
+        return True
+
+
+def test_a_lost_client_is_named_by_partition_and_node_id() -> None:
+    from fedunl_flwr.federation import ClientError, raise_on_errors
+
+    fed = federation(3)
+    ok = [reply(0, 1.0, 1), reply(2, 1.0, 1)]
+    for r, pid in zip(ok, (0, 2)):
+        r.metadata = type("Meta", (), {"src_node_id": 100 + pid})()
+    with pytest.raises(ClientError, match=r"unlearn round 2 failed \(2 of 3 replied\): no valid "
+                                          r"reply from partition 1 \(node 101\); errors: "
+                                          r"Node Unavailable"):
+        raise_on_errors([*ok, Failed("Node Unavailable")], "unlearn round 2",
+                        fed.node_ids([0, 1, 2]), fed)
+    # A reply that never came is as much an error as an error reply.
+    with pytest.raises(ClientError, match=r"2 of 3 replied.*partition 1 \(node 101\)"):
+        raise_on_errors(ok, "evaluation", fed.node_ids([0, 1, 2]), fed)
+    raise_on_errors(ok, "evaluation", fed.node_ids([0, 2]), fed)  # all expected replied
