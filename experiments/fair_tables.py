@@ -8,7 +8,7 @@ original model and the same request. Output (CSV + Markdown each):
 - ``table5_forget_class``: every client's forget-class accuracy per route
   (Tables 5/6);
 - ``table7_per_class``: the first three clients (requesting ones first), every class
-  (at most 10, forget classes included), per route (Tables 7/8; "Our" = FedCCCU);
+  (at most 10, forget classes included), per route (Tables 7/8; the paper's "Our" column is FedCCCU);
 - ``cost``: what each route cost (client-epochs, clients that trained, seconds);
 - ``figure4_accuracy.png``: bars of global accuracy and of the requesting client's
   forget-class accuracy per route (Figure 4);
@@ -34,7 +34,7 @@ ROUTE_NAMES: dict[str, str] = {
     "delete-retrain": "Delete",
     "relabel-poison": "Relabel",
     "neuron-zeroing": "Zeroing",
-    "fedcccu": "Our",
+    "fedcccu": "FedCCCU",
     "delete-retrain-all": "Delete-All",
 }
 MAX_CLASSES = 10

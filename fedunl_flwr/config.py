@@ -64,6 +64,7 @@ class RunConfig:
     forget_samples: str = ""
     unlearn_rounds: int = 3
     unlearn_local_epochs: int = 0
+    fair_others: str = "global"
     zero_units: int = 10
     attribution_top_n: int = 50
     attribution_steps: int = 20
@@ -125,6 +126,8 @@ class RunConfig:
             (self.unlearn_rounds >= 0, "unlearn-rounds must be >= 0"),
             (self.unlearn_local_epochs >= 0,
              "unlearn-local-epochs must be >= 0 (0 = local-epochs)"),
+            (self.fair_others in ("global", "cached"),
+             f"fair-others must be 'global' or 'cached', got {self.fair_others!r}"),
             (self.zero_units >= 1, "zero-units must be >= 1"),
             (self.attribution_top_n >= 1, "attribution-top-n must be >= 1"),
             (self.attribution_steps >= 1, "attribution-steps must be >= 1"),

@@ -2,14 +2,18 @@
 
 Fair protocol: for R rounds only the requesting clients train, from the current
 global model, on their data without (or with relabelled) forget-class samples;
-every other client's contribution is its cached final local model from the
-original run. The server averages all of them weighted by sample count (FedAvg):
+every other client "retains its pretrained global model" (seed 000 Table 4): its
+contribution is the original global model (``fair-others = "global"``, the default)
+or, as an option, its cached final local model of the original run
+(``fair-others = "cached"``). The server averages all of them weighted by sample
+count (FedAvg):
 
     w_next = (sum_{k requesting} n'_k w_k + sum_{k other} n_k w_k^orig)
              / (sum n'_k + sum n_k)
 
-with ``n'_k`` the samples a requesting client trained on this round and ``n_k`` the
-other clients' training-set sizes.
+with ``n'_k`` the samples a requesting client trained on this round, ``n_k`` the
+other clients' training-set sizes and ``w_k^orig`` the original global model (or the
+client's cached local model).
 """
 
 from __future__ import annotations
@@ -101,9 +105,12 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
         self.removal_value = ",".join(map(str, run.request.classes))
         self.cached = WeightedSum()
         self.cached_clients: list[int] = []
+        self.others = run.config.fair_others
         if self.fair:
             others = [p for p in run.federation.partition_ids if p not in self.requesting]
-            for pid, arrays in cached_models(run.original, others).items():
+            kept = (cached_models(run.original, others) if self.others == "cached"
+                    else {p: run.original.arrays for p in others})
+            for pid, arrays in kept.items():
                 self.cached.add(arrays, run.federation.clients[pid].num_train)
             self.cached_clients = others
         self.epochs_by_client: dict[int, int] = {p: 0 for p in run.federation.partition_ids}
@@ -158,7 +165,7 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
                        request: UnlearningRequest, original: TrainedModel,
                        run_store: RunStore):
         """Check the cached client models before the phase folder is created."""
-        if cls.fair:
+        if cls.fair and config.fair_others == "cached":
             cached_models(original, [p for p in federation.partition_ids
                                      if p not in request.clients])
         return super().run_unlearning(grid, config, federation, request, original, run_store)
@@ -176,6 +183,9 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
         trained = sorted(p for p, e in strategy.epochs_by_client.items() if e > 0)
         return UnlearningOutcome(arrays, strategy.history_rows(), strategy.client_epochs, {
             "protocol": "fair" if cls.fair else "all-clients",
+            "others_contribute": (("the original global model" if strategy.others == "global"
+                                   else "their cached final local models")
+                                  if cls.fair else "their own retraining"),
             "trained_clients": trained,
             "cached_clients": strategy.cached_clients,
             "client_epochs_by_client": {str(p): e for p, e in

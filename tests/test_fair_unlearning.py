@@ -279,6 +279,22 @@ def test_fair_protocol_non_requesting_clients_do_no_training(runs, name):
 
 
 @pytest.mark.simulation
+def test_fair_protocol_others_keep_the_global_model_or_their_cached_one(runs, data_dir):
+    """Seed 000 Table 4: the others retain the pretrained global model (default); their
+    cached final local models are the option."""
+    default = summary(runs["delete-retrain"]["unlearn"])
+    assert default["others_contribute"] == "the original global model"
+    results = Path(runs["delete-retrain"]["train"]).parents[1]
+    cached = simulate({**BASE, "results-dir": str(results), "strategy": "delete-retrain",
+                       "forget-classes": str(forget_class(data_dir)), "fair-others": "cached"})
+    assert cached["train"] == runs["delete-retrain"]["train"]  # same original model
+    assert summary(cached["unlearn"])["others_contribute"] == "their cached final local models"
+    with np.load(cached["unlearn"] / "global.npz") as a, \
+            np.load(runs["delete-retrain"]["unlearn"] / "global.npz") as b:
+        assert any(not np.array_equal(a[k], b[k]) for k in a.files)
+
+
+@pytest.mark.simulation
 def test_unfair_contrast_has_every_client_retrain(runs):
     result = summary(runs["delete-retrain-all"]["unlearn"])
     assert result["client_epochs"] == ROUNDS * EPOCHS * 9
@@ -390,14 +406,14 @@ def test_report_builder_writes_the_papers_tables(runs, tmp_path):
     assert "report.md" in names
     cls = summary(runs["fedcccu"]["unlearn"])["request"]["classes"][0]
     table4 = pd.read_csv(tmp_path / "table4_global.csv", header=[0, 1], index_col=0)
-    routes = ["Delete", "Relabel", "Zeroing", "Our", "Delete-All"]
+    routes = ["Delete", "Relabel", "Zeroing", "FedCCCU", "Delete-All"]
     assert [c for top, c in table4.columns if top == "Global Accuracy"] == ["Original", *routes]
     zeroing = summary(runs["neuron-zeroing"]["unlearn"])
     assert table4[("Global Accuracy", "Zeroing")].iloc[0] == pytest.approx(
         100 * zeroing["global_accuracy_after"], abs=1e-3)
     assert table4[("Global Accuracy", "Original")].iloc[0] == pytest.approx(
         100 * zeroing["global_accuracy_before"], abs=1e-3)
-    forget = table4[(f"Client 0 (label_{cls}) Accuracy", "Our")].iloc[0]
+    forget = table4[(f"Client 0 (label_{cls}) Accuracy", "FedCCCU")].iloc[0]
     value = summary(runs["fedcccu"]["unlearn"])["per_client_class_accuracy"]["0"][str(cls)]
     assert forget == pytest.approx(100 * value, abs=1e-3)
     table5 = pd.read_csv(tmp_path / "table5_forget_class.csv", index_col=0)
