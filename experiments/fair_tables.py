@@ -302,7 +302,7 @@ def build_fair_report(run_dirs: Mapping[str, Path], out_dir: Path) -> list[Path]
         ("table5_forget_class", "Tables 5/6: every client's forget-class accuracy before and "
          "after unlearning", table5(summaries), True),
         ("table7_per_class", "Tables 7/8: per-class accuracy of the first clients "
-         "(Our = FedCCCU; (↓) = forgotten class)", table7(summaries), True),
+         "((↓) = forgotten class)", table7(summaries), True),
         ("cost", "Cost of each route (client-epochs = local epochs summed over clients)",
          cost_table(summaries), False),
     ]
