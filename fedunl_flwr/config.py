@@ -65,7 +65,9 @@ class RunConfig:
     unlearn_rounds: int = 3
     unlearn_local_epochs: int = 0
     fair_others: str = "global"
-    zero_units: int = 10
+    zero_units: int = 50
+    zero_stop: bool = True
+    forget_target: float = -1.0
     attribution_top_n: int = 50
     attribution_steps: int = 20
     attribution_samples: int = 256
@@ -129,6 +131,8 @@ class RunConfig:
             (self.fair_others in ("global", "cached"),
              f"fair-others must be 'global' or 'cached', got {self.fair_others!r}"),
             (self.zero_units >= 1, "zero-units must be >= 1"),
+            (self.forget_target < 0 or self.forget_target <= 1,
+             "forget-target must be in [0, 1] (or negative: chance, 1/classes)"),
             (self.attribution_top_n >= 1, "attribution-top-n must be >= 1"),
             (self.attribution_steps >= 1, "attribution-steps must be >= 1"),
             (self.attribution_samples >= 1, "attribution-samples must be >= 1"),

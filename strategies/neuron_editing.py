@@ -20,7 +20,8 @@ from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from fedunl_flwr.federation import raise_on_errors
-from fedunl_flwr.phases import model_for
+from fedunl_flwr.metrics.forgetting import chance_target, forget_class_accuracy
+from fedunl_flwr.phases import evaluate_clients, model_for
 from fedunl_flwr.records import get_weights, record_to_weights, set_weights, state_keys, \
     weights_to_record
 from fedunl_flwr.unlearning.neurons import zero_units
@@ -34,6 +35,35 @@ def zero_units_in_arrays(run: UnlearningRun, arrays: ArrayRecord,
     set_weights(model, record_to_weights(arrays))
     zero_units(model, units)
     return weights_to_record(state_keys(model), get_weights(model))
+
+
+def zero_until_forgotten(grid: Grid, run: UnlearningRun, ranked: list[dict]
+                         ) -> tuple[ArrayRecord, list[dict], list[dict]]:
+    """Zero ``ranked`` units one at a time from the original model until the requesting
+    clients' forget-class test accuracy is at or below the target.
+
+    Returns the model, the steps (units zeroed, accuracy after) and the units zeroed.
+    """
+    requesting = list(run.request.clients)
+    target = chance_target(run.config.forget_target, run.federation.num_classes)
+    arrays = run.original.arrays
+    steps = []
+    for count in range(len(ranked) + 1):
+        if count:
+            arrays = zero_units_in_arrays(run, run.original.arrays,
+                                          [(u["site"], int(u["unit"])) for u in ranked[:count]])
+        accuracy = forget_class_accuracy(
+            evaluate_clients(grid, run.federation, arrays, requesting), requesting,
+            run.request.classes)
+        steps.append({"units": count, "forget_accuracy": accuracy})
+        log(INFO, "fedunl %s: %d unit(s) zeroed, requesting clients' forget-class "
+            "accuracy %.1f%% (target %.1f%%)", run.config.strategy, count, 100 * accuracy,
+            100 * target)
+        if not accuracy > target:  # reached (a NaN, no test sample, also stops)
+            return arrays, steps, ranked[:count]
+    log(INFO, "fedunl %s: the cap of %d unit(s) did not reach the target", run.config.strategy,
+        len(ranked))
+    return arrays, steps, ranked
 
 
 class NeuronEditRoute(UnlearningStrategyMixin, Strategy):
@@ -116,11 +146,24 @@ class NeuronEditRoute(UnlearningStrategyMixin, Strategy):
     # --- unlearning phase ---------------------------------------------------------
     @classmethod
     def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
-        """One query round from the original global model; no client trains."""
+        """One query round from the original global model; no client trains.
+
+        With ``zero-stop`` the ranked units are zeroed one at a time until the requesting
+        clients report (their own test data, an evaluation round) forget-class accuracy
+        at or below the target; ``zero-units`` caps the count.
+        """
         strategy = cls(run)
         result = strategy.start(grid, run.original.arrays, num_rounds=1)
+        arrays, steps = result.arrays, []
+        if run.config.zero_stop:
+            arrays, steps, chosen = zero_until_forgotten(grid, run, strategy.selected)
+            strategy.selected = chosen
         zeroed = sorted({(item["site"], int(item["unit"])) for item in strategy.selected})
-        return UnlearningOutcome(result.arrays, [], 0, {
+        return UnlearningOutcome(arrays, [], 0, {
+            "zero_stop": run.config.zero_stop,
+            "forget_target": chance_target(run.config.forget_target,
+                                           run.federation.num_classes),
+            "zeroing_steps": steps,
             "trained_clients": [],
             "queried_clients": strategy.query_clients(),
             "zeroed_units": [[site, unit] for site, unit in zeroed],

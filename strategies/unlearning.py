@@ -14,6 +14,7 @@ from flwr.supercore import log
 
 from fedunl_flwr.config import ConfigError, RunConfig, parse_int_list
 from fedunl_flwr.federation import Federation
+from fedunl_flwr.metrics.forgetting import collateral_damage
 from fedunl_flwr.phases import (TrainedModel, evaluate_clients, load_model_phase, model_for,
                                 save_model_phase, write_evaluation)
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
@@ -215,6 +216,9 @@ class UnlearningStrategyMixin:
         save_model_phase(store, TrainedModel(outcome.arrays, {}, outcome.history, store))
         after = evaluate_clients(grid, federation, outcome.arrays)
         before = original.evaluations or evaluate_clients(grid, federation, original.arrays)
+        if request.scope == "class":
+            outcome.extra["collateral_damage"] = collateral_damage(
+                before, after, request.clients, request.classes)
         write_evaluation(store, after, federation.class_names, {
             "phase": "unlearn", "strategy": cls.name, "request": request.as_dict(),
             "seconds": seconds, "client_epochs": outcome.client_epochs,
