@@ -54,6 +54,7 @@ class RunConfig:
     fraction_train: float = 1.0
     evaluate_every: int = 1
     aggregation: str = "weighted"
+    target_error: float = 0.0
     # Outputs
     results_dir: str = ""
     # Unlearning
@@ -115,6 +116,8 @@ class RunConfig:
             (self.model_init in INIT_SCHEMES,
              f"model-init must be one of {sorted(INIT_SCHEMES)}, got {self.model_init!r}"),
             (self.optimizer in ("adam", "sgd"), "optimizer must be 'adam' or 'sgd'"),
+            (0.0 <= self.target_error < 1.0,
+             f"target-error must be in [0, 1) (0 = fixed rounds), got {self.target_error}"),
             (self.aggregation in ("weighted", "mean"),
              f"aggregation must be 'weighted' or 'mean', got {self.aggregation!r}"),
             (self.learning_rate > 0, "learning-rate must be > 0"),
@@ -167,7 +170,7 @@ class RunConfig:
         """The settings that determine the original (FedAvg) model."""
         names = ("scenario", "num_clients", "dirichlet_alpha", "samples_per_client",
                  "test_samples_per_client", "seed", "model", "model_width", "model_norm",
-                 "model_init", "augment", "aggregation", "optimizer",
+                 "model_init", "augment", "aggregation", "target_error", "optimizer",
                  "learning_rate", "local_epochs", "batch_size", "num_server_rounds",
                  "fraction_train")
         values = asdict(self)

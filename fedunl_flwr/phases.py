@@ -151,7 +151,7 @@ def train_original(grid: Grid, config: RunConfig, federation: Federation,
         config.num_server_rounds, store.path)
     strategy = FedAvgTrain(federation, federation.partition_ids, config.num_server_rounds,
                            config.fraction_train, config.evaluate_every, config.seed,
-                           aggregation=config.aggregation)
+                           aggregation=config.aggregation, target_error=config.target_error)
     start = time.perf_counter()
     result = strategy.start(grid, initial_arrays(config, federation.num_classes, 0),
                             num_rounds=config.num_server_rounds)
@@ -161,5 +161,6 @@ def train_original(grid: Grid, config: RunConfig, federation: Federation,
     trained.evaluations = evaluate_clients(grid, federation, trained.arrays)
     write_evaluation(store, trained.evaluations, class_names,
                      {"phase": "train", "seconds": trained.seconds,
-                      "client_epochs": strategy.client_epochs})
+                      "client_epochs": strategy.client_epochs,
+                      "converged_round": strategy.converged_round})
     return trained

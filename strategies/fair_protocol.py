@@ -101,7 +101,8 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
         participants = self.requesting if self.fair else run.federation.partition_ids
         super().__init__(run.federation, participants, run.config.unlearn_rounds,
                          fraction_train=1.0, evaluate_every=run.config.evaluate_every,
-                         seed=run.config.seed, phase=f"unlearn-{self.name}")
+                         seed=run.config.seed, phase=f"unlearn-{self.name}",
+                         target_error=run.config.target_error)
         self.removal_value = ",".join(map(str, run.request.classes))
         self.cached = WeightedSum()
         self.cached_clients: list[int] = []
@@ -191,5 +192,6 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
             "client_epochs_by_client": {str(p): e for p, e in
                                         sorted(strategy.epochs_by_client.items())},
             "samples_trained": strategy.samples_trained,
+            "converged_round": strategy.converged_round,
             "unlearn_rounds": run.config.unlearn_rounds,
         })

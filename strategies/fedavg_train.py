@@ -64,11 +64,17 @@ class FedAvgTrain(FedAvg):
     aggregation : str (default: "weighted")
         ``weighted``: the mean weighted by sample count (FedAvg, seed 000 eq. 1);
         ``mean``: the unweighted mean over the clients (seed 001 eq. 13-14).
+    target_error : float (default: 0.0)
+        Seed 000 §3.1's convergence rule: when > 0, every round is evaluated and training
+        stops at the first round whose validation error (1 - pooled test accuracy) is at
+        or below it (recorded as ``converged_round``, T0); ``num_rounds`` is the cap.
+        The remaining rounds of Flower's loop then send nothing.
     """
 
     def __init__(self, federation: Federation, participants: list[int], num_rounds: int,
                  fraction_train: float = 1.0, evaluate_every: int = 1, seed: int = 0,
-                 phase: str = "train", aggregation: str = "weighted") -> None:
+                 phase: str = "train", aggregation: str = "weighted",
+                 target_error: float = 0.0) -> None:
         super().__init__(fraction_train=fraction_train, min_train_nodes=1,
                          min_evaluate_nodes=1, min_available_nodes=1)
         unknown = sorted(set(participants) - set(federation.clients))
@@ -83,11 +89,14 @@ class FedAvgTrain(FedAvg):
             raise ValueError(f"aggregation must be one of {sorted(AGGREGATION_WEIGHTS)}, "
                              f"got {aggregation!r}")
         self.aggregation = aggregation
+        self.target_error = target_error
+        self.converged_round: int | None = None
         self.rng = numpy_generator(seed, "sampling", phase)
         self.history: list[RoundRecord] = []
         self.client_arrays: dict[int, ArrayRecord] = {}
         self.client_epochs = 0
         self.expected_train: list[int] = []
+        self._evaluating = False
         self._start = time.perf_counter()
         self._round_start = self._start
         self._train_loss = math.nan
@@ -116,6 +125,9 @@ class FedAvgTrain(FedAvg):
                         grid: Grid) -> Iterable[Message]:
         """Send the global model to the sampled participants."""
         self._round_start = time.perf_counter()
+        self.expected_train = []
+        if self.converged_round is not None:
+            return []
         config["server-round"] = server_round
         config["phase"] = self.phase
         sampled = self.sample_participants(server_round)
@@ -145,20 +157,26 @@ class FedAvgTrain(FedAvg):
                 "metrics": MetricRecord({"weight": weigh(metrics),
                                          "train-loss": float(metrics["train-loss"])})}))
         self._trained = len(replies)
-        arrays = aggregate_arrayrecords(records, "weight") if records else None
-        metrics = aggregate_metricrecords(records, "weight") if records else None
-        self._train_loss = float(metrics["train-loss"]) if metrics else math.nan
+        if not records:  # converged: nothing was sent
+            return None, None
+        arrays = aggregate_arrayrecords(records, "weight")
+        metrics = aggregate_metricrecords(records, "weight")
+        self._train_loss = float(metrics["train-loss"])
         if not self._evaluates(server_round):
             self._log_round(server_round, math.nan)
         return arrays, metrics
 
     def _evaluates(self, server_round: int) -> bool:
-        return server_round % self.evaluate_every == 0 or server_round == self.num_rounds
+        if self.converged_round is not None:
+            return False
+        return (self.target_error > 0 or server_round % self.evaluate_every == 0
+                or server_round == self.num_rounds)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         """All clients evaluate the global model on their test split."""
-        if not self._evaluates(server_round):
+        self._evaluating = self._evaluates(server_round)
+        if not self._evaluating:
             return []
         config["server-round"] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
@@ -170,6 +188,8 @@ class FedAvgTrain(FedAvg):
                            ) -> MetricRecord | None:
         """Accuracy over all clients' test data; logs the round's progress line."""
         replies = list(replies)
+        if not self._evaluating:
+            return None
         raise_on_errors(replies, f"{self.phase} evaluation round {server_round}",
                         self.federation.node_ids(self.federation.partition_ids),
                         self.federation)
@@ -177,6 +197,10 @@ class FedAvgTrain(FedAvg):
         total = sum(sum(r.content["metrics"]["class-total"]) for r in replies)
         accuracy = correct / max(1, total)
         self._log_round(server_round, accuracy)
+        if self.target_error > 0 and 1.0 - accuracy <= self.target_error:
+            self.converged_round = server_round
+            log(INFO, "fedunl %s: converged at round %d (validation error %.4f <= %.4f)",
+                self.phase, server_round, 1.0 - accuracy, self.target_error)
         return MetricRecord({"accuracy": accuracy})
 
     def _log_round(self, server_round: int, accuracy: float) -> None:

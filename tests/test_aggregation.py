@@ -98,3 +98,41 @@ def test_a_lost_client_is_named_by_partition_and_node_id() -> None:
     with pytest.raises(ClientError, match=r"2 of 3 replied.*partition 1 \(node 101\)"):
         raise_on_errors(ok, "evaluation", fed.node_ids([0, 1, 2]), fed)
     raise_on_errors(ok, "evaluation", fed.node_ids([0, 2]), fed)  # all expected replied
+
+
+def eval_reply(pid: int, correct: int, total: int) -> Reply:
+    r = Reply(RecordDict({"metrics": MetricRecord({"partition-id": pid,
+                                                   "class-correct": [correct, 0],
+                                                   "class-total": [total, 0]})}))
+    return r
+
+
+def test_convergence_rule_stops_at_the_first_round_below_epsilon(monkeypatch) -> None:
+    """Seed 000 §3.1: train until the validation error falls below epsilon; T0 recorded;
+    later rounds of Flower's loop send nothing."""
+    from flwr.app import ConfigRecord
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)  # messages are built outside a run
+    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+    fed = federation(2)
+    strategy = FedAvgTrain(fed, [0, 1], 10, evaluate_every=5, target_error=0.2)
+    arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    accuracies = [(6, 10), (7, 10), (9, 10), (10, 10)]  # errors .4 .3 .1 0
+    for server_round, (correct, total) in enumerate(accuracies, start=1):
+        sent = strategy.configure_train(server_round, arrays, ConfigRecord(), None)
+        if server_round <= 3:
+            assert len(list(sent)) == 2
+            strategy.aggregate_train(server_round, [reply(0, 1.0, 1), reply(1, 1.0, 1)])
+            # every round is evaluated under the rule, whatever evaluate-every says
+            assert list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(), None))
+            strategy.aggregate_evaluate(server_round, [eval_reply(0, correct, total),
+                                                       eval_reply(1, correct, total)])
+        else:
+            assert list(sent) == [] and strategy.aggregate_train(server_round, []) == (None, None)
+            assert list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(),
+                                                    None)) == []
+    assert strategy.converged_round == 3
+    assert [row["round"] for row in strategy.history_rows()] == [1, 2, 3]
