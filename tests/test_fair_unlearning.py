@@ -454,7 +454,11 @@ def test_runner_validates_every_run_before_running(tmp_path):
         "forget-clients": "0,3", "download": True}
     name, preset = load_preset("fair-digits-cpu")
     assert name == "fair-digits-cpu" and preset["report"] == "fair"
-    assert [r["strategy"] for r in preset["runs"]] == list(ROUTES)
+    assert [r["strategy"] for r in preset["runs"]][:len(ROUTES)] == list(ROUTES)
+    variants = [(r["strategy"], r.get("fair-others"), r.get("zero-stop"))
+                for r in preset["runs"][len(ROUTES):]]
+    assert variants == [("delete-retrain", "cached", None), ("relabel-poison", "cached", None),
+                        ("neuron-zeroing", None, False), ("fedcccu", None, False)]
     plan_runs(load_preset("fair-images7-cpu")[1], {})
     plan_runs(load_preset("fair-digits-paper")[1], {})  # SVHN downloads: not checked
     for other in ("fair-images9-paper", "fair-images65-paper"):  # ImageNet never downloads
