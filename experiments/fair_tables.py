@@ -102,6 +102,12 @@ def _class_acc(block: dict, pid: int, class_id: int) -> float:
     return np.nan if value is None else 100.0 * float(value)
 
 
+def _test_count(block: dict, pid: int, class_id: int) -> int:
+    """Test samples behind a per-client per-class accuracy cell."""
+    counts = block.get("per_client_class_counts", {}).get(str(pid))
+    return int(counts[class_id]) if counts else -1
+
+
 def _request(summaries: Mapping[str, dict]) -> tuple[list[int], list[int]]:
     request = next(iter(summaries.values()))["request"]
     return [int(c) for c in request["clients"]], [int(c) for c in request["classes"]]
@@ -153,7 +159,8 @@ def table5(summaries: Mapping[str, dict]) -> pd.DataFrame:
             name = f"client {pid}" + (" (requesting)" if pid in clients else "")
             if len(classes) > 1:
                 name += f" {class_label(class_id)}"
-            rows[name] = {"Original": _class_acc(first["before"], pid, class_id),
+            rows[name] = {"test samples": _test_count(first["before"], pid, class_id),
+                          "Original": _class_acc(first["before"], pid, class_id),
                           **{col: _class_acc(s, pid, class_id) for col, s in columns}}
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -186,6 +193,7 @@ def table7(summaries: Mapping[str, dict], count: int = TABLE7_CLIENTS,
         for class_id in table7_classes(len(first["class_names"]), classes, limit):
             label = class_label(class_id) + (" (↓)" if class_id in classes else "")
             rows[(f"Client {pid}", label)] = {
+                "test samples": _test_count(first["before"], pid, class_id),
                 "Before": _class_acc(first["before"], pid, class_id),
                 **{col: _class_acc(s, pid, class_id) for col, s in columns}}
     frame = pd.DataFrame.from_dict(rows, orient="index")
@@ -194,7 +202,8 @@ def table7(summaries: Mapping[str, dict], count: int = TABLE7_CLIENTS,
 
 
 def cost_table(summaries: Mapping[str, dict]) -> pd.DataFrame:
-    """What each route cost the clients."""
+    """What each route cost the clients, and its collateral damage: the mean over the
+    non-requesting clients of their accuracy drop on their other classes."""
     rows = {}
     for name, summary in _columns(summaries):
         rows[name] = {
@@ -203,6 +212,9 @@ def cost_table(summaries: Mapping[str, dict]) -> pd.DataFrame:
             "clients trained": len(summary.get("trained_clients", [])),
             "samples trained": int(summary.get("samples_trained", 0)),
             "units zeroed": len(summary.get("zeroed_units", [])),
+            "collateral damage (pts)": (float(np.mean(list(damage.values())))
+                                        if (damage := summary.get("collateral_damage"))
+                                        else np.nan),
             "seconds": float(summary.get("seconds", 0.0)),
         }
     return pd.DataFrame.from_dict(rows, orient="index")

@@ -441,9 +441,10 @@ def test_report_builder_writes_the_papers_tables(runs, tmp_path):
     value = summary(runs["fedcccu"]["unlearn"])["per_client_class_accuracy"]["0"][str(cls)]
     assert forget == pytest.approx(100 * value, abs=1e-3)
     table5 = pd.read_csv(tmp_path / "table5_forget_class.csv", index_col=0)
-    assert len(table5) == 9 and list(table5.columns) == ["Original", *routes]
+    assert len(table5) == 9 and list(table5.columns) == ["test samples", "Original", *routes]
+    assert (table5["test samples"] >= 0).all()
     table7 = pd.read_csv(tmp_path / "table7_per_class.csv", index_col=[0, 1])
-    assert len(table7) == 3 * 10 and list(table7.columns) == ["Before", *routes]
+    assert len(table7) == 3 * 10 and list(table7.columns) == ["test samples", "Before", *routes]
     assert "(↓)" in (tmp_path / "table7_per_class.md").read_text()
 
 
@@ -490,4 +491,4 @@ def test_runner_runs_a_preset_and_writes_its_report(runs, tmp_path, data_dir):
     out = results_dir / "reports" / "tiny"
     assert (out / "table4_global.csv") in written and (out / "report.md").exists()
     table5 = pd.read_csv(out / "table5_forget_class.csv", index_col=0)
-    assert list(table5.columns) == ["Original", "zero-5"]
+    assert list(table5.columns) == ["test samples", "Original", "zero-5"]
