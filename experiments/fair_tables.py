@@ -286,8 +286,45 @@ def figure4(summaries: Mapping[str, dict], path: Path) -> Path:
     return path
 
 
+def figure2(summaries: Mapping[str, dict], path: Path) -> Path | None:
+    """Seed 000 Figure 2: each client's training samples per class (stacked bars,
+    coloured by class; the x label names the client's domain). None when the summaries
+    predate the recorded class counts."""
+    first = next(iter(summaries.values()))
+    counts = first.get("train_class_counts")
+    if not counts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clients = sorted(counts, key=int)
+    matrix = np.array([counts[p] for p in clients], dtype=float)
+    domains = first.get("client_domains", {})
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(clients)), 4))
+    bottom = np.zeros(len(clients))
+    cmap = plt.get_cmap("tab20", matrix.shape[1])
+    for class_id in range(matrix.shape[1]):
+        ax.bar(range(len(clients)), matrix[:, class_id], bottom=bottom, color=cmap(class_id),
+               label=first["class_names"][class_id])
+        bottom += matrix[:, class_id]
+    ax.set_xticks(range(len(clients)),
+                  [f"C{int(p) + 1}\n{domains.get(p, '')}" for p in clients], fontsize=8)
+    ax.set_ylabel("training samples")
+    ax.set_title("Data distribution per client (Figure 2)")
+    if matrix.shape[1] <= 20:
+        ax.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def build_fair_report(run_dirs: Mapping[str, Path], out_dir: Path) -> list[Path]:
-    """Write Tables 4, 5/6, 7/8, the cost table, Figure 4 and ``report.md``.
+    """Write Tables 4, 5/6, 7/8, the cost table, Figures 2 and 4 and ``report.md``.
 
     Parameters
     ----------
@@ -334,6 +371,10 @@ def build_fair_report(run_dirs: Mapping[str, Path], out_dir: Path) -> list[Path]
     figure = figure4(summaries, out_dir / "figure4_accuracy.png")
     written.append(figure)
     sections.append(f"![Figure 4]({figure.name})\n")
+    distribution = figure2(summaries, out_dir / "figure2_distribution.png")
+    if distribution is not None:
+        written.append(distribution)
+        sections.append(f"![Figure 2]({distribution.name})\n")
     report = out_dir / "report.md"
     atomic_write_bytes(report, "\n".join(sections).encode())
     written.append(report)

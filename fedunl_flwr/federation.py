@@ -24,6 +24,7 @@ class ClientInfo:
     num_train: int
     num_test: int
     train_class_counts: tuple[int, ...]
+    domain: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ def discover_federation(grid: Grid, expected_clients: int) -> Federation:
             raise ValueError(f"two nodes report partition-id {pid}")
         clients[pid] = ClientInfo(pid, reply.metadata.src_node_id, int(metrics["num-train"]),
                                   int(metrics["num-test"]),
-                                  tuple(int(c) for c in metrics["train-class-counts"]))
+                                  tuple(int(c) for c in metrics["train-class-counts"]),
+                                  str(reply.content["info"]["domain"]))
         class_names.add(tuple(reply.content["info"]["class-names"]))
     if len(class_names) != 1:
         raise ValueError(f"clients disagree on the label space: {sorted(class_names)}")

@@ -221,6 +221,9 @@ class UnlearningStrategyMixin:
                 before, after, request.clients, request.classes)
         write_evaluation(store, after, federation.class_names, {
             "phase": "unlearn", "strategy": cls.name, "request": request.as_dict(),
+            "train_class_counts": {str(p): list(c.train_class_counts)
+                                   for p, c in sorted(federation.clients.items())},
+            "client_domains": {str(p): c.domain for p, c in sorted(federation.clients.items())},
             "seconds": seconds, "client_epochs": outcome.client_epochs,
             "before": accuracy_summary(before),
             "global_accuracy_before": accuracy_summary(before)["global_accuracy"],

@@ -446,6 +446,7 @@ def test_report_builder_writes_the_papers_tables(runs, tmp_path):
     table7 = pd.read_csv(tmp_path / "table7_per_class.csv", index_col=[0, 1])
     assert len(table7) == 3 * 10 and list(table7.columns) == ["test samples", "Before", *routes]
     assert "(↓)" in (tmp_path / "table7_per_class.md").read_text()
+    assert (tmp_path / "figure2_distribution.png").stat().st_size > 1000
 
 
 def test_runner_validates_every_run_before_running(tmp_path):
