@@ -174,7 +174,10 @@ class RunConfig:
                  "learning_rate", "local_epochs", "batch_size", "num_server_rounds",
                  "fraction_train")
         values = asdict(self)
-        return {name: values[name] for name in names}
+        key = {name: values[name] for name in names}
+        if not key["target_error"]:  # fixed rounds: the key (and stored phases) of before
+            del key["target_error"]
+        return key
 
     def unlearning_key(self) -> dict[str, Any]:
         """The settings that determine an unlearning run (includes the training key)."""

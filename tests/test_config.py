@@ -74,3 +74,9 @@ def test_results_dir_from_env(monkeypatch, tmp_path):
     assert RunConfig().resolved_results_dir() == tmp_path.resolve()
     assert RunConfig(results_dir=str(tmp_path / "x")).resolved_results_dir() == \
         (tmp_path / "x").resolve()
+
+
+def test_target_error_enters_the_training_key_only_when_set():
+    fixed = RunConfig().training_key()
+    assert "target_error" not in fixed  # stored phases of fixed-round runs keep their key
+    assert RunConfig(target_error=0.05).training_key()["target_error"] == 0.05
