@@ -73,16 +73,32 @@ def raise_on_errors(replies: list[Message], what: str, expected: list[int] | Non
                       f"{reasons}")
 
 
-def wait_for_nodes(grid: Grid, expected: int, timeout: float = 600.0) -> list[int]:
-    """Node ids once ``expected`` nodes are connected (real deployments connect late)."""
+#: Seconds to wait for the expected clients: a simulation registers all its virtual
+#: nodes at once, real SuperNodes connect late.
+SIMULATION_NODE_WAIT = 10.0
+DEPLOYMENT_NODE_WAIT = 600.0
+
+
+def wait_for_nodes(grid: Grid, expected: int, timeout: float | None = None) -> list[int]:
+    """Node ids once ``expected`` nodes are connected.
+
+    In a simulation (Flower's in-memory grid) a shortfall is final, so it fails within
+    seconds and says how to fix it; a deployment waits up to ``DEPLOYMENT_NODE_WAIT``.
+    """
+    simulated = type(grid).__name__ == "InMemoryGrid"
+    if timeout is None:
+        timeout = SIMULATION_NODE_WAIT if simulated else DEPLOYMENT_NODE_WAIT
     deadline = time.monotonic() + timeout
     while True:
         node_ids = list(grid.get_node_ids())
         if len(node_ids) >= expected:
             return node_ids
         if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(node_ids)} of {expected} clients connected "
-                               f"after {timeout:.0f} s")
+            fix = (f"pass --federation-config 'num-supernodes={expected}' to flwr run (or "
+                   "use scripts/flwr_run.py, which sets it from the scenario)" if simulated
+                   else "start the missing SuperNodes (one per partition id)")
+            raise TimeoutError(f"expected {expected} clients, {len(node_ids)} connected "
+                               f"after {timeout:.0f} s: {fix}")
         time.sleep(1.0)
 
 

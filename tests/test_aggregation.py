@@ -136,3 +136,20 @@ def test_convergence_rule_stops_at_the_first_round_below_epsilon(monkeypatch) ->
                                                     None)) == []
     assert strategy.converged_round == 3
     assert [row["round"] for row in strategy.history_rows()] == [1, 2, 3]
+
+
+def test_a_simulation_with_too_few_nodes_fails_within_seconds() -> None:
+    import time
+
+    from fedunl_flwr.federation import wait_for_nodes
+
+    class InMemoryGrid:  # the name Flower's simulation grid has
+        def get_node_ids(self):
+            return [1, 2]
+
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"expected 9 clients, 2 connected.*"
+                                           r"num-supernodes=9"):
+        wait_for_nodes(InMemoryGrid(), 9, timeout=0.5)
+    assert time.monotonic() - start < 5
+    assert wait_for_nodes(InMemoryGrid(), 2) == [1, 2]

@@ -120,6 +120,16 @@ def test_failed_run_is_reported_as_failure(tmp_path):
     assert "holds no training sample" in result.stdout and "finished:failed" in result.stdout
 
 
+def test_too_few_simulated_nodes_fail_within_seconds(tmp_path):
+    env = {**os.environ, "FEDUNL_RESULTS_DIR": str(tmp_path),
+           "FLWR_HOME": str(tmp_path / ".flwr")}
+    result = subprocess.run([sys.executable, "scripts/flwr_run.py", "--num-supernodes", "2"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "expected 9 clients, 2 connected after 10 s" in result.stdout
+    assert "num-supernodes=9" in result.stdout
+
+
 def test_sigterm_stops_everything_the_run_started(tmp_path):
     import signal
     import time
