@@ -91,6 +91,7 @@ class MemorizationWork:
             _, x, y = self._forget_set(config)
         else:
             x, y = self.training_set(config)
+            _check_aggregate(len(y), "mean_gradient")
         if len(y):
             grads = mean_loss_gradient(self.model, x, y)
         else:
@@ -120,6 +121,7 @@ class MemorizationWork:
         """Loss of the model over the client's remaining training data."""
         set_weights(self.model, _required(weights, "local_loss"))
         x, y = self.training_set(config)
+        _check_aggregate(len(y), "local_loss")
         result = evaluate_model(self.model, x, y, self.num_classes)
         return {"metrics": {"partition-id": self.partition_id, "loss-sum": result.loss_sum,
                             "num-examples": result.num_examples}}
@@ -181,3 +183,16 @@ def _required(weights: list[np.ndarray] | None, action: str) -> list[np.ndarray]
     if weights is None:
         raise ValueError(f"query {action!r} needs the model in the message's 'arrays'")
     return weights
+
+
+#: Fewest samples an aggregate answer (a mean gradient or loss over "the remaining
+#: data") may cover: a server that excluded all but one sample would read its label.
+MIN_AGGREGATE_SAMPLES = 10
+
+
+def _check_aggregate(count: int, action: str) -> None:
+    """An aggregate over "the remaining data" must cover several samples (0 = none is
+    fine: nothing is revealed); fewer would reveal single samples' labels."""
+    if 0 < count < MIN_AGGREGATE_SAMPLES:
+        raise PermissionError(f"query.{action} would cover only {count} sample(s); at least "
+                              f"{MIN_AGGREGATE_SAMPLES} are needed so no single sample shows")

@@ -51,6 +51,53 @@ def _client_for(config: RunConfig, partition_id: int, data_file: str) -> FedunlC
                         scenario.in_channels, class_names)
 
 
+#: Query actions that answer about individual samples (evaluation of the unlearning):
+#: per-sample outputs and losses, and a gradient over the forget data.
+SAMPLE_LEVEL_QUERIES = ("per_sample", "csl")
+
+def check_query_allowed(action: str, config: Mapping[str, Any],
+                        node_config: Mapping[str, Any]) -> None:
+    """Refuse queries that would reveal individual samples, unless the node allows them.
+
+    Threat model: the server (or whoever controls it) may send any model and any config.
+    Answers about single samples (true-label probabilities, losses, gradients of a
+    handful of samples) under a crafted model reveal their labels. A simulated node
+    (Flower sets ``num-partitions``) answers everything: the experimenter owns all data.
+    A real SuperNode answers sample-level queries only with node config
+    ``allow-evaluation-queries=true``, and only about its own unlearning request, set in
+    its node config as ``forget-request`` (``all``: the client leaves;
+    ``classes:0,3``; ``samples:1,2,3``), never another selection.
+
+    Raises
+    ------
+    PermissionError
+        With the reason and the node-config setting that would allow it.
+    """
+    if "num-partitions" in node_config:
+        return
+    sample_level = action in SAMPLE_LEVEL_QUERIES or (
+        action == "mean_gradient" and config.get("data") == "forget")
+    if not sample_level:
+        return
+    if not node_config.get("allow-evaluation-queries", False):
+        raise PermissionError(
+            f"query.{action} answers about individual samples; this SuperNode refuses it "
+            "(node config allow-evaluation-queries=true and forget-request=... allow it)")
+    own = str(node_config.get("forget-request", ""))
+    asked = ("all" if config.get("forget-all") else
+             f"classes:{config['forget-classes']}" if config.get("forget-classes") else
+             f"samples:{config['forget-samples']}" if config.get("forget-samples") else "")
+    if not own or _normalised(asked) != _normalised(own):
+        raise PermissionError(f"query.{action} asks about {asked or 'no samples'!r}, but this "
+                              f"SuperNode's own unlearning request is {own or 'not set'!r}")
+
+
+def _normalised(request: str) -> str:
+    kind, _, ids = request.partition(":")
+    numbers = sorted({int(i) for i in ids.split(",") if i.strip()}) if ids else []
+    return f"{kind}:{','.join(map(str, numbers))}"
+
+
 def get_client(context: Context, overrides: Mapping[str, Any] | None = None
                ) -> FedunlClient:
     """This node's client (cached per process: Ray actors serve many messages)."""
@@ -74,6 +121,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
 
     def answer(action: str):
         def handler(message: Message, context: Context) -> Message:
+            check_query_allowed(action, _config(message), context.node_config)
             client = get_client(context, overrides)
             arrays = message.content.array_records.get("arrays")
             reply = client.answer_query(action, record_to_weights(arrays) if arrays else None,

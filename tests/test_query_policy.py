@@ -1,0 +1,63 @@
+"""Sample-level queries on real SuperNodes: refused unless the node allows them, and then
+only about the node's own unlearning request (the label-leak probe of issue 12)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clients.memorization import MIN_AGGREGATE_SAMPLES
+from fedunl_flwr.client_app import check_query_allowed
+
+SIMULATED = {"partition-id": 0, "num-partitions": 10}
+DEPLOYED = {"partition-id": 0, "data-file": "/data/site0.npz"}
+
+
+def test_simulated_nodes_answer_evaluation_queries() -> None:
+    check_query_allowed("per_sample", {"forget-all": True}, SIMULATED)
+    check_query_allowed("mean_gradient", {"data": "forget", "forget-samples": "3"}, SIMULATED)
+
+
+@pytest.mark.parametrize("action, config", [
+    ("per_sample", {"forget-all": True}),      # the crafted-model probe: every label
+    ("csl", {"forget-all": True}),
+    ("mean_gradient", {"data": "forget", "forget-samples": "3"}),  # one sample's gradient
+])
+def test_a_real_supernode_refuses_sample_level_queries_by_default(action, config) -> None:
+    with pytest.raises(PermissionError, match="allow-evaluation-queries"):
+        check_query_allowed(action, config, DEPLOYED)
+
+
+def test_allowed_nodes_answer_only_about_their_own_request() -> None:
+    node = {**DEPLOYED, "allow-evaluation-queries": True, "forget-request": "samples:7,3"}
+    check_query_allowed("per_sample", {"forget-samples": "3,7"}, node)
+    with pytest.raises(PermissionError, match="own unlearning request is 'samples:7,3'"):
+        check_query_allowed("per_sample", {"forget-all": True}, node)
+    with pytest.raises(PermissionError, match="asks about 'samples:3'"):
+        check_query_allowed("per_sample", {"forget-samples": "3"}, node)
+    unset = {**DEPLOYED, "allow-evaluation-queries": True}
+    with pytest.raises(PermissionError, match="not set"):
+        check_query_allowed("per_sample", {"forget-all": True}, unset)
+
+
+def test_aggregate_queries_are_answered_but_never_about_a_handful(tmp_path) -> None:
+    from clients.fedunl_client import FedunlClient
+    from fedunl_flwr.config import RunConfig
+    from fedunl_flwr.data.scenarios import ClientData
+    from fedunl_flwr.records import get_weights
+
+    check_query_allowed("mean_gradient", {}, DEPLOYED)  # the remaining data: allowed
+    check_query_allowed("local_loss", {}, DEPLOYED)
+    rng = np.random.default_rng(0)
+    data = ClientData(0, "synthetic", rng.integers(0, 255, (20, 8, 8), dtype=np.uint8),
+                      np.arange(20) % 4, rng.integers(0, 255, (4, 8, 8), dtype=np.uint8),
+                      np.arange(4) % 4)
+    client = FedunlClient(data, RunConfig(results_dir=str(tmp_path), model="cnn",
+                                          model_width=4), "cnn", 1, tuple("abcd"))
+    weights = get_weights(client.model)
+    keep_one = ",".join(map(str, range(1, 20)))  # exclude all but sample 0
+    with pytest.raises(PermissionError, match=f"at least {MIN_AGGREGATE_SAMPLES}"):
+        client.query_mean_gradient(weights, {"exclude-samples": keep_one})
+    with pytest.raises(PermissionError, match="only 1 sample"):
+        client.query_local_loss(weights, {"exclude-samples": keep_one})
+    assert client.query_mean_gradient(weights, {})["metrics"]["num-samples"] == 20
