@@ -21,6 +21,9 @@ COPY clients ./clients
 COPY experiments ./experiments
 COPY scripts ./scripts
 
-# Default: a SuperNode; pass e.g. --superlink HOST:9092 --node-config "partition-id=0 data-file='/data/site0.npz'".
+# Default: a SuperNode. Pass the transport yourself: --root-certificates /certs/ca.crt
+# (TLS) or --insecure (a trusted network only), and e.g. --superlink HOST:8000
+# --node-config "partition-id=0 data-file='/data/site0.npz'" (Flower 1.41 serves the
+# Fleet API on the SuperLink's HTTP port, 8000 by default).
 # For the server side run `flower-superlink` in this image and `flwr run . <connection>` from /app.
-ENTRYPOINT ["flower-supernode", "--insecure"]
+ENTRYPOINT ["flower-supernode"]
