@@ -58,9 +58,10 @@ def initial_arrays(config: RunConfig, num_classes: int, init_index: int) -> Arra
     return weights_to_record(state_keys(model), get_weights(model))
 
 
-def central_test_accuracy(config: RunConfig, num_classes: int, arrays: ArrayRecord
-                          ) -> float | None:
-    """Accuracy of ``arrays`` on the scenario's real test sets, evaluated by the server.
+def central_test_accuracies(config: RunConfig, num_classes: int,
+                            models: list[ArrayRecord]) -> list[float] | None:
+    """Accuracy of each of ``models`` on the scenario's real test sets, evaluated by the
+    server (the test images are converted once for all of them).
 
     None when the server cannot read the datasets (a deployment whose data lives only
     on the SuperNodes); callers then report the pooled client test splits and say so.
@@ -70,16 +71,16 @@ def central_test_accuracy(config: RunConfig, num_classes: int, arrays: ArrayReco
                                        config.download)
     except (FileNotFoundError, OSError):
         return None
-    model = model_for(config, num_classes).to(get_device())
-    set_weights(model, record_to_weights(arrays))
     in_channels = get_scenario(config.scenario).in_channels
-    correct = total = 0
-    for _, x_test, y_test in test_sets:
-        result = evaluate_model(model, images_to_tensor(x_test, in_channels),
-                                labels_to_tensor(y_test), num_classes)
-        correct += int(result.class_correct.sum())
-        total += result.num_examples
-    return correct / max(1, total)
+    tensors = [(images_to_tensor(x, in_channels), labels_to_tensor(y)) for _, x, y in test_sets]
+    model = model_for(config, num_classes).to(get_device())
+    accuracies = []
+    for arrays in models:
+        set_weights(model, record_to_weights(arrays))
+        results = [evaluate_model(model, x, y, num_classes) for x, y in tensors]
+        correct = sum(int(r.class_correct.sum()) for r in results)
+        accuracies.append(correct / max(1, sum(r.num_examples for r in results)))
+    return accuracies
 
 
 def evaluate_clients(grid: Grid, federation: Federation, arrays: ArrayRecord,

@@ -109,10 +109,12 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
         self.others = run.config.fair_others
         if self.fair:
             others = [p for p in run.federation.partition_ids if p not in self.requesting]
-            kept = (cached_models(run.original, others) if self.others == "cached"
-                    else {p: run.original.arrays for p in others})
-            for pid, arrays in kept.items():
-                self.cached.add(arrays, run.federation.clients[pid].num_train)
+            if self.others == "cached":
+                for pid, arrays in cached_models(run.original, others).items():
+                    self.cached.add(arrays, run.federation.clients[pid].num_train)
+            else:  # the same global model for every other client: one weighted term
+                self.cached.add(run.original.arrays,
+                                sum(run.federation.clients[p].num_train for p in others))
             self.cached_clients = others
         self.epochs_by_client: dict[int, int] = {p: 0 for p in run.federation.partition_ids}
         self.samples_trained = 0

@@ -40,7 +40,7 @@ from fedunl_flwr.metrics.memorization import (DATASET_ROW_LABEL, MEMORIZATION_GR
                                               assign_memorization_groups, group_accuracies,
                                               grouped_memorization_table, memorization_scores)
 from fedunl_flwr.metrics.timing import csl_memorization_agreement, speedup, time_to_peak
-from fedunl_flwr.phases import central_test_accuracy, evaluate_clients
+from fedunl_flwr.phases import central_test_accuracies, evaluate_clients
 from fedunl_flwr.reports.accuracy import global_accuracy
 from strategies.remaining import (forget_config, forget_holders,
                                   remaining_participants)
@@ -208,20 +208,16 @@ def test_accuracies(config, federation: Federation, original: ArrayRecord,
 
     Falls back to the pooled client test splits when the server cannot read the data.
     """
-    num_classes = federation.num_classes
-    central = central_test_accuracy(config, num_classes, original)
+    models = [original, unlearned, *(retrained.models[j].arrays for j in reference)]
+    central = central_test_accuracies(config, federation.num_classes, models)
     if central is None:
         return {"test_set": "pooled client test splits (the server has no dataset)",
                 "original": 100.0 * global_accuracy(before),
                 "unlearned": 100.0 * global_accuracy(after),
                 "retrained": [100.0 * retrained.test_accuracies[j] for j in reference]}
     return {"test_set": "the scenario's real test set(s), evaluated by the server",
-            "original": 100.0 * central,
-            "unlearned": 100.0 * central_test_accuracy(config, num_classes, unlearned),
-            "retrained": [100.0 * central_test_accuracy(config, num_classes,
-                                                        retrained.models[j].arrays)
-                          for j in reference]}
-
+            "original": 100.0 * central[0], "unlearned": 100.0 * central[1],
+            "retrained": [100.0 * a for a in central[2:]]}
 
 
 def _accuracy_row(correct: np.ndarray, groups: np.ndarray) -> list[float | None]:

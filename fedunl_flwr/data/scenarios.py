@@ -157,6 +157,11 @@ def load_domain(dataset: str, data_dir: Path, download: bool) -> ImageDataset:
     return load_dataset(dataset, data_dir, download=download)
 
 
+def shared_classes(domains: list[ImageDataset]) -> list[int]:
+    """The labels present in every domain's training set (the shared label space)."""
+    return sorted(set.intersection(*(set(np.unique(d.y_train).tolist()) for d in domains)))
+
+
 def _restrict(data: ImageDataset, keep: list[int]) -> tuple[np.ndarray, ...]:
     """Keep the shared classes and relabel them to ``0..len(keep)-1``."""
     relabel = np.full(max(data.num_classes, max(keep) + 1), -1, dtype=np.int64)
@@ -179,7 +184,7 @@ def build_federated_data(scenario_name: str, num_clients: int, alpha: float,
     scenario = get_scenario(scenario_name)
     alpha = scenario.alpha or alpha
     domains = [load_domain(g.dataset, Path(data_dir), download) for g in scenario.groups]
-    shared = sorted(set.intersection(*(set(np.unique(d.y_train).tolist()) for d in domains)))
+    shared = shared_classes(domains)
     class_names = tuple(domains[0].class_names[c] for c in shared)
     rng = np.random.default_rng(seed)
     clients: list[ClientData] = []
@@ -226,7 +231,7 @@ def scenario_test_sets(scenario_name: str, data_dir: str, download: bool = False
     scenario = get_scenario(scenario_name)
     datasets = list(dict.fromkeys(g.dataset for g in scenario.groups))
     domains = [load_domain(name, Path(data_dir), download) for name in datasets]
-    shared = sorted(set.intersection(*(set(np.unique(d.y_train).tolist()) for d in domains)))
+    shared = shared_classes(domains)
     sets = []
     for name, domain in zip(datasets, domains):
         _, _, x_test, y_test = _restrict(domain, shared)
