@@ -12,7 +12,7 @@ Two query actions, each answered from the global model the server sends:
     The client computes the integrated-gradient attribution of every unit for every
     class it holds (seed 000 eq. 2-4; at most ``samples-per-class`` training samples
     per class, ``steps`` Riemann steps) and returns only its top-N
-    ``(site, unit, score)`` entries per class, encoded by :func:`encode_entries`.
+    ``(site, unit, score)`` entries per class, encoded by :func:`fedunl_flwr.protocol.encode_entries`.
 
 Retraining with a deleted or relabelled class needs no extra code here: the train
 message's config carries ``exclude-classes`` / ``relabel-classes`` and
@@ -28,62 +28,15 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from fedunl_flwr.config import parse_int_list
+from fedunl_flwr import protocol
+from fedunl_flwr.protocol import activation_key, encode_entries
 from fedunl_flwr.records import set_weights
 from fedunl_flwr.seeding import torch_generator
-from fedunl_flwr.unlearning.neurons import (Entry, integrated_gradient_attribution,
-                                            mean_activations, top_units_per_class)
+from fedunl_flwr.unlearning.neurons import (integrated_gradient_attribution, mean_activations,
+                                            top_units_per_class)
 
 # Rows (samples x steps) x pixels per attribution pass: 1024 rows of 32x32 images.
 ATTRIBUTION_PIXEL_ROWS = 1024 * 32 * 32
-ACTIVATION_KEY_SEPARATOR = "|"
-
-
-def activation_key(class_id: int, site: str) -> str:
-    """ArrayRecord key of one class's mean activations at one site."""
-    return f"{class_id}{ACTIVATION_KEY_SEPARATOR}{site}"
-
-
-def split_activation_key(key: str) -> tuple[int, str]:
-    """Inverse of :func:`activation_key`."""
-    class_id, _, site = key.partition(ACTIVATION_KEY_SEPARATOR)
-    return int(class_id), site
-
-
-def encode_entries(lists: Mapping[int, list[Entry]]) -> tuple[dict[str, list], dict[str, list]]:
-    """Per-class top-N lists as parallel lists: ``(metrics, info)`` of a reply.
-
-    ``metrics`` holds ``entry-class`` (int), ``entry-unit`` (int) and ``entry-score``
-    (float); ``info`` holds ``entry-site`` (str); entry ``i`` of each list belongs
-    together. Classes appear in ascending order, each list in its ranked order.
-    """
-    classes, units, scores, sites = [], [], [], []
-    for class_id in sorted(lists):
-        for site, unit, score in lists[class_id]:
-            classes.append(int(class_id))
-            sites.append(str(site))
-            units.append(int(unit))
-            scores.append(float(score))
-    return ({"entry-class": classes, "entry-unit": units, "entry-score": scores},
-            {"entry-site": sites})
-
-
-def decode_entries(metrics: Mapping[str, Any], info: Mapping[str, Any]
-                   ) -> dict[int, list[Entry]]:
-    """Inverse of :func:`encode_entries` (checks that the lists line up)."""
-    classes = [int(c) for c in metrics.get("entry-class", [])]
-    units = [int(u) for u in metrics.get("entry-unit", [])]
-    scores = [float(s) for s in metrics.get("entry-score", [])]
-    sites = [str(s) for s in info.get("entry-site", [])]
-    if not len(classes) == len(units) == len(scores) == len(sites):
-        raise ValueError(f"attribution reply lists differ in length: {len(classes)} classes, "
-                         f"{len(units)} units, {len(scores)} scores, {len(sites)} sites")
-    lists: dict[int, list[Entry]] = {}
-    for class_id, site, unit, score in zip(classes, sites, units, scores):
-        lists.setdefault(class_id, []).append((site, unit, score))
-    return lists
-
-
 def attribution_batch_size(sample_shape: tuple[int, ...], steps: int) -> int:
     """Samples per attribution pass: about 1024 rows of 32x32 per pass, fewer for big images."""
     pixels = int(np.prod(sample_shape[1:])) if len(sample_shape) > 1 else 1
@@ -99,7 +52,7 @@ class FairUnlearningWork:
     present) and the functions it calls move each batch there.
     """
 
-    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = ("activations", "attribution")
+    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = (protocol.ACTIVATIONS, protocol.ATTRIBUTION)
 
     def query_activations(self, weights: list[np.ndarray] | None, config: dict
                           ) -> dict[str, Mapping[str, Any]]:
@@ -113,7 +66,7 @@ class FairUnlearningWork:
         if weights is None:
             raise ValueError("query 'activations' needs the global model's arrays")
         set_weights(self.model, weights)
-        classes = parse_int_list(str(config.get("classes", "")), "classes")
+        classes = protocol.decode_ids(config.get(protocol.CLASSES), protocol.CLASSES)
         if not classes:
             raise ValueError("query 'activations' needs config 'classes'")
         arrays: dict[str, np.ndarray] = {}
@@ -126,7 +79,7 @@ class FairUnlearningWork:
             for site, means in mean_activations(self.model, self.x_train[mask]).items():
                 arrays[activation_key(class_id, site)] = means
         return {"arrays": arrays,
-                "metrics": {"partition-id": self.partition_id, "classes": classes,
+                "metrics": {protocol.PARTITION_ID: self.partition_id, "classes": classes,
                             "class-samples": counts}}
 
     def attribution_samples(self, per_class: int) -> torch.Tensor:
@@ -147,18 +100,18 @@ class FairUnlearningWork:
 
         Config: ``steps`` (m), ``top-n`` (N), ``samples-per-class`` (cap per
         class), optional ``classes`` (default: every class the client holds).
-        Returns the entries (see :func:`encode_entries`) plus ``num-samples``,
-        ``class-samples`` (per scored class) and ``attribution-seconds``.
+        Returns the entries (see :func:`fedunl_flwr.protocol.encode_entries`) plus
+        ``num-samples``, ``class-samples`` (per scored class) and ``attribution-seconds``.
         """
         if weights is None:
             raise ValueError("query 'attribution' needs the global model's arrays")
         set_weights(self.model, weights)
-        steps = int(config.get("steps", self.config.attribution_steps))
-        top_n = int(config.get("top-n", self.config.attribution_top_n))
-        per_class = int(config.get("samples-per-class", self.config.attribution_samples))
+        steps = int(config.get(protocol.STEPS, self.config.attribution_steps))
+        top_n = int(config.get(protocol.TOP_N, self.config.attribution_top_n))
+        per_class = int(config.get(protocol.SAMPLES_PER_CLASS, self.config.attribution_samples))
         positions = self.attribution_samples(per_class)
-        if config.get("classes"):
-            wanted = torch.tensor(parse_int_list(str(config["classes"]), "classes"))
+        if config.get(protocol.CLASSES):
+            wanted = torch.tensor(protocol.decode_ids(config[protocol.CLASSES], protocol.CLASSES))
             positions = positions[torch.isin(self.y_train[positions], wanted)]
         x, y = self.x_train[positions], self.y_train[positions]
         device = next(self.model.parameters()).device
@@ -172,7 +125,7 @@ class FairUnlearningWork:
         seconds = time.perf_counter() - start
         metrics, info = encode_entries(top_units_per_class(scores, top_n))
         counts = torch.bincount(y, minlength=self.num_classes).tolist()
-        return {"metrics": {**metrics, "partition-id": self.partition_id,
+        return {"metrics": {**metrics, protocol.PARTITION_ID: self.partition_id,
                             "num-samples": len(y), "class-samples": counts,
                             "attribution-seconds": seconds},
                 "info": info}

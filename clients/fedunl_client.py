@@ -12,11 +12,13 @@ from flwr.compat.client.numpy_client import NumPyClient
 from clients.fair_unlearning import FairUnlearningWork
 from clients.local_training import TrainSettings, train_epochs
 from clients.memorization import MemorizationWork
-from fedunl_flwr.config import RunConfig, parse_int_list
+from fedunl_flwr import protocol
+from fedunl_flwr.config import RunConfig
 from fedunl_flwr.data.scenarios import ClientData
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.metrics.evaluation import evaluate_model
 from fedunl_flwr.models import build_model, get_device
+from fedunl_flwr.protocol import DataChange
 from fedunl_flwr.records import get_weights, set_weights
 from fedunl_flwr.seeding import torch_generator
 
@@ -43,7 +45,7 @@ class BaseClient(NumPyClient):
     """
 
     # Query actions served by this class (``query.<action>`` -> ``query_<action>``).
-    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = ("describe",)
+    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = (protocol.DESCRIBE,)
 
     def __init__(self, data: ClientData, config: RunConfig, model_name: str,
                  in_channels: int, class_names: tuple[str, ...]) -> None:
@@ -79,7 +81,7 @@ class BaseClient(NumPyClient):
         """What the server may know of this client: sizes, label counts, class names."""
         return {
             "metrics": {
-                "partition-id": self.partition_id,
+                protocol.PARTITION_ID: self.partition_id,
                 "num-train": len(self.y_train),
                 "num-test": len(self.y_test),
                 "train-class-counts": np.bincount(self.data.y_train,
@@ -91,32 +93,32 @@ class BaseClient(NumPyClient):
     def train_settings(self, config: dict) -> TrainSettings:
         """Run-config settings; a message may override ``local-epochs``."""
         return TrainSettings(self.config.optimizer, self.config.learning_rate,
-                             int(config.get("local-epochs", self.config.local_epochs)),
+                             int(config.get(protocol.LOCAL_EPOCHS, self.config.local_epochs)),
                              self.config.batch_size, self.config.augment)
 
     def generator(self, config: dict) -> torch.Generator:
         """Data-order stream of (client, phase, round), so runs are reproducible."""
         return torch_generator(self.config.seed, "data-order", self.partition_id,
-                               config.get("phase", "train"), config.get("server-round", 0))
+                               config.get(protocol.PHASE, "train"),
+                               config.get(protocol.SERVER_ROUND, 0))
 
     def training_set(self, config: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """This round's training samples.
 
-        The message config may ask to drop classes (``exclude-classes``), drop samples
-        by position (``exclude-samples``), or relabel classes to random other classes
-        (``relabel-classes``, seeded): the local work of retraining without the
-        forgotten data, Delete-Retrain and Relabel-Poison.
+        The message config's :class:`fedunl_flwr.protocol.DataChange` may drop classes,
+        drop samples by position, or relabel classes to random other classes (seeded):
+        the local work of retraining without the forgotten data, Delete-Retrain and
+        Relabel-Poison.
         """
+        change = DataChange.from_config(config)
         x, y = self.x_train, self.y_train.clone()
         keep = torch.ones(len(y), dtype=torch.bool)
-        if config.get("exclude-classes"):
-            classes = parse_int_list(str(config["exclude-classes"]), "exclude-classes")
-            keep &= ~torch.isin(y, torch.tensor(classes))
-        if config.get("exclude-samples"):
-            keep[parse_int_list(str(config["exclude-samples"]), "exclude-samples")] = False
-        if config.get("relabel-classes"):
-            classes = parse_int_list(str(config["relabel-classes"]), "relabel-classes")
-            y = relabel_to_other_classes(y, classes, self.num_classes,
+        if change.exclude_classes:
+            keep &= ~torch.isin(y, torch.tensor(change.exclude_classes))
+        if change.exclude_samples:
+            keep[list(change.exclude_samples)] = False
+        if change.relabel_classes:
+            y = relabel_to_other_classes(y, list(change.relabel_classes), self.num_classes,
                                          torch_generator(self.config.seed, "relabel",
                                                          self.partition_id))
         return x[keep], y[keep]
@@ -131,8 +133,8 @@ class BaseClient(NumPyClient):
         if sample_losses is not None:
             self.record_sample_losses(config, sample_losses)
         return get_weights(self.model), len(y), {"train-loss": loss,
-                                                 "local-epochs": settings.epochs,
-                                                 "partition-id": self.partition_id}
+                                                 protocol.LOCAL_EPOCHS: settings.epochs,
+                                                 protocol.PARTITION_ID: self.partition_id}
 
     def sample_loss_buffer(self, config: dict, size: int) -> np.ndarray | None:
         """Hook: an array that ``fit`` adds each sample's per-step losses to (None = off)."""
@@ -148,7 +150,7 @@ class BaseClient(NumPyClient):
         return result.loss, result.num_examples, {
             "accuracy": result.accuracy,
             "loss-sum": result.loss_sum,
-            "partition-id": self.partition_id,
+            protocol.PARTITION_ID: self.partition_id,
             "class-correct": result.class_correct.tolist(),
             "class-total": result.class_total.tolist(),
         }

@@ -19,10 +19,10 @@ of the client's samples are meant):
     The cumulative sample loss (CSL, seed 001 H.2) of the client's forget samples,
     accumulated during the original training (phase ``train``).
 
-Which samples are "forget" samples is set by the message config: ``forget-all``
-(client-level: the whole training split), ``forget-classes`` ("0,3") or
-``forget-samples`` (positions "4,17,21"). Remaining data is selected exactly as in
-training (``exclude-classes`` / ``exclude-samples``, see ``BaseClient.training_set``).
+Which samples are "forget" samples is set by the message config's
+:class:`fedunl_flwr.protocol.ForgetSelection` (the whole training split, some classes,
+or sample positions). Remaining data is selected exactly as in training (its
+:class:`fedunl_flwr.protocol.DataChange`, see ``BaseClient.training_set``).
 
 CSL is tracked client-side: during the original training every fit adds each
 sample's loss at every local step to a per-sample sum, kept in a small file under
@@ -42,34 +42,31 @@ import numpy as np
 import torch
 
 from clients.local_training import mean_loss_gradient
-from fedunl_flwr.config import config_hash, parse_int_list
+from fedunl_flwr import protocol
+from fedunl_flwr.config import config_hash
 from fedunl_flwr.metrics.evaluation import evaluate_model, per_sample_outputs
+from fedunl_flwr.protocol import DataChange, ForgetSelection
 from fedunl_flwr.records import set_weights
 from fedunl_flwr.store import atomic_write_bytes
-
-#: Training-config keys that change the training set; CSL is only tracked without them.
-_DATA_CHANGING_KEYS = ("exclude-classes", "exclude-samples", "relabel-classes")
-
 
 class MemorizationWork:
     """Mixin for ``BaseClient``: mean gradients, per-sample evaluation, CSL."""
 
-    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = ("mean_gradient", "per_sample", "local_loss",
-                                                "csl")
+    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = (protocol.MEAN_GRADIENT, protocol.PER_SAMPLE,
+                                                protocol.LOCAL_LOSS, protocol.CSL)
 
     # --- which samples --------------------------------------------------------------
     def forget_positions(self, config: dict) -> np.ndarray:
         """Sorted positions (in the training split) of the samples to forget."""
         size = len(self.y_train)
-        if config.get("forget-all"):
+        selection = ForgetSelection.from_config(config)
+        if selection.everything:
             return np.arange(size)
         chosen = np.zeros(size, dtype=bool)
-        if config.get("forget-classes"):
-            classes = parse_int_list(str(config["forget-classes"]), "forget-classes")
-            chosen |= np.isin(self.y_train.numpy(), classes)
-        if config.get("forget-samples"):
-            ids = np.asarray(parse_int_list(str(config["forget-samples"]), "forget-samples"),
-                             dtype=np.int64)
+        if selection.classes:
+            chosen |= np.isin(self.y_train.numpy(), selection.classes)
+        if selection.samples:
+            ids = np.asarray(selection.samples, dtype=np.int64)
             bad = ids[(ids < 0) | (ids >= size)]
             if bad.size:
                 raise ValueError(f"forget-samples {bad[:5].tolist()} outside 0..{size - 1} "
@@ -87,7 +84,7 @@ class MemorizationWork:
                             ) -> dict[str, Any]:
         """Mean-loss gradient over the remaining data (or D_u with ``data="forget"``)."""
         set_weights(self.model, _required(weights, "mean_gradient"))
-        if config.get("data", "remaining") == "forget":
+        if config.get(protocol.DATA, "remaining") == protocol.FORGET:
             _, x, y = self._forget_set(config)
         else:
             x, y = self.training_set(config)
@@ -97,7 +94,7 @@ class MemorizationWork:
         else:
             grads = {n: torch.zeros_like(p) for n, p in self.model.named_parameters()}
         return {"arrays": {name: g.cpu().numpy() for name, g in grads.items()},
-                "metrics": {"partition-id": self.partition_id, "num-samples": len(y)}}
+                "metrics": {protocol.PARTITION_ID: self.partition_id, "num-samples": len(y)}}
 
     def query_per_sample(self, weights: list[np.ndarray] | None, config: dict
                          ) -> dict[str, Any]:
@@ -109,7 +106,7 @@ class MemorizationWork:
         else:
             out = {"true_prob": np.zeros(0), "correct": np.zeros(0, bool), "loss": np.zeros(0)}
         return {"metrics": {
-            "partition-id": self.partition_id,
+            protocol.PARTITION_ID: self.partition_id,
             "positions": positions.astype(int).tolist(),
             "true-prob": out["true_prob"].astype(float).tolist(),
             "correct": out["correct"].astype(int).tolist(),
@@ -123,19 +120,19 @@ class MemorizationWork:
         x, y = self.training_set(config)
         _check_aggregate(len(y), "local_loss")
         result = evaluate_model(self.model, x, y, self.num_classes)
-        return {"metrics": {"partition-id": self.partition_id, "loss-sum": result.loss_sum,
-                            "num-examples": result.num_examples}}
+        return {"metrics": {protocol.PARTITION_ID: self.partition_id, "loss-sum": result.loss_sum,
+                            protocol.NUM_EXAMPLES: result.num_examples}}
 
     def query_csl(self, weights: list[np.ndarray] | None, config: dict) -> dict[str, Any]:
         """CSL of the forget samples (``csl-available`` 0 when it was not tracked)."""
         positions = self.forget_positions(config)
         state = self._read_csl()
         if state is None:
-            return {"metrics": {"partition-id": self.partition_id, "csl-available": 0,
+            return {"metrics": {protocol.PARTITION_ID: self.partition_id, "csl-available": 0,
                                 "positions": positions.astype(int).tolist(), "csl": [],
                                 "csl-rounds": 0}}
         sums, rounds = state
-        return {"metrics": {"partition-id": self.partition_id, "csl-available": 1,
+        return {"metrics": {protocol.PARTITION_ID: self.partition_id, "csl-available": 1,
                             "positions": positions.astype(int).tolist(),
                             "csl": sums[positions].astype(float).tolist(),
                             "csl-rounds": len(rounds)}}
@@ -143,15 +140,15 @@ class MemorizationWork:
     # --- CSL tracking (hooks called by BaseClient.fit) ---------------------------------
     def sample_loss_buffer(self, config: dict, size: int) -> np.ndarray | None:
         """Accumulate per-sample losses only in the original training, on the full split."""
-        if config.get("phase", "train") != "train" or size != len(self.y_train):
+        if config.get(protocol.PHASE, "train") != "train" or size != len(self.y_train):
             return None
-        if any(config.get(key) for key in _DATA_CHANGING_KEYS):
+        if DataChange.from_config(config):
             return None
         return np.zeros(size, dtype=np.float64)
 
     def record_sample_losses(self, config: dict, losses: np.ndarray) -> None:
         """Add this round's per-sample losses to the stored CSL (round 1 starts afresh)."""
-        server_round = int(config.get("server-round", 0))
+        server_round = int(config.get(protocol.SERVER_ROUND, 0))
         state = self._read_csl()
         if state is None or server_round <= 1 or (state[1].size and state[1].max() >= server_round):
             sums, rounds = np.zeros_like(losses), np.zeros(0, dtype=np.int64)

@@ -12,9 +12,11 @@ from flwr.app import (Array, ArrayRecord, ConfigRecord, Context, Message, Metric
 from flwr.clientapp import ClientApp
 
 from clients.fedunl_client import FedunlClient
+from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig, pyproject_defaults
 from fedunl_flwr.data.scenarios import (build_federated_data, get_scenario,
                                         load_client_file)
+from fedunl_flwr.protocol import ForgetSelection
 from fedunl_flwr.records import record_to_weights, state_keys, weights_to_record
 
 
@@ -51,10 +53,6 @@ def _client_for(config: RunConfig, partition_id: int, data_file: str) -> FedunlC
                         scenario.in_channels, class_names)
 
 
-#: Query actions that answer about individual samples (evaluation of the unlearning):
-#: per-sample outputs and losses, and a gradient over the forget data.
-SAMPLE_LEVEL_QUERIES = ("per_sample", "csl")
-
 def check_query_allowed(action: str, config: Mapping[str, Any],
                         node_config: Mapping[str, Any]) -> None:
     """Refuse queries that would reveal individual samples, unless the node allows them.
@@ -75,27 +73,21 @@ def check_query_allowed(action: str, config: Mapping[str, Any],
     """
     if "num-partitions" in node_config:
         return
-    sample_level = action in SAMPLE_LEVEL_QUERIES or (
-        action == "mean_gradient" and config.get("data") == "forget")
+    sample_level = action in protocol.SAMPLE_LEVEL_ACTIONS or (
+        action == protocol.MEAN_GRADIENT and config.get(protocol.DATA) == protocol.FORGET)
     if not sample_level:
         return
     if not node_config.get("allow-evaluation-queries", False):
         raise PermissionError(
             f"query.{action} answers about individual samples; this SuperNode refuses it "
             "(node config allow-evaluation-queries=true and forget-request=... allow it)")
-    own = str(node_config.get("forget-request", ""))
-    asked = ("all" if config.get("forget-all") else
-             f"classes:{config['forget-classes']}" if config.get("forget-classes") else
-             f"samples:{config['forget-samples']}" if config.get("forget-samples") else "")
-    if not own or _normalised(asked) != _normalised(own):
-        raise PermissionError(f"query.{action} asks about {asked or 'no samples'!r}, but this "
-                              f"SuperNode's own unlearning request is {own or 'not set'!r}")
-
-
-def _normalised(request: str) -> str:
-    kind, _, ids = request.partition(":")
-    numbers = sorted({int(i) for i in ids.split(",") if i.strip()}) if ids else []
-    return f"{kind}:{','.join(map(str, numbers))}"
+    written = str(node_config.get("forget-request", ""))
+    own = ForgetSelection.parse(written)
+    asked = ForgetSelection.from_config(config)
+    if not own or asked.normalised() != own.normalised():
+        raise PermissionError(f"query.{action} asks about {asked.describe() or 'no samples'!r}, "
+                              f"but this SuperNode's own unlearning request is "
+                              f"{written if own else 'not set'!r}")
 
 
 def get_client(context: Context, overrides: Mapping[str, Any] | None = None
@@ -149,7 +141,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             record_to_weights(message.content["arrays"]), _config(message))
         return _reply(message, RecordDict({
             "arrays": weights_to_record(state_keys(client.model), weights),
-            "metrics": MetricRecord({**metrics, "num-examples": num_examples}),
+            "metrics": MetricRecord({**metrics, protocol.NUM_EXAMPLES: num_examples}),
         }))
 
     @client_app.evaluate()
@@ -159,7 +151,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         loss, num_examples, metrics = client.evaluate(
             record_to_weights(message.content["arrays"]), _config(message))
         return _reply(message, RecordDict({
-            "metrics": MetricRecord({**metrics, "loss": loss, "num-examples": num_examples}),
+            "metrics": MetricRecord({**metrics, "loss": loss, protocol.NUM_EXAMPLES: num_examples}),
         }))
 
     return client_app

@@ -10,6 +10,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from fedunl_flwr import protocol
+
 
 class ClientError(RuntimeError):
     """A client replied with an error; the run stops rather than go on without it."""
@@ -113,7 +115,7 @@ def discover_federation(grid: Grid, expected_clients: int) -> Federation:
     class_names: set[tuple[str, ...]] = set()
     for reply in replies:
         metrics = reply.content["metrics"]
-        pid = int(metrics["partition-id"])
+        pid = int(metrics[protocol.PARTITION_ID])
         if pid in clients:
             raise ValueError(f"two nodes report partition-id {pid}")
         clients[pid] = ClientInfo(pid, reply.metadata.src_node_id, int(metrics["num-train"]),

@@ -12,9 +12,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig
 from fedunl_flwr.data.scenarios import get_scenario, scenario_test_sets
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
+from fedunl_flwr.fedavg_train import FedAvgTrain
 from fedunl_flwr.federation import Federation, raise_on_errors
 from fedunl_flwr.metrics.evaluation import Evaluation, evaluate_model
 from fedunl_flwr.models import SiteModel, build_model, get_device
@@ -23,7 +25,6 @@ from fedunl_flwr.records import (get_weights, record_to_dict, record_to_weights,
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
 from fedunl_flwr.seeding import stream_seed
 from fedunl_flwr.store import PhaseStore, RunStore, check_arrays_match
-from strategies.fedavg_train import FedAvgTrain
 
 
 @dataclass
@@ -87,7 +88,7 @@ def evaluate_clients(grid: Grid, federation: Federation, arrays: ArrayRecord,
                      partition_ids: list[int] | None = None) -> dict[int, Evaluation]:
     """Each client evaluates ``arrays`` on its test split; per-class counts come back."""
     partition_ids = partition_ids or federation.partition_ids
-    record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 0})})
+    record = RecordDict({"arrays": arrays, "config": ConfigRecord({protocol.SERVER_ROUND: 0})})
     messages = [Message(record, dst_node_id=n, message_type=MessageType.EVALUATE)
                 for n in federation.node_ids(partition_ids)]
     replies = list(grid.send_and_receive(messages))
@@ -95,7 +96,7 @@ def evaluate_clients(grid: Grid, federation: Federation, arrays: ArrayRecord,
     evaluations = {}
     for reply in replies:
         metrics = reply.content["metrics"]
-        evaluations[int(metrics["partition-id"])] = Evaluation(
+        evaluations[int(metrics[protocol.PARTITION_ID])] = Evaluation(
             float(metrics["loss-sum"]), np.asarray(metrics["class-correct"], dtype=np.int64),
             np.asarray(metrics["class-total"], dtype=np.int64))
     return evaluations

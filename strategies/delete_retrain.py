@@ -16,4 +16,4 @@ class DeleteRetrain(RetrainRoute):
 
     name = "delete-retrain"
     fair = True
-    removal = "exclude-classes"
+    relabel = False

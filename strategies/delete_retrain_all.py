@@ -16,4 +16,4 @@ class DeleteRetrainAll(RetrainRoute):
 
     name = "delete-retrain-all"
     fair = False
-    removal = "exclude-classes"
+    relabel = False

@@ -26,10 +26,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from fedunl_flwr.config import ConfigError, RunConfig
+from fedunl_flwr.fedavg_train import FedAvgTrain
 from fedunl_flwr.federation import Federation, raise_on_errors
 from fedunl_flwr.phases import TrainedModel
+from fedunl_flwr.protocol import DataChange
 from fedunl_flwr.store import RunStore
-from strategies.fedavg_train import FedAvgTrain
 from strategies.unlearning import (UnlearningOutcome, UnlearningRequest, UnlearningRun,
                                    UnlearningStrategyMixin, unlearn_config)
 
@@ -86,14 +87,14 @@ class WeightedSum:
 class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
     """Base of the retraining routes: R FedAvg rounds from the original global model.
 
-    Subclasses set ``name``, ``fair`` and ``removal`` (the train-config key that tells
-    a requesting client what to do with its forget-class samples:
-    ``exclude-classes`` deletes them, ``relabel-classes`` relabels them).
+    Subclasses set ``name``, ``fair`` and ``relabel`` (what a requesting client does
+    with its forget-class samples: False deletes them, True relabels them; sent as a
+    :class:`fedunl_flwr.protocol.DataChange`).
     """
 
     scopes: ClassVar[tuple[str, ...]] = ("class",)
     fair: ClassVar[bool] = True
-    removal: ClassVar[str] = "exclude-classes"
+    relabel: ClassVar[bool] = False
 
     def __init__(self, run: UnlearningRun) -> None:
         self.request: UnlearningRequest = run.request
@@ -103,7 +104,9 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
                          fraction_train=1.0, evaluate_every=run.config.evaluate_every,
                          seed=run.config.seed, phase=f"unlearn-{self.name}",
                          target_error=run.config.target_error)
-        self.removal_value = ",".join(map(str, run.request.classes))
+        classes = run.request.classes
+        self.removal = (DataChange(relabel_classes=classes) if self.relabel
+                        else DataChange(exclude_classes=classes)).encode()
         self.cached = WeightedSum()
         self.cached_clients: list[int] = []
         self.others = run.config.fair_others
@@ -124,7 +127,7 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
                         grid: Grid) -> Iterable[Message]:
         """Fair protocol: every participant requests, so one config tells all to remove."""
         if self.fair:
-            config[self.removal] = self.removal_value
+            config = ConfigRecord({**dict(config), **self.removal})
         return super().configure_train(server_round, arrays, config, grid)
 
     def train_messages(self, partition_ids: list[int], arrays: ArrayRecord,
@@ -134,7 +137,7 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
             return super().train_messages(partition_ids, arrays, config)
         requesting = [p for p in partition_ids if p in self.requesting]
         others = [p for p in partition_ids if p not in self.requesting]
-        removing = ConfigRecord({**dict(config), self.removal: self.removal_value})
+        removing = ConfigRecord({**dict(config), **self.removal})
         messages = super().train_messages(requesting, arrays, removing) if requesting else []
         if others:
             messages += super().train_messages(others, arrays, config)

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 
 from flwr.app import RecordDict
 
-from clients.fair_unlearning import decode_entries
+from fedunl_flwr import protocol
+from fedunl_flwr.protocol import decode_entries
 from fedunl_flwr.unlearning.neurons import Entry, dominance_ratios, select_dominant_units
 from strategies.neuron_editing import NeuronEditRoute
 
@@ -88,15 +89,15 @@ class FedCCCU(NeuronEditRoute):
     """
 
     name = "fedcccu"
-    action = "attribution"
+    action = protocol.ATTRIBUTION
 
     def query_clients(self) -> list[int]:
         return self.run.federation.partition_ids
 
     def query_config(self) -> dict:
         config = self.run.config
-        return {"steps": config.attribution_steps, "top-n": config.attribution_top_n,
-                "samples-per-class": config.attribution_samples}
+        return {protocol.STEPS: config.attribution_steps, protocol.TOP_N: config.attribution_top_n,
+                protocol.SAMPLES_PER_CLASS: config.attribution_samples}
 
     def select(self, replies: dict[int, RecordDict]) -> list[dict]:
         lists = {pid: decode_entries(content["metrics"], content["info"])

@@ -41,6 +41,7 @@ from flwr.app import Array, ArrayRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from fedunl_flwr import protocol
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.federation import Federation
 from fedunl_flwr.seeding import torch_generator
@@ -49,7 +50,7 @@ from fedunl_flwr.unlearning.parameter_selection import (SELECTION_STRATEGIES,
                                                         select_parameters)
 from strategies.finetune import fine_tune
 from strategies.memorization_eval import accuracy_curve, mean_gradient, memorization_evaluation
-from strategies.remaining import (RemainingDataStrategy, forget_config, forget_holders,
+from strategies.remaining import (RemainingDataStrategy, forget_holders,
                                   remaining_participants)
 from strategies.unlearning import UnlearningOutcome, UnlearningRequest, UnlearningRun
 
@@ -134,14 +135,15 @@ class FedMemEraser(RemainingDataStrategy):
         if config.selection in NEEDS_FORGET_GRADIENT:
             holders = forget_holders(request, federation)
             forget_grad = mean_gradient(grid, federation, holders, original, {
-                p: {"data": "forget", **forget_config(request, p)} for p in holders})
+                p: {protocol.DATA: protocol.FORGET, **request.forget_selection(p).encode()}
+                for p in holders})
         reset = Reset(config, forget_grad)
         if config.gradient_source == "gradient":
             remaining = remaining_participants(request, federation)
             statistic = None
             if config.selection == "redundant":
                 statistic = mean_gradient(grid, federation, remaining, original,
-                                          {p: request.removal_config(p) for p in remaining})
+                                          {p: request.removal(p).encode() for p in remaining})
             reset(original, statistic)
             located = time.perf_counter() - start
             log(INFO, "fedunl: fedmemeraser reset %d of %d eligible entries (rho %.2f, %s) "

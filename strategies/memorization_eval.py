@@ -40,10 +40,10 @@ from fedunl_flwr.metrics.memorization import (DATASET_ROW_LABEL, MEMORIZATION_GR
                                               assign_memorization_groups, group_accuracies,
                                               grouped_memorization_table, memorization_scores)
 from fedunl_flwr.metrics.timing import csl_memorization_agreement, speedup, time_to_peak
+from fedunl_flwr import protocol
 from fedunl_flwr.phases import central_test_accuracies, evaluate_clients
 from fedunl_flwr.reports.accuracy import global_accuracy
-from strategies.remaining import (forget_config, forget_holders,
-                                  remaining_participants)
+from strategies.remaining import forget_holders, remaining_participants
 from strategies.retrain import RetrainedModels, obtain_retrained
 from strategies.unlearning import UnlearningRequest, UnlearningRun
 
@@ -58,8 +58,8 @@ GROUP_ROWS: tuple[str, ...] = (*MEMORIZATION_GROUP_LABELS, DATASET_ROW_LABEL)
 def per_sample(grid: Grid, federation: Federation, request: UnlearningRequest,
                holders: Sequence[int], arrays: ArrayRecord) -> dict[str, np.ndarray]:
     """Per-sample outputs of ``arrays`` on D_u, clients in ascending order."""
-    replies = query_clients(grid, federation, list(holders), "per_sample", arrays,
-                         {p: forget_config(request, p) for p in holders})
+    replies = query_clients(grid, federation, list(holders), protocol.PER_SAMPLE, arrays,
+                         {p: request.forget_selection(p).encode() for p in holders})
     parts: dict[str, list] = {"client": [], "position": [], "true_prob": [], "correct": [],
                               "loss": []}
     for pid in holders:
@@ -80,8 +80,8 @@ def per_sample(grid: Grid, federation: Federation, request: UnlearningRequest,
 def local_losses(grid: Grid, federation: Federation, request: UnlearningRequest,
                  clients: Sequence[int], arrays: ArrayRecord) -> dict[str, float]:
     """Mean loss of ``arrays`` on each client's remaining training data."""
-    replies = query_clients(grid, federation, list(clients), "local_loss", arrays,
-                         {p: request.removal_config(p) for p in clients})
+    replies = query_clients(grid, federation, list(clients), protocol.LOCAL_LOSS, arrays,
+                         {p: request.removal(p).encode() for p in clients})
     return {str(p): float(replies[p]["metrics"]["loss-sum"])
             / max(1, int(replies[p]["metrics"]["num-examples"])) for p in clients}
 
@@ -89,7 +89,7 @@ def local_losses(grid: Grid, federation: Federation, request: UnlearningRequest,
 def mean_gradient(grid: Grid, federation: Federation, clients: Sequence[int],
                   arrays: ArrayRecord, configs: dict[int, dict]) -> dict[str, torch.Tensor]:
     """Unweighted mean over ``clients`` of their mean-loss gradients (Alg. 1 eq. 13)."""
-    replies = query_clients(grid, federation, list(clients), "mean_gradient", arrays, configs)
+    replies = query_clients(grid, federation, list(clients), protocol.MEAN_GRADIENT, arrays, configs)
     total: dict[str, np.ndarray] = {}
     for pid in clients:
         for name, value in replies[pid]["arrays"].items():
@@ -338,8 +338,8 @@ def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayReco
 def _csl_agreement(grid: Grid, federation: Federation, request: UnlearningRequest,
                    holders: Sequence[int], reference: dict[str, np.ndarray],
                    mem: np.ndarray) -> dict:
-    replies = query_clients(grid, federation, list(holders), "csl", None,
-                         {p: forget_config(request, p) for p in holders})
+    replies = query_clients(grid, federation, list(holders), protocol.CSL, None,
+                         {p: request.forget_selection(p).encode() for p in holders})
     missing = [p for p in holders if not int(replies[p]["metrics"]["csl-available"])]
     if missing:
         return {"available": False,

@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
+from fedunl_flwr import protocol
 from fedunl_flwr.federation import raise_on_errors
 from fedunl_flwr.metrics.forgetting import chance_target, forget_class_accuracy
 from fedunl_flwr.phases import evaluate_clients, model_for
@@ -108,8 +109,8 @@ class NeuronEditRoute(UnlearningStrategyMixin, Strategy):
                         grid: Grid) -> Iterable[Message]:
         """The query message: the global model and the query settings."""
         self._arrays = arrays
-        config["server-round"] = server_round
-        config["phase"] = f"unlearn-{self.name}"
+        config[protocol.SERVER_ROUND] = server_round
+        config[protocol.PHASE] = f"unlearn-{self.name}"
         for key, value in self.query_config().items():
             config[key] = value
         record = RecordDict({"arrays": arrays, "config": config})
@@ -125,7 +126,7 @@ class NeuronEditRoute(UnlearningStrategyMixin, Strategy):
         federation = self.run.federation
         raise_on_errors(replies, f"query {self.action!r}",
                         federation.node_ids(self.query_clients()), federation)
-        self.replies = {int(r.content["metrics"]["partition-id"]): r.content for r in replies}
+        self.replies = {int(r.content["metrics"][protocol.PARTITION_ID]): r.content for r in replies}
         self.selected = self.select(self.replies)
         units = [(item["site"], int(item["unit"])) for item in self.selected]
         log(INFO, "fedunl %s: zeroing %d unit(s): %s", self.name, len(units),

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import RecordDict
 
-from clients.fair_unlearning import split_activation_key
+from fedunl_flwr import protocol
+from fedunl_flwr.protocol import split_activation_key
 from fedunl_flwr.unlearning.neurons import top_units
 from strategies.neuron_editing import NeuronEditRoute
 
@@ -68,13 +69,13 @@ class NeuronZeroing(NeuronEditRoute):
     """
 
     name = "neuron-zeroing"
-    action = "activations"
+    action = protocol.ACTIVATIONS
 
     def query_clients(self) -> list[int]:
         return sorted(self.run.request.clients)
 
     def query_config(self) -> dict:
-        return {"classes": ",".join(map(str, self.run.request.classes))}
+        return {protocol.CLASSES: protocol.encode_ids(self.run.request.classes)}
 
     def select(self, replies: dict[int, RecordDict]) -> list[dict]:
         return select_activation_units(replies, list(self.run.request.classes),

@@ -16,4 +16,4 @@ class RelabelPoison(RetrainRoute):
 
     name = "relabel-poison"
     fair = True
-    removal = "relabel-classes"
+    relabel = True

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from fedunl_flwr.config import ConfigError
+from fedunl_flwr.fedavg_train import FedAvgTrain
 from fedunl_flwr.federation import Federation
-from strategies.fedavg_train import FedAvgTrain
 from strategies.unlearning import UnlearningRequest, UnlearningStrategyMixin
 
 #: Called after each round's aggregation: (server_round, aggregate) -> new aggregate.
@@ -48,17 +48,6 @@ def forget_holders(request: UnlearningRequest, federation: Federation) -> list[i
     return [p for p in federation.partition_ids if forget_count(request, federation, p) > 0]
 
 
-def forget_config(request: UnlearningRequest, pid: int) -> dict[str, str | bool]:
-    """Message config naming client ``pid``'s forget samples (see ``clients.memorization``)."""
-    if request.scope == "client":
-        return {"forget-all": True} if pid in request.clients else {}
-    if request.scope == "class":
-        return ({"forget-classes": ",".join(map(str, request.classes))}
-                if pid in request.clients else {})
-    return ({"forget-samples": ",".join(map(str, request.samples[pid]))}
-            if pid in request.samples else {})
-
-
 def check_remaining_request(request: UnlearningRequest, federation: Federation) -> None:
     """D_u must be non-empty and some client must keep data (checked before any work)."""
     if not forget_holders(request, federation):
@@ -73,7 +62,7 @@ class RemainingDataFedAvg(FedAvgTrain):
     """FedAvg on the remaining data D_r (eq. 14; Alg. 1 stage 3; retraining).
 
     Participants are the remaining clients with data left; each train message carries
-    that client's removal settings (``UnlearningRequest.removal_config``: drop the forget
+    that client's removal settings (``UnlearningRequest.removal``: drop the forget
     classes or samples), so class- and sample-level requests train without D_u. The
     server averages as run-config ``aggregation`` says (as in the original training).
 
@@ -103,7 +92,7 @@ class RemainingDataFedAvg(FedAvgTrain):
         """One message per client, each with its own removal settings."""
         messages: list[Message] = []
         for pid in partition_ids:
-            own = ConfigRecord({**dict(config), **self.request.removal_config(pid)})
+            own = ConfigRecord({**dict(config), **self.request.removal(pid).encode()})
             record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: own})
             messages += list(self._construct_messages(
                 record, self.federation.node_ids([pid]), MessageType.TRAIN))

@@ -23,6 +23,7 @@ from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig
 from fedunl_flwr.federation import Federation
 from fedunl_flwr.phases import (TrainedModel, evaluate_clients, initial_arrays,
@@ -131,7 +132,7 @@ def _retrain_one(grid: Grid, config: RunConfig, federation: Federation,
     result = strategy.start(grid, initial_arrays(config, federation.num_classes,
                                                  retrain_init_index(index)),
                             num_rounds=config.num_server_rounds,
-                            train_config=ConfigRecord({"phase": strategy.phase}))
+                            train_config=ConfigRecord({protocol.PHASE: strategy.phase}))
     trained = TrainedModel(result.arrays, {}, strategy.history_rows(), store,
                            seconds=time.perf_counter() - start)
     save_model_phase(store, trained)

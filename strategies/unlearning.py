@@ -12,9 +12,11 @@ from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from fedunl_flwr import protocol
 from fedunl_flwr.config import ConfigError, RunConfig, parse_int_list
 from fedunl_flwr.federation import Federation
 from fedunl_flwr.metrics.forgetting import collateral_damage
+from fedunl_flwr.protocol import DataChange, ForgetSelection
 from fedunl_flwr.phases import (TrainedModel, evaluate_clients, load_model_phase, model_for,
                                 save_model_phase, write_evaluation)
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
@@ -50,13 +52,21 @@ class UnlearningRequest:
             return [p for p in federation.partition_ids if p not in self.clients]
         return federation.partition_ids
 
-    def removal_config(self, partition_id: int) -> dict[str, str]:
+    def removal(self, partition_id: int) -> DataChange:
         """What a client drops from its training data when retraining without D_u."""
         if self.scope == "class" and partition_id in self.clients:
-            return {"exclude-classes": ",".join(map(str, self.classes))}
+            return DataChange(exclude_classes=self.classes)
         if self.scope == "samples" and partition_id in self.samples:
-            return {"exclude-samples": ",".join(map(str, self.samples[partition_id]))}
-        return {}
+            return DataChange(exclude_samples=self.samples[partition_id])
+        return DataChange()
+
+    def forget_selection(self, partition_id: int) -> ForgetSelection:
+        """Which of client ``partition_id``'s training samples are in D_u."""
+        if self.scope == "client":
+            return ForgetSelection(everything=partition_id in self.clients)
+        if self.scope == "class":
+            return ForgetSelection(classes=self.classes if partition_id in self.clients else ())
+        return ForgetSelection(samples=self.samples.get(partition_id, ()))
 
     def as_dict(self) -> dict:
         return {"scope": self.scope, "clients": list(self.clients),
@@ -242,5 +252,5 @@ def _log_table(name: str, evaluations, class_names) -> None:
 def unlearn_config(config: RunConfig, phase: str) -> ConfigRecord:
     """Base train config of an unlearning phase (local epochs may differ)."""
     epochs = config.unlearn_local_epochs or config.local_epochs
-    return ConfigRecord({"phase": phase, "local-epochs": epochs})
+    return ConfigRecord({protocol.PHASE: phase, protocol.LOCAL_EPOCHS: epochs})
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
+from fedunl_flwr.fedavg_train import FedAvgTrain
 from fedunl_flwr.federation import ClientInfo, Federation
-from strategies.fedavg_train import FedAvgTrain
 
 
 def federation(n: int) -> Federation:

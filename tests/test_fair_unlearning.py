@@ -12,7 +12,7 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
-from clients.fair_unlearning import (decode_entries, encode_entries, split_activation_key)
+from fedunl_flwr.protocol import decode_entries, encode_entries, split_activation_key
 from clients.fedunl_client import FedunlClient, relabel_to_other_classes
 from experiments.fair_tables import build_fair_report
 from experiments.run import PresetError, load_preset, parse_sets, plan_runs, run_preset

@@ -15,12 +15,13 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggregate_metricrecords
 from flwr.supercore import log
 
+from fedunl_flwr import protocol
 from fedunl_flwr.federation import Federation, raise_on_errors
 from fedunl_flwr.seeding import numpy_generator
 
 #: Aggregation name -> a client's weight from its train reply metrics.
 AGGREGATION_WEIGHTS = {
-    "weighted": lambda metrics: float(metrics["num-examples"]),
+    "weighted": lambda metrics: float(metrics[protocol.NUM_EXAMPLES]),
     "mean": lambda metrics: 1.0,
 }
 
@@ -128,8 +129,8 @@ class FedAvgTrain(FedAvg):
         self.expected_train = []
         if self.converged_round is not None:
             return []
-        config["server-round"] = server_round
-        config["phase"] = self.phase
+        config[protocol.SERVER_ROUND] = server_round
+        config[protocol.PHASE] = self.phase
         sampled = self.sample_participants(server_round)
         self.expected_train = self.federation.node_ids(sampled)
         return self.train_messages(sampled, arrays, config)
@@ -144,14 +145,14 @@ class FedAvgTrain(FedAvg):
         replies = list(replies)
         raise_on_errors(replies, f"{self.phase} round {server_round}", self.expected_train,
                         self.federation)
-        replies.sort(key=lambda r: int(r.content["metrics"]["partition-id"]))
+        replies.sort(key=lambda r: int(r.content["metrics"][protocol.PARTITION_ID]))
         weigh = AGGREGATION_WEIGHTS[self.aggregation]
         records = []
         for reply in replies:
             metrics = reply.content["metrics"]
-            pid = int(metrics["partition-id"])
+            pid = int(metrics[protocol.PARTITION_ID])
             self.client_arrays[pid] = reply.content["arrays"]
-            self.client_epochs += int(metrics.get("local-epochs", 1))
+            self.client_epochs += int(metrics.get(protocol.LOCAL_EPOCHS, 1))
             records.append(RecordDict({
                 "arrays": reply.content["arrays"],
                 "metrics": MetricRecord({"weight": weigh(metrics),
@@ -178,7 +179,7 @@ class FedAvgTrain(FedAvg):
         self._evaluating = self._evaluates(server_round)
         if not self._evaluating:
             return []
-        config["server-round"] = server_round
+        config[protocol.SERVER_ROUND] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(
             record, self.federation.node_ids(self.federation.partition_ids),
