@@ -106,9 +106,13 @@ class FairUnlearningWork:
         if weights is None:
             raise ValueError("query 'attribution' needs the global model's arrays")
         set_weights(self.model, weights)
-        steps = int(config.get(protocol.STEPS, self.config.attribution_steps))
-        top_n = int(config.get(protocol.TOP_N, self.config.attribution_top_n))
-        per_class = int(config.get(protocol.SAMPLES_PER_CLASS, self.config.attribution_samples))
+        missing = [k for k in (protocol.STEPS, protocol.TOP_N, protocol.SAMPLES_PER_CLASS)
+                   if k not in config]
+        if missing:
+            raise ValueError(f"query 'attribution' needs config {missing}")
+        steps = int(config[protocol.STEPS])
+        top_n = int(config[protocol.TOP_N])
+        per_class = int(config[protocol.SAMPLES_PER_CLASS])
         positions = self.attribution_samples(per_class)
         if config.get(protocol.CLASSES):
             wanted = torch.tensor(protocol.decode_ids(config[protocol.CLASSES], protocol.CLASSES))

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fedunl_flwr.config import key_values
 from fedunl_flwr.metrics.memorization import DATASET_ROW_LABEL, MEMORIZATION_GROUP_LABELS
 from fedunl_flwr.store import atomic_write_bytes
 
@@ -81,8 +82,7 @@ class RunResult:
     config: dict = field(init=False)
 
     def __post_init__(self) -> None:
-        key = self.summary["config"]
-        self.config = {**key["training"], **{k: v for k, v in key.items() if k != "training"}}
+        self.config = key_values(self.summary["config"])
 
     @property
     def strategy(self) -> str:
@@ -162,7 +162,7 @@ def _place(run: RunResult, table: str) -> tuple[str, str]:
         return scenario_label(config), _strategy_row(run)
     if table == "F5":
         leaving = len(run.summary["request"]["clients"])
-        return f"{leaving} Client{'s' if leaving != 1 else ''} (ρ = {config['rho']:g})", \
+        return f"{leaving} Client{'s' if leaving != 1 else ''} (ρ = {config.get('rho', 0.0):g})", \
             _strategy_row(run)
     if table == "F6":
         clients = len(run.summary.get("per_client_accuracy", {})) or config["num_clients"]

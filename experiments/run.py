@@ -100,8 +100,11 @@ def load_preset(name: str) -> tuple[str, dict]:
 
 def parse_sets(items: Sequence[str]) -> dict[str, Any]:
     """``["key=value", ...]`` -> run-config overrides (TOML values, strings as fallback)."""
+    from fedunl_flwr.methods import all_options
+
     kinds = {f.name.replace("_", "-"): type(getattr(RunConfig, f.name))
              for f in fields(RunConfig)}
+    kinds.update({key: type(option.default) for key, option in all_options().items()})
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")

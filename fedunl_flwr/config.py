@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from fedunl_flwr.initialization import INIT_SCHEMES
-from fedunl_flwr.unlearning.parameter_selection import SELECTION_STRATEGIES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +26,9 @@ class RunConfig:
     """Every run-config key of the app (kebab-case in TOML, snake_case here).
 
     The defaults equal ``[tool.flwr.app.config]`` in ``pyproject.toml`` (a test
-    checks it); ``README.md`` documents each key.
+    checks it); ``README.md`` documents each key. Keys owned by one unlearning method
+    (``fedunl_flwr.methods.Option``) are kept in ``options`` and read with
+    :meth:`option`.
     """
 
     # Scenario and data
@@ -65,41 +66,52 @@ class RunConfig:
     forget_samples: str = ""
     unlearn_rounds: int = 3
     unlearn_local_epochs: int = 0
-    fair_others: str = "global"
-    zero_units: int = 50
-    zero_stop: bool = True
-    forget_target: float = -1.0
-    attribution_top_n: int = 50
-    attribution_steps: int = 20
-    attribution_samples: int = 256
-    rho: float = 0.4
-    gradient_source: str = "update"
-    reset_tensors: str = "all"
-    selection: str = "redundant"
     retrain_seeds: int = 1
     heldout_retrains: bool = False
     peak_tolerance: float = 0.0
+    # Method-owned keys: sorted (kebab-case key, value) pairs (hashable, like the rest).
+    options: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
         """Build from a run-config mapping (kebab-case keys) and validate it.
 
         Missing keys take their defaults; unknown keys and wrongly typed values
-        raise :class:`ConfigError`.
+        raise :class:`ConfigError`. Keys owned by a registered method
+        (``fedunl_flwr.methods``) are checked by that method's rule.
         """
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name: f for f in fields(cls) if f.name != "options"}
         kwargs: dict[str, Any] = {}
+        options: dict[str, Any] = {}
         for key, value in values.items():
             name = key.replace("-", "_")
-            if name not in known:
+            if name in known:
+                kwargs[name] = _coerce(key, value, type(getattr(cls, name)))
+                continue
+            owned = _method_options()
+            if key not in owned:
                 raise ConfigError(
                     f"unknown run-config key {key!r}; known keys: "
-                    f"{', '.join(sorted(k.replace('_', '-') for k in known))}"
+                    f"{', '.join(sorted([*(k.replace('_', '-') for k in known), *owned]))}"
                 )
-            kwargs[name] = _coerce(key, value, type(getattr(cls, name)))
-        config = cls(**kwargs)
+            options[key] = _coerce(key, value, type(owned[key].default))
+            try:
+                owned[key].validate(options[key])
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
+        config = cls(**kwargs, options=tuple(sorted(options.items())))
         config.validate()
         return config
+
+    def option(self, key: str) -> Any:
+        """The value of method-owned run-config ``key`` (its default when not given)."""
+        given = dict(self.options)
+        if key in given:
+            return given[key]
+        owned = _method_options()
+        if key not in owned:
+            raise KeyError(f"no method owns run-config key {key!r}")
+        return owned[key].default
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values out of range."""
@@ -131,24 +143,8 @@ class RunConfig:
             (self.unlearn_rounds >= 0, "unlearn-rounds must be >= 0"),
             (self.unlearn_local_epochs >= 0,
              "unlearn-local-epochs must be >= 0 (0 = local-epochs)"),
-            (self.fair_others in ("global", "cached"),
-             f"fair-others must be 'global' or 'cached', got {self.fair_others!r}"),
-            (self.zero_units >= 1, "zero-units must be >= 1"),
-            (self.forget_target < 0 or self.forget_target <= 1,
-             "forget-target must be in [0, 1] (or negative: chance, 1/classes)"),
-            (self.attribution_top_n >= 1, "attribution-top-n must be >= 1"),
-            (self.attribution_steps >= 1, "attribution-steps must be >= 1"),
-            (self.attribution_samples >= 1, "attribution-samples must be >= 1"),
-            (0.0 <= self.rho <= 1.0, f"rho must be in [0, 1], got {self.rho}"),
-            (self.gradient_source in ("gradient", "update"),
-             "gradient-source must be 'gradient' or 'update'"),
-            (self.reset_tensors in ("weights", "all"),
-             f"reset-tensors must be 'weights' or 'all', got {self.reset_tensors!r}"),
             (0.0 <= self.peak_tolerance < 1.0, "peak-tolerance must be in [0, 1)"),
             (self.retrain_seeds >= 1, "retrain-seeds must be >= 1"),
-            (self.selection in SELECTION_STRATEGIES,
-             f"selection must be one of {sorted(SELECTION_STRATEGIES)}, "
-             f"got {self.selection!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -181,11 +177,26 @@ class RunConfig:
 
     def unlearning_key(self) -> dict[str, Any]:
         """The settings that determine an unlearning run (includes the training key)."""
+        from fedunl_flwr.methods import method_options
+
         values = asdict(self)
         skip = set(self.training_key()) | {"data_dir", "download", "results_dir",
-                                           "evaluate_every"}
-        return {"training": self.training_key(),
-                **{k: v for k, v in values.items() if k not in skip}}
+                                           "evaluate_every", "options"}
+        key = {"training": self.training_key(),
+               **{k: v for k, v in values.items() if k not in skip}}
+        own = method_options(self.strategy, dict(self.options))
+        if own:  # only the chosen method's keys: another method's keys change nothing
+            key["options"] = own
+        return key
+
+
+def key_values(key: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored phase key (``unlearning_key``, a folder's ``config.json``) as one flat
+    mapping of snake_case names (the training settings and method-owned keys inlined)."""
+    values = {k: v for k, v in key.items() if k not in ("training", "options")}
+    values.update(key.get("training", {}))
+    values.update({k.replace("-", "_"): v for k, v in key.get("options", {}).items()})
+    return values
 
 
 def config_hash(key: Mapping[str, Any]) -> str:
@@ -213,6 +224,13 @@ def _pyproject_config() -> dict[str, Any]:
     # Read once per process: every client message merges these defaults.
     with open(PROJECT_ROOT / "pyproject.toml", "rb") as handle:
         return tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
+
+
+def _method_options() -> dict:
+    # Imported here: the registry imports the method packages, which import this module.
+    from fedunl_flwr.methods import all_options
+
+    return all_options()
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:

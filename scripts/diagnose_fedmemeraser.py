@@ -30,7 +30,7 @@ import torch
 from bench_utils import plain_fedavg_round
 
 from clients.local_training import TrainSettings, mean_loss_gradient
-from fedunl_flwr.config import RunConfig
+from fedunl_flwr.config import RunConfig, key_values
 from fedunl_flwr.data.scenarios import build_federated_data, get_scenario, scenario_test_sets
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.metrics.evaluation import evaluate_model, per_sample_outputs
@@ -43,9 +43,9 @@ from fedunl_flwr.unlearning.parameter_selection import (adaptive_rho, reinitiali
 
 
 def folder_config(folder: Path, results: Path) -> RunConfig:
-    key = json.loads((folder / "config.json").read_text())
-    values = {**key["training"], **{k: v for k, v in key.items() if k != "training"}}
-    return RunConfig(**values, results_dir=str(results))
+    values = key_values(json.loads((folder / "config.json").read_text()))
+    values["results_dir"] = str(results)
+    return RunConfig.from_mapping({k.replace("_", "-"): v for k, v in values.items()})
 
 
 def main() -> None:
@@ -113,7 +113,7 @@ def main() -> None:
     rows = [row(model, "original")]
     rows += [{"model": f"retrained {j}", **dict(zip([*MEMORIZATION_GROUP_LABELS, "D_u"], r))}
              for j, r in enumerate(retrained)]
-    include_1d = (args.reset_tensors or config.reset_tensors) == "all"
+    include_1d = (args.reset_tensors or config.option("reset-tensors")) == "all"
     scheme = args.reset_scheme or config.model_init
 
     def reset(statistic: dict) -> None:

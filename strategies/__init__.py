@@ -1,29 +1,20 @@
-"""Unlearning strategies: the registry maps run-config ``strategy`` names to classes."""
+"""Unlearning methods: one module each, registered with ``fedunl_flwr.methods.register_method``.
+
+Importing the package imports every module in it, so a new method's module registers
+itself by being here; nothing else lists it.
+"""
 
 from __future__ import annotations
 
+import pkgutil
 from importlib import import_module
 
-# name -> "module:Class"; "fedavg" trains and evaluates the original model only.
-STRATEGIES: dict[str, str | None] = {
-    "fedavg": None,
-    "delete-retrain": "strategies.delete_retrain:DeleteRetrain",
-    "relabel-poison": "strategies.relabel_poison:RelabelPoison",
-    "delete-retrain-all": "strategies.delete_retrain_all:DeleteRetrainAll",
-    "neuron-zeroing": "strategies.neuron_zeroing:NeuronZeroing",
-    "fedcccu": "strategies.fedcccu:FedCCCU",
-    "retrain": "strategies.retrain:Retrain",
-    "finetune": "strategies.finetune:FineTune",
-    "fedmemeraser": "strategies.fedmemeraser:FedMemEraser",
-}
+from fedunl_flwr.methods import TRAIN_ONLY, get_method
+
+for _module in pkgutil.iter_modules(__path__):
+    import_module(f"{__name__}.{_module.name}")
 
 
 def get_strategy(name: str):
-    """The unlearning strategy class for ``name`` (None for plain ``fedavg``)."""
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
-    target = STRATEGIES[name]
-    if target is None:
-        return None
-    module, cls = target.split(":")
-    return getattr(import_module(module), cls)
+    """The strategy class of method ``name`` (None for ``fedavg``: train and evaluate only)."""
+    return None if name == TRAIN_ONLY else get_method(name).strategy

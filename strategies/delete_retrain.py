@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from strategies.fair_protocol import RetrainRoute
+from fedunl_flwr.methods import register_method
+from strategies.fair_protocol import FAIR_OTHERS, RetrainRoute
 
 
+@register_method("delete-retrain", scopes=("class",), doc=(
+                 "fair protocol: only the requesting clients retrain without their forget-class "
+                 "samples; the others contribute the pretrained global model (`fair-others`)"),
+                 options=(FAIR_OTHERS,))
 class DeleteRetrain(RetrainRoute):
     """Requesting clients drop their forget-class samples and retrain for R rounds.
 
@@ -14,6 +19,5 @@ class DeleteRetrain(RetrainRoute):
     local model and its sample count.
     """
 
-    name = "delete-retrain"
     fair = True
     relabel = False

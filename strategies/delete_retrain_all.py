@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from fedunl_flwr.methods import register_method
 from strategies.fair_protocol import RetrainRoute
 
 
+@register_method("delete-retrain-all", scopes=("class",), doc=(
+                 "unfair contrast: every client retrains, the requesting ones without the class"))
 class DeleteRetrainAll(RetrainRoute):
     """All clients retrain for R rounds from the current global model; only the
     requesting clients' train messages carry ``exclude-classes``.
@@ -14,6 +17,5 @@ class DeleteRetrainAll(RetrainRoute):
     request. FedAvg over all clients' fresh models, weighted by sample count.
     """
 
-    name = "delete-retrain-all"
     fair = False
     relabel = False

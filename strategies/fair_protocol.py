@@ -28,6 +28,7 @@ from flwr.serverapp import Grid
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.fedavg_train import FedAvgTrain
 from fedunl_flwr.federation import Federation, raise_on_errors
+from fedunl_flwr.methods import Option
 from fedunl_flwr.phases import TrainedModel
 from fedunl_flwr.protocol import DataChange
 from fedunl_flwr.store import RunStore
@@ -46,6 +47,14 @@ def cached_models(original: TrainedModel, partition_ids: Iterable[int]) -> dict[
             "(a client never sampled while training, e.g. fraction-train < 1). Retrain the "
             "original model with fraction-train = 1 (another results-dir or config).")
     return {p: original.client_arrays[p] for p in partition_ids}
+
+
+#: What every non-requesting client contributes under the fair protocol.
+FAIR_OTHERS = Option(
+    "fair-others", "global",
+    "fair protocol: what every non-requesting client contributes: `global` (the pretrained "
+    "global model, seed 000 Table 4) or `cached` (its final local model of the original run)",
+    lambda value: value in ("global", "cached"), "must be 'global' or 'cached'")
 
 
 class WeightedSum:
@@ -109,7 +118,7 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
                         else DataChange(exclude_classes=classes)).encode()
         self.cached = WeightedSum()
         self.cached_clients: list[int] = []
-        self.others = run.config.fair_others
+        self.others = run.config.option(FAIR_OTHERS.key)
         if self.fair:
             others = [p for p in run.federation.partition_ids if p not in self.requesting]
             if self.others == "cached":
@@ -171,7 +180,7 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
                        request: UnlearningRequest, original: TrainedModel,
                        run_store: RunStore):
         """Check the cached client models before the phase folder is created."""
-        if cls.fair and config.fair_others == "cached":
+        if cls.fair and config.option(FAIR_OTHERS.key) == "cached":
             cached_models(original, [p for p in federation.partition_ids
                                      if p not in request.clients])
         return super().run_unlearning(grid, config, federation, request, original, run_store)

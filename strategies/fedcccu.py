@@ -23,9 +23,19 @@ from collections.abc import Mapping
 from flwr.app import RecordDict
 
 from fedunl_flwr import protocol
+from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.protocol import decode_entries
 from fedunl_flwr.unlearning.neurons import Entry, dominance_ratios, select_dominant_units
-from strategies.neuron_editing import NeuronEditRoute
+from strategies.neuron_editing import EDITING_OPTIONS, ZERO_UNITS, NeuronEditRoute
+
+ATTRIBUTION_TOP_N = Option("attribution-top-n", 50,
+                           "top-N (unit, score) entries each client uploads per class (N)",
+                           lambda value: value >= 1, "must be >= 1")
+ATTRIBUTION_STEPS = Option("attribution-steps", 20, "integrated-gradient steps (m)",
+                           lambda value: value >= 1, "must be >= 1")
+ATTRIBUTION_SAMPLES = Option("attribution-samples", 256,
+                             "at most this many samples per class for attribution",
+                             lambda value: value >= 1, "must be >= 1")
 
 
 def select_fedcccu_units(lists: Mapping[int, Mapping[int, list[Entry]]],
@@ -77,6 +87,12 @@ def select_fedcccu_units(lists: Mapping[int, Mapping[int, list[Entry]]],
     return list(selected.values())
 
 
+@register_method("fedcccu", scopes=("class",), doc=(
+                 "per-client integrated-gradient attribution, dominance ratio R = S_max_other / "
+                 "S_forget, zero units by ascending R until the forget class is forgotten "
+                 "(stopping rule, n = cap)"),
+                 options=(*EDITING_OPTIONS, ATTRIBUTION_TOP_N, ATTRIBUTION_STEPS,
+                          ATTRIBUTION_SAMPLES))
 class FedCCCU(NeuronEditRoute):
     """Cross-client-constrained unlearning by rank-based selection of dominant units.
 
@@ -88,7 +104,6 @@ class FedCCCU(NeuronEditRoute):
     counts and the seconds the attribution took. No client trains.
     """
 
-    name = "fedcccu"
     action = protocol.ATTRIBUTION
 
     def query_clients(self) -> list[int]:
@@ -96,8 +111,9 @@ class FedCCCU(NeuronEditRoute):
 
     def query_config(self) -> dict:
         config = self.run.config
-        return {protocol.STEPS: config.attribution_steps, protocol.TOP_N: config.attribution_top_n,
-                protocol.SAMPLES_PER_CLASS: config.attribution_samples}
+        return {protocol.STEPS: config.option(ATTRIBUTION_STEPS.key),
+                protocol.TOP_N: config.option(ATTRIBUTION_TOP_N.key),
+                protocol.SAMPLES_PER_CLASS: config.option(ATTRIBUTION_SAMPLES.key)}
 
     def select(self, replies: dict[int, RecordDict]) -> list[dict]:
         lists = {pid: decode_entries(content["metrics"], content["info"])
@@ -109,7 +125,7 @@ class FedCCCU(NeuronEditRoute):
                     raise RuntimeError(f"client {pid} sent no attribution entries for "
                                        f"forget class {class_id}")
         return select_fedcccu_units(lists, list(request.clients), list(request.classes),
-                                    self.run.config.zero_units)
+                                    self.run.config.option(ZERO_UNITS.key))
 
     def extra(self) -> dict:
         seconds = {str(pid): float(content["metrics"]["attribution-seconds"])

@@ -1,14 +1,14 @@
 """FedMemEraser (seed 001, Alg. 1): reset the parameters redundant for the remaining
 data, then fine-tune on the remaining clients.
 
-Stage 1 (locate). Default ``gradient-source = "gradient"`` (the paper): every remaining
+Stage 1 (locate). ``gradient-source = "gradient"`` (the paper's text): every remaining
 client k in K_r receives the global model and replies with the gradient of its mean
 loss over its remaining local data (``query.mean_gradient``); the server averages them
 without weights, g_r = (1/|K_r|) sum_k g_k (eq. 13). ``selection = "redundant"`` picks
 the rho fraction of conv/linear weight entries with the smallest |g_r|, ranked globally
 over all those tensors (Alg. 1 step 5).
 
-``gradient-source = "update"`` follows the authors' public code instead: the statistic
+``gradient-source = "update"`` (the default) follows the authors' public code: the statistic
 is the remaining clients' averaged model update of one FedAvg round (the first
 fine-tuning round, so no extra client pass): Phi^1 - Phi_G with Phi^1 the FedAvg
 aggregate; the selected entries of Phi^1 are then reset and fine-tuning continues for
@@ -19,8 +19,8 @@ gradient of the loss on the forget data D_u, as the paper's baselines do; the cl
 holding D_u compute it (``query.mean_gradient`` with ``data = "forget"``), averaged
 without weights over them. FedMemEraser itself never needs D_u.
 
-Stage 2 (reset). The selected entries are re-drawn from the layer's default
-initialisation (Kaiming uniform, relu gain), seeded by run-config ``seed``
+Stage 2 (reset). The selected entries are re-drawn from the initialisation scheme the
+model was built with (run-config ``model-init``), from the ``reset`` random stream of ``seed``
 (``fedunl_flwr.unlearning.parameter_selection.reinitialize_parameters``). The model
 right after the reset and the selection masks are saved in the phase folder
 (``reset.npz``, ``reset-mask.npz``).
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from logging import INFO
 
 import numpy as np
@@ -44,6 +45,7 @@ from flwr.supercore import log
 from fedunl_flwr import protocol
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.federation import Federation
+from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.seeding import torch_generator
 from fedunl_flwr.unlearning.parameter_selection import (SELECTION_STRATEGIES,
                                                         reinitialize_parameters,
@@ -56,6 +58,39 @@ from strategies.unlearning import UnlearningOutcome, UnlearningRequest, Unlearni
 
 #: Selection strategies that rank by the forget data's gradient (Table F4 baselines).
 NEEDS_FORGET_GRADIENT = ("salun", "localized", "deep", "shallow")
+
+RHO = Option("rho", 0.4, "FedMemEraser: fraction of parameters reset, in [0, 1] (0 = fine-tuning)",
+             lambda value: 0.0 <= value <= 1.0, "must be in [0, 1]")
+GRADIENT_SOURCE = Option(
+    "gradient-source", "update",
+    "FedMemEraser statistic: `update` (the authors' code: the remaining clients' mean model "
+    "update of the first fine-tuning round; the reset follows that round's aggregation) or "
+    "`gradient` (the paper's text: a fresh mean gradient at the original model)",
+    lambda value: value in ("gradient", "update"), "must be 'gradient' or 'update'")
+RESET_TENSORS = Option(
+    "reset-tensors", "all",
+    "tensors FedMemEraser ranks and resets: `all` (every trainable state-dict tensor, the "
+    "authors' code) or `weights` (conv/linear weights only)",
+    lambda value: value in ("weights", "all"), "must be 'weights' or 'all'")
+SELECTION = Option(
+    "selection", "redundant",
+    "FedMemEraser parameter selection: `redundant`, `salun`, `localized`, `deep`, `shallow`",
+    lambda value: value in SELECTION_STRATEGIES, f"must be one of {sorted(SELECTION_STRATEGIES)}")
+
+
+@dataclass(frozen=True)
+class ResetSettings:
+    """FedMemEraser's own run-config keys, read once."""
+
+    rho: float
+    selection: str
+    gradient_source: str
+    reset_tensors: str
+
+    @classmethod
+    def of(cls, config: RunConfig) -> ResetSettings:
+        return cls(*(config.option(o.key) for o in (RHO, SELECTION, GRADIENT_SOURCE,
+                                                     RESET_TENSORS)))
 
 
 def record_to_tensors(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
@@ -72,6 +107,7 @@ class Reset:
 
     def __init__(self, config: RunConfig, forget_grad: dict[str, torch.Tensor] | None) -> None:
         self.config = config
+        self.settings = ResetSettings.of(config)
         self.forget_grad = forget_grad
         self.masks: dict[str, torch.Tensor] = {}
         self.reset_arrays: ArrayRecord | None = None
@@ -81,15 +117,15 @@ class Reset:
                  ) -> ArrayRecord:
         start = time.perf_counter()
         params = record_to_tensors(arrays)
-        selection = self.config.selection
-        include_1d = self.config.reset_tensors == "all"
+        selection, rho = self.settings.selection, self.settings.rho
+        include_1d = self.settings.reset_tensors == "all"
         if selection == "redundant":
-            masks = select_parameters("redundant", rho=self.config.rho, grad_stats=statistic,
+            masks = select_parameters("redundant", rho=rho, grad_stats=statistic,
                                       include_1d=include_1d)
         else:
             forget = self.forget_grad or {}
             weights = {name: params[name] for name in forget}
-            masks = select_parameters(selection, rho=self.config.rho, weights=weights,
+            masks = select_parameters(selection, rho=rho, weights=weights,
                                       forget_grad_stats=forget, include_1d=include_1d)
         self.masks = masks
         self.reset_arrays = tensors_to_record(reinitialize_parameters(
@@ -101,9 +137,9 @@ class Reset:
         selected = sum(int(m.sum()) for m in self.masks.values())
         eligible = sum(m.numel() for m in self.masks.values())
         return {
-            "selection": self.config.selection, "rho": self.config.rho,
-            "gradient_source": self.config.gradient_source,
-            "reset_tensors": self.config.reset_tensors, "model_init": self.config.model_init,
+            "selection": self.settings.selection, "rho": self.settings.rho,
+            "gradient_source": self.settings.gradient_source,
+            "reset_tensors": self.settings.reset_tensors, "model_init": self.config.model_init,
             "selected_entries": selected, "eligible_entries": eligible,
             "selected_fraction": selected / max(1, eligible),
             "per_tensor_fraction": {name: float(m.float().mean())
@@ -111,17 +147,19 @@ class Reset:
         }
 
 
+@register_method("fedmemeraser", doc=(
+                 "seed 001 Alg. 1 as the authors' code runs it: one FedAvg round of the "
+                 "remaining clients, reset the lowest-rho fraction of entries by their mean "
+                 "update (or, `gradient-source='gradient'`, by a fresh mean gradient), then "
+                 "fine-tune on the remaining data"),
+                 options=(RHO, GRADIENT_SOURCE, RESET_TENSORS, SELECTION))
 class FedMemEraser(RemainingDataStrategy):
     """Reset the rho fraction of parameters least used by the remaining data, fine-tune."""
 
-    name = "fedmemeraser"
 
     @classmethod
     def validate_request(cls, config: RunConfig, federation: Federation) -> UnlearningRequest:
-        if config.selection not in SELECTION_STRATEGIES:
-            raise ConfigError(f"selection must be one of {sorted(SELECTION_STRATEGIES)}, "
-                              f"got {config.selection!r}")
-        if config.gradient_source == "update" and config.unlearn_rounds < 1:
+        if config.option(GRADIENT_SOURCE.key) == "update" and config.unlearn_rounds < 1:
             raise ConfigError("gradient-source 'update' takes the statistic from the first "
                               "fine-tuning round: unlearn-rounds must be >= 1")
         return super().validate_request(config, federation)
@@ -129,25 +167,26 @@ class FedMemEraser(RemainingDataStrategy):
     @classmethod
     def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
         config, federation, request = run.config, run.federation, run.request
+        settings = ResetSettings.of(config)
         original = run.original.arrays
         start = time.perf_counter()
         forget_grad = None
-        if config.selection in NEEDS_FORGET_GRADIENT:
+        if settings.selection in NEEDS_FORGET_GRADIENT:
             holders = forget_holders(request, federation)
             forget_grad = mean_gradient(grid, federation, holders, original, {
                 p: {protocol.DATA: protocol.FORGET, **request.forget_selection(p).encode()}
                 for p in holders})
         reset = Reset(config, forget_grad)
-        if config.gradient_source == "gradient":
+        if settings.gradient_source == "gradient":
             remaining = remaining_participants(request, federation)
             statistic = None
-            if config.selection == "redundant":
+            if settings.selection == "redundant":
                 statistic = mean_gradient(grid, federation, remaining, original,
                                           {p: request.removal(p).encode() for p in remaining})
             reset(original, statistic)
             located = time.perf_counter() - start
             log(INFO, "fedunl: fedmemeraser reset %d of %d eligible entries (rho %.2f, %s) "
-                "in %.1f s", *_counts(reset), config.rho, config.selection, located)
+                "in %.1f s", *_counts(reset), settings.rho, settings.selection, located)
             tuned = fine_tune(cls, grid, run, reset.reset_arrays, offset=located)
         else:
             def after_round(server_round: int, aggregate: ArrayRecord) -> ArrayRecord:
@@ -165,7 +204,7 @@ class FedMemEraser(RemainingDataStrategy):
         run.store.write_arrays("reset-mask", {k: m.cpu().numpy() for k, m in reset.masks.items()})
         extra = memorization_evaluation(grid, run, tuned.arrays, accuracy_curve(tuned.history))
         extra.update({"reset": reset.summary(), "unlearn_seconds": tuned.seconds,
-                      "locate_seconds": located + (reset.seconds if config.gradient_source
+                      "locate_seconds": located + (reset.seconds if settings.gradient_source
                                                    == "update" else 0.0),
                       "unlearn_rounds": config.unlearn_rounds})
         return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, extra)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
+from fedunl_flwr.methods import register_method
 from strategies.memorization_eval import accuracy_curve, memorization_evaluation
 from strategies.remaining import AfterAggregate, RemainingDataFedAvg, RemainingDataStrategy
 from strategies.unlearning import UnlearningOutcome, UnlearningRun, unlearn_config
@@ -55,10 +56,12 @@ def fine_tune(strategy_cls: type[RemainingDataFedAvg], grid: Grid, run: Unlearni
                      offset + time.perf_counter() - start)
 
 
+@register_method("finetune", doc=(
+                 "FedAvg on the remaining data from the original model for `unlearn-rounds` (= "
+                 "FedMemEraser with rho 0)"))
 class FineTune(RemainingDataStrategy):
     """FedAvg on the remaining data from the original model, ``unlearn-rounds`` rounds."""
 
-    name = "finetune"
 
     @classmethod
     def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:

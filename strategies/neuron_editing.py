@@ -21,6 +21,7 @@ from flwr.supercore import log
 
 from fedunl_flwr import protocol
 from fedunl_flwr.federation import raise_on_errors
+from fedunl_flwr.methods import Option
 from fedunl_flwr.metrics.forgetting import chance_target, forget_class_accuracy
 from fedunl_flwr.phases import evaluate_clients, model_for
 from fedunl_flwr.records import get_weights, record_to_weights, set_weights, state_keys, \
@@ -28,6 +29,19 @@ from fedunl_flwr.records import get_weights, record_to_weights, set_weights, sta
 from fedunl_flwr.unlearning.neurons import zero_units
 from strategies.unlearning import UnlearningOutcome, UnlearningRun, UnlearningStrategyMixin
 
+#: The run-config keys of every model-editing route.
+ZERO_UNITS = Option("zero-units", 50,
+                    "Neuron-Zeroing and FedCCCU: at most this many neurons are zeroed (n; with "
+                    "`zero-stop=false` exactly n per forget class)",
+                    lambda value: value >= 1, "must be >= 1")
+ZERO_STOP = Option("zero-stop", True,
+                   "zero the ranked neurons one at a time until the requesting clients' "
+                   "forget-class test accuracy is at or below `forget-target` (n is the cap)")
+FORGET_TARGET = Option("forget-target", -1.0,
+                       "the stopping rule's target accuracy in [0, 1]; negative = chance, "
+                       "1 / number of classes", lambda value: value <= 1,
+                       "must be in [0, 1] (or negative: chance, 1/classes)")
+EDITING_OPTIONS = (ZERO_UNITS, ZERO_STOP, FORGET_TARGET)
 
 def zero_units_in_arrays(run: UnlearningRun, arrays: ArrayRecord,
                          units: Iterable[tuple[str, int]]) -> ArrayRecord:
@@ -46,7 +60,7 @@ def zero_until_forgotten(grid: Grid, run: UnlearningRun, ranked: list[dict]
     Returns the model, the steps (units zeroed, accuracy after) and the units zeroed.
     """
     requesting = list(run.request.clients)
-    target = chance_target(run.config.forget_target, run.federation.num_classes)
+    target = chance_target(run.config.option(FORGET_TARGET.key), run.federation.num_classes)
     arrays = run.original.arrays
     steps = []
     for count in range(len(ranked) + 1):
@@ -156,13 +170,13 @@ class NeuronEditRoute(UnlearningStrategyMixin, Strategy):
         strategy = cls(run)
         result = strategy.start(grid, run.original.arrays, num_rounds=1)
         arrays, steps = result.arrays, []
-        if run.config.zero_stop:
+        if run.config.option(ZERO_STOP.key):
             arrays, steps, chosen = zero_until_forgotten(grid, run, strategy.selected)
             strategy.selected = chosen
         zeroed = sorted({(item["site"], int(item["unit"])) for item in strategy.selected})
         return UnlearningOutcome(arrays, [], 0, {
-            "zero_stop": run.config.zero_stop,
-            "forget_target": chance_target(run.config.forget_target,
+            "zero_stop": run.config.option(ZERO_STOP.key),
+            "forget_target": chance_target(run.config.option(FORGET_TARGET.key),
                                            run.federation.num_classes),
             "zeroing_steps": steps,
             "trained_clients": [],

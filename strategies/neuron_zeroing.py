@@ -8,9 +8,10 @@ import numpy as np
 from flwr.app import RecordDict
 
 from fedunl_flwr import protocol
+from fedunl_flwr.methods import register_method
 from fedunl_flwr.protocol import split_activation_key
 from fedunl_flwr.unlearning.neurons import top_units
-from strategies.neuron_editing import NeuronEditRoute
+from strategies.neuron_editing import EDITING_OPTIONS, ZERO_UNITS, NeuronEditRoute
 
 
 def pooled_activations(replies: Mapping[int, Mapping[str, object]], class_id: int
@@ -59,6 +60,10 @@ def select_activation_units(replies: Mapping[int, Mapping[str, object]],
     return list(selected.values())
 
 
+@register_method("neuron-zeroing", scopes=("class",), doc=(
+                 "rank units by mean activation on the requesting clients' forget-class data and "
+                 "zero them in that order until the forget class is forgotten (stopping rule, n "
+                 "= cap)"), options=EDITING_OPTIONS)
 class NeuronZeroing(NeuronEditRoute):
     """Zero the top-n units by mean post-activation on the requesting clients'
     forget-class samples (n = ``zero-units``), ranked across all layers.
@@ -68,7 +73,6 @@ class NeuronZeroing(NeuronEditRoute):
     activations and the sample counts. No client trains.
     """
 
-    name = "neuron-zeroing"
     action = protocol.ACTIVATIONS
 
     def query_clients(self) -> list[int]:
@@ -79,4 +83,4 @@ class NeuronZeroing(NeuronEditRoute):
 
     def select(self, replies: dict[int, RecordDict]) -> list[dict]:
         return select_activation_units(replies, list(self.run.request.classes),
-                                       self.run.config.zero_units)
+                                       self.run.config.option(ZERO_UNITS.key))

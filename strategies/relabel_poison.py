@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from strategies.fair_protocol import RetrainRoute
+from fedunl_flwr.methods import register_method
+from strategies.fair_protocol import FAIR_OTHERS, RetrainRoute
 
 
+@register_method("relabel-poison", scopes=("class",), doc=(
+                 "fair protocol: the requesting clients retrain with their forget-class samples "
+                 "relabelled to random non-target classes"),
+                 options=(FAIR_OTHERS,))
 class RelabelPoison(RetrainRoute):
     """Requesting clients relabel their forget-class samples to random other classes
     and retrain for R rounds; every other client contributes its cached final model.
@@ -14,6 +19,5 @@ class RelabelPoison(RetrainRoute):
     classes (seeded per client, the same draw every round).
     """
 
-    name = "relabel-poison"
     fair = True
     relabel = True

@@ -26,6 +26,7 @@ from flwr.supercore import log
 from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig
 from fedunl_flwr.federation import Federation
+from fedunl_flwr.methods import register_method
 from fedunl_flwr.phases import (TrainedModel, evaluate_clients, initial_arrays,
                                 load_model_phase, model_for, save_model_phase,
                                 write_evaluation)
@@ -81,10 +82,12 @@ class RetrainedModels:
         }
 
 
+@register_method("retrain", doc=(
+                 "gold standard: FedAvg from scratch on the remaining data for "
+                 "`num-server-rounds`, J = `retrain-seeds` seeds"))
 class Retrain(RemainingDataStrategy):
     """Retrain from scratch on the remaining data (FedAvg, J seeds); the gold standard."""
 
-    name = "retrain"
 
     @classmethod
     def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:

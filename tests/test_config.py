@@ -9,9 +9,13 @@ import pytest
 from fedunl_flwr.config import ConfigError, RunConfig, config_hash, parse_int_list, pyproject_defaults
 
 
-def test_pyproject_defaults_equal_dataclass_defaults():
+def test_pyproject_defaults_equal_dataclass_and_method_defaults():
+    from fedunl_flwr.methods import all_options
+
     defaults = pyproject_defaults()
-    expected = {f.name.replace("_", "-"): f.default for f in fields(RunConfig)}
+    expected = {f.name.replace("_", "-"): f.default for f in fields(RunConfig)
+                if f.name != "options"}
+    expected.update({key: option.default for key, option in all_options().items()})
     assert defaults == expected
 
 
@@ -27,7 +31,8 @@ def test_from_mapping_converts_kebab_case_and_coerces_ints_to_float():
     config = RunConfig.from_mapping({"num-server-rounds": 7, "learning-rate": 1, "rho": 0})
     assert config.num_server_rounds == 7
     assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
-    assert config.rho == 0.0
+    assert config.option("rho") == 0.0 and isinstance(config.option("rho"), float)
+    assert RunConfig().option("rho") == 0.4  # the owning method's default
 
 
 @pytest.mark.parametrize("values, message", [
@@ -52,6 +57,11 @@ def test_training_key_ignores_unlearning_settings_but_unlearning_key_does_not():
     b = RunConfig.from_mapping({"strategy": "fedmemeraser", "rho": 0.5})
     assert config_hash(a.training_key()) == config_hash(b.training_key())
     assert config_hash(a.unlearning_key()) != config_hash(b.unlearning_key())
+    # a key another method owns does not change a run's folder
+    a2 = RunConfig.from_mapping({"strategy": "fedcccu", "rho": 0.9})
+    assert config_hash(a.unlearning_key()) == config_hash(a2.unlearning_key())
+    b2 = RunConfig.from_mapping({"strategy": "fedmemeraser", "rho": 0.6})
+    assert config_hash(b.unlearning_key()) != config_hash(b2.unlearning_key())
     c = RunConfig.from_mapping({"seed": 1})
     assert config_hash(c.training_key()) != config_hash(RunConfig().training_key())
 
