@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from flwr.compat.client.numpy_client import NumPyClient
 
 from clients.fair_unlearning import FairUnlearningWork
+from clients.handlers import QUERY_HANDLERS, QueryReply
 from clients.local_training import TrainSettings, train_epochs
 from clients.memorization import MemorizationWork
 from fedunl_flwr import protocol
@@ -21,10 +21,6 @@ from fedunl_flwr.models import build_model, get_device
 from fedunl_flwr.protocol import DataChange
 from fedunl_flwr.records import get_weights, set_weights
 from fedunl_flwr.seeding import torch_generator
-
-# What a query action returns: any of "arrays" (name -> ndarray), "metrics" (numbers
-# or lists of numbers) and "info" (strings or lists of strings).
-QueryReply = dict[str, Mapping[str, Any]]
 
 
 class BaseClient(NumPyClient):
@@ -63,14 +59,17 @@ class BaseClient(NumPyClient):
 
     @classmethod
     def query_actions(cls) -> list[str]:
-        """All query actions of this class and its mixins."""
-        return sorted({a for klass in cls.__mro__ for a in getattr(klass, "QUERY_ACTIONS", ())})
+        """All query actions: this class's and its mixins', and the registered handlers'."""
+        own = {a for klass in cls.__mro__ for a in getattr(klass, "QUERY_ACTIONS", ())}
+        return sorted(own | set(QUERY_HANDLERS))
 
     def answer_query(self, action: str, weights: list[np.ndarray] | None,
                      config: dict) -> QueryReply:
-        """Dispatch ``query.<action>`` to ``query_<action>`` (dashes become underscores)."""
+        """Dispatch ``query.<action>`` to a registered handler or to ``query_<action>``."""
         if action not in self.query_actions():
             raise ValueError(f"unknown query action {action!r}")
+        if action in QUERY_HANDLERS:
+            return QUERY_HANDLERS[action](self, weights, config)
         return getattr(self, f"query_{action.replace('-', '_')}")(weights, config)
 
     @property

@@ -39,12 +39,14 @@ class TrainedModel:
     seconds: float = 0.0
 
 
-def model_for(config: RunConfig, num_classes: int, init_index: int | None = None) -> SiteModel:
+def model_for(config: RunConfig, num_classes: int, init_index: int | str | None = None
+              ) -> SiteModel:
     """The run's model (scenario default unless run-config ``model`` is set).
 
     ``init_index`` selects the initialisation stream (``seeding``: purpose ``init``;
-    0 = the original model, 1 + j = retrained model j); None leaves it uninitialised
-    (a template whose weights are overwritten).
+    0 = the original model, 1 + j = retrained model j, a string for a method's own
+    fresh initialisations); None leaves it uninitialised (a template whose weights are
+    overwritten).
     """
     scenario = get_scenario(config.scenario)
     seed = None if init_index is None else stream_seed(config.seed, "init", init_index)

@@ -156,7 +156,6 @@ class Reset:
 class FedMemEraser(RemainingDataStrategy):
     """Reset the rho fraction of parameters least used by the remaining data, fine-tune."""
 
-
     @classmethod
     def validate_request(cls, config: RunConfig, federation: Federation) -> UnlearningRequest:
         if config.option(GRADIENT_SOURCE.key) == "update" and config.unlearn_rounds < 1:

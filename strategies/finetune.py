@@ -62,7 +62,6 @@ def fine_tune(strategy_cls: type[RemainingDataFedAvg], grid: Grid, run: Unlearni
 class FineTune(RemainingDataStrategy):
     """FedAvg on the remaining data from the original model, ``unlearn-rounds`` rounds."""
 
-
     @classmethod
     def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
         tuned = fine_tune(cls, grid, run, run.original.arrays)

@@ -88,7 +88,6 @@ class RetrainedModels:
 class Retrain(RemainingDataStrategy):
     """Retrain from scratch on the remaining data (FedAvg, J seeds); the gold standard."""
 
-
     @classmethod
     def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
         """All J retrained models (trained or loaded); the phase's model is seed 0's."""

@@ -1,0 +1,133 @@
+"""Halimi et al. (2022), a seed 001 baseline: projected gradient ascent by the leaving client.
+
+"Federated Unlearning: How to Efficiently Erase a Client in FL?" (arXiv 2207.05521):
+
+1. The reference model w_ref is the mean of the remaining clients' models; here their
+   final local models of the original run (stored with it), unweighted.
+2. The leaving client starts from w_ref and maximises its own loss with SGD, projected
+   after every step onto the l2 ball around w_ref of radius delta; delta is
+   ``halimi-radius`` times the mean distance of w_ref from freshly initialised models
+   (the paper: a third of it). It stops early once its accuracy on its own data is at
+   or below ``halimi-stop-accuracy`` (negative: chance, 1 / classes), or after
+   ``halimi-epochs`` epochs (``query.projected_ascent``, ``clients.halimi``). Several
+   leaving clients ascend in turn, each from the previous one's model, around w_ref.
+3. Post-training: ``unlearn-rounds`` FedAvg rounds of the remaining clients from the
+   ascended model (``strategies.finetune.fine_tune``).
+
+The phase summary carries seed 001's evaluation, as fine-tuning and FedMemEraser do.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from logging import INFO
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from fedunl_flwr import protocol
+from fedunl_flwr.methods import Option, register_method
+from fedunl_flwr.federation import query_clients
+from fedunl_flwr.metrics.forgetting import chance_target
+from fedunl_flwr.phases import model_for
+from fedunl_flwr.records import get_weights, state_keys
+from strategies.fair_protocol import cached_models
+from strategies.finetune import fine_tune
+from strategies.memorization_eval import accuracy_curve, memorization_evaluation
+from strategies.remaining import RemainingDataStrategy
+from strategies.unlearning import UnlearningOutcome, UnlearningRun
+
+ACTION = "projected_ascent"  # the client handler's action (clients.halimi)
+#: Random initialisations the radius is measured against.
+RADIUS_SAMPLES = 3
+
+LEARNING_RATE = Option("halimi-learning-rate", 0.01,
+                       "Halimi et al.: SGD step size of the leaving client's gradient ascent",
+                       lambda value: value > 0, "must be > 0")
+EPOCHS = Option("halimi-epochs", 5, "Halimi et al.: at most this many ascent epochs",
+                lambda value: value >= 1, "must be >= 1")
+RADIUS = Option("halimi-radius", 0.33,
+                "Halimi et al.: l2 radius of the ball around w_ref, as a fraction of w_ref's "
+                "mean distance from fresh initialisations (the paper: one third)",
+                lambda value: value > 0, "must be > 0")
+STOP_ACCURACY = Option("halimi-stop-accuracy", -1.0,
+                       "Halimi et al.: stop the ascent once the leaving client's accuracy on "
+                       "its data is at or below this (negative: chance, 1 / classes)",
+                       lambda value: value <= 1, "must be <= 1")
+
+
+def mean_arrays(models: Sequence[ArrayRecord]) -> ArrayRecord:
+    """Unweighted mean of named arrays (float64 sum, the first model's dtypes)."""
+    if not models:
+        raise ValueError("mean of no models")
+    out = {}
+    for key, first in models[0].items():
+        total = sum(np.asarray(m[key].numpy(), dtype=np.float64) for m in models)
+        out[key] = Array(np.ascontiguousarray((total / len(models)).astype(first.numpy().dtype)))
+    return ArrayRecord(out)
+
+
+def l2_distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
+                names: Sequence[str]) -> float:
+    """l2 distance of two models over the named tensors (one flat vector)."""
+    return math.sqrt(sum(float(np.sum((np.asarray(a[n], dtype=np.float64)
+                                       - np.asarray(b[n], dtype=np.float64)) ** 2))
+                         for n in names))
+
+
+def ball_radius(reference: Mapping[str, np.ndarray], random_models: Sequence[Mapping],
+                names: Sequence[str], fraction: float) -> float:
+    """``fraction`` of the mean distance of ``reference`` from ``random_models``."""
+    distances = [l2_distance(reference, model, names) for model in random_models]
+    return fraction * float(np.mean(distances))
+
+
+@register_method("halimi", scopes=("client",), doc=(
+                 "seed 001 baseline (Halimi et al. 2022): the leaving client does projected "
+                 "gradient ascent on its data from the remaining clients' mean model w_ref, "
+                 "inside an l2 ball around it; then the remaining clients post-train for "
+                 "`unlearn-rounds`"),
+                 options=(LEARNING_RATE, EPOCHS, RADIUS, STOP_ACCURACY))
+class Halimi(RemainingDataStrategy):
+    """Projected gradient ascent at the leaving client, then FedAvg post-training."""
+
+    @classmethod
+    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+        config, federation, request = run.config, run.federation, run.request
+        start = time.perf_counter()
+        remaining = request.remaining_clients(federation)
+        reference = mean_arrays(list(cached_models(run.original, remaining).values()))
+        num_classes = federation.num_classes
+        trainable = [name for name, _ in model_for(config, num_classes).named_parameters()]
+        references = {k: v.numpy() for k, v in reference.items()}
+        randoms = [dict(zip(state_keys(model), get_weights(model))) for model in
+                   (model_for(config, num_classes, f"halimi-radius-{k}")
+                    for k in range(RADIUS_SAMPLES))]
+        radius = ball_radius(references, randoms, trainable, config.option(RADIUS.key))
+        settings = {"learning-rate": config.option(LEARNING_RATE.key),
+                    "epochs": config.option(EPOCHS.key), "radius": radius,
+                    "stop-accuracy": chance_target(config.option(STOP_ACCURACY.key),
+                                                   federation.num_classes),
+                    "batch-size": config.batch_size}
+        arrays, ascents = reference, []
+        for pid in request.clients:
+            reply = query_clients(grid, federation, [pid], ACTION, arrays, {pid: {
+                **settings, **request.forget_selection(pid).encode(),
+                protocol.PHASE: "unlearn-halimi"}})[pid]
+            arrays = reply["arrays"]
+            ascents.append({"client": pid, **{k: float(v) for k, v in reply["metrics"].items()
+                                               if k != protocol.PARTITION_ID}})
+            log(INFO, "fedunl halimi: client %d ascended %d epoch(s), %d step(s): accuracy on "
+                "its data %.2f%%, distance %.3g of radius %.3g", pid, ascents[-1]["epochs"],
+                ascents[-1]["steps"], 100 * ascents[-1]["accuracy"], ascents[-1]["distance"],
+                radius)
+        ascended = time.perf_counter() - start
+        tuned = fine_tune(cls, grid, run, arrays, offset=ascended)
+        extra = memorization_evaluation(grid, run, tuned.arrays, accuracy_curve(tuned.history))
+        extra.update({"unlearn_seconds": tuned.seconds, "unlearn_rounds": config.unlearn_rounds,
+                      "radius": radius, "ascent": ascents, "ascent_seconds": ascended})
+        return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, extra)
