@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from logging import INFO
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
@@ -34,8 +34,8 @@ from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.federation import query_clients
 from fedunl_flwr.metrics.forgetting import chance_target
 from fedunl_flwr.phases import model_for
-from fedunl_flwr.records import get_weights, state_keys
-from strategies.fair_protocol import cached_models
+from fedunl_flwr.records import get_weights, record_to_dict, state_keys
+from strategies.fair_protocol import WeightedSum, cached_models
 from strategies.finetune import fine_tune
 from strategies.memorization_eval import accuracy_curve, memorization_evaluation
 from strategies.remaining import RemainingDataStrategy
@@ -61,14 +61,11 @@ STOP_ACCURACY = Option("halimi-stop-accuracy", -1.0,
 
 
 def mean_arrays(models: Sequence[ArrayRecord]) -> ArrayRecord:
-    """Unweighted mean of named arrays (float64 sum, the first model's dtypes)."""
-    if not models:
-        raise ValueError("mean of no models")
-    out = {}
-    for key, first in models[0].items():
-        total = sum(np.asarray(m[key].numpy(), dtype=np.float64) for m in models)
-        out[key] = Array(np.ascontiguousarray((total / len(models)).astype(first.numpy().dtype)))
-    return ArrayRecord(out)
+    """Unweighted mean of named arrays (float64 sums, the models' dtypes kept)."""
+    total = WeightedSum()
+    for model in models:
+        total.add(model, 1.0)
+    return total.average_with(None, 0.0)
 
 
 def l2_distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
@@ -103,7 +100,7 @@ class Halimi(RemainingDataStrategy):
         reference = mean_arrays(list(cached_models(run.original, remaining).values()))
         num_classes = federation.num_classes
         trainable = [name for name, _ in model_for(config, num_classes).named_parameters()]
-        references = {k: v.numpy() for k, v in reference.items()}
+        references = record_to_dict(reference)
         randoms = [dict(zip(state_keys(model), get_weights(model))) for model in
                    (model_for(config, num_classes, f"halimi-radius-{k}")
                     for k in range(RADIUS_SAMPLES))]
