@@ -8,28 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from fedunl_flwr.client_app import build_client_app, load_run_config
-from fedunl_flwr.config import RunConfig
 from fedunl_flwr.data.scenarios import get_scenario
 from fedunl_flwr.server_app import build_server_app
 from fedunl_flwr.store import RunStore
-
-
-def result_paths(config: RunConfig) -> dict[str, Path]:
-    """Where a run with ``config`` writes its phases (same keys as the ServerApp)."""
-    store = RunStore(config.resolved_results_dir())
-    paths = {"train": store.phase(config.scenario, "train", config.training_key()).path}
-    if config.strategy != "fedavg":
-        paths["unlearn"] = store.phase(config.scenario, f"unlearn-{config.strategy}",
-                                       config.unlearning_key()).path
-    return paths
 
 
 def simulate(overrides: Mapping[str, Any], num_supernodes: int | None = None,
              cpus_per_client: float = 1.0) -> dict[str, Path]:
     """One ``run_simulation`` of the app with run-config ``overrides``.
 
-    Returns the phase folders; raises ``RuntimeError`` if the run did not complete
-    (``run_simulation`` itself only logs a failed ServerApp).
+    Returns the phase folders the server listed in the run store's index; raises
+    ``RuntimeError`` if the run did not complete (``run_simulation`` itself only logs a
+    failed ServerApp).
     """
     from flwr.simulation import run_simulation
 
@@ -38,14 +28,16 @@ def simulate(overrides: Mapping[str, Any], num_supernodes: int | None = None,
     gpus = 0.0
     if os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1"):
         gpus = 1.0 / min(count, 4)
+    store = RunStore(config.resolved_results_dir())
+    store.index_path(config.run_key()).unlink(missing_ok=True)  # only this run's listing counts
     run_simulation(build_server_app(dict(overrides)), build_client_app(dict(overrides)),
                    num_supernodes=count,
                    backend_config={"client_resources": {"num_cpus": cpus_per_client,
                                                         "num_gpus": gpus},
                                    "init_args": {"log_to_driver": True}})
-    paths = result_paths(config)
-    missing = [str(p) for p in paths.values() if not (p / "summary.json").exists()]
-    if missing:
-        raise RuntimeError(f"simulation did not complete: no summary.json in {missing}; "
-                           "see the log above")
+    paths = store.read_index(config.run_key())
+    missing = [str(p) for p in (paths or {}).values() if not (p / "summary.json").exists()]
+    if paths is None or missing:
+        raise RuntimeError(f"simulation did not complete: the server listed no complete "
+                           f"phases ({missing or 'no index'}); see the log above")
     return paths

@@ -175,6 +175,11 @@ class RunConfig:
             del key["target_error"]
         return key
 
+    def run_key(self) -> dict[str, Any]:
+        """The settings that determine a whole run (its unlearning key, or its training
+        key for ``strategy = fedavg``): the run store's index is keyed by it."""
+        return self.training_key() if self.strategy == "fedavg" else self.unlearning_key()
+
     def unlearning_key(self) -> dict[str, Any]:
         """The settings that determine an unlearning run (includes the training key)."""
         from fedunl_flwr.methods import method_options

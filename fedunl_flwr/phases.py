@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from logging import INFO
 
@@ -142,29 +143,50 @@ def load_model_phase(store: PhaseStore, model: SiteModel) -> TrainedModel:
                         seconds=float(summary.get("seconds", 0.0)))
 
 
+def run_phase(grid: Grid, federation: Federation, store: PhaseStore, template: SiteModel,
+              description: str, produce: Callable[[], TrainedModel],
+              summarize: Callable[[TrainedModel], dict],
+              evaluate_stored: bool = False) -> TrainedModel:
+    """One phase of the run store: load it when complete, else begin -> produce -> save
+    -> evaluate once on every client -> write the summary (last: marks completion).
+
+    ``produce`` returns the phase's model; ``summarize`` (called after the evaluation,
+    which it finds in ``trained.evaluations``) returns the summary's own entries.
+    ``evaluate_stored`` evaluates a loaded phase too (the caller reports it).
+    """
+    if store.is_complete():
+        log(INFO, "fedunl: loading %s from %s", description, store.path)
+        loaded = load_model_phase(store, template)
+        if evaluate_stored:
+            loaded.evaluations = evaluate_clients(grid, federation, loaded.arrays)
+        return loaded
+    store.begin()
+    log(INFO, "fedunl: %s into %s", description, store.path)
+    trained = produce()
+    save_model_phase(store, trained)
+    trained.evaluations = evaluate_clients(grid, federation, trained.arrays)
+    write_evaluation(store, trained.evaluations, federation.class_names, summarize(trained))
+    return trained
+
+
 def train_original(grid: Grid, config: RunConfig, federation: Federation,
-                   run_store: RunStore, class_names: list[str]) -> TrainedModel:
+                   run_store: RunStore) -> TrainedModel:
     """FedAvg on all clients, or the stored result of the same configuration."""
     store = run_store.phase(config.scenario, "train", config.training_key())
-    template = model_for(config, federation.num_classes)
-    if store.is_complete():
-        log(INFO, "fedunl: loading the original model from %s", store.path)
-        return load_model_phase(store, template)
-    store.begin()
-    log(INFO, "fedunl: training the original model (%d rounds) into %s",
-        config.num_server_rounds, store.path)
     strategy = FedAvgTrain(federation, federation.partition_ids, config.num_server_rounds,
                            config.fraction_train, config.evaluate_every, config.seed,
                            aggregation=config.aggregation, target_error=config.target_error)
-    start = time.perf_counter()
-    result = strategy.start(grid, initial_arrays(config, federation.num_classes, 0),
-                            num_rounds=config.num_server_rounds)
-    trained = TrainedModel(result.arrays, strategy.client_arrays, strategy.history_rows(),
-                           store, seconds=time.perf_counter() - start)
-    save_model_phase(store, trained)
-    trained.evaluations = evaluate_clients(grid, federation, trained.arrays)
-    write_evaluation(store, trained.evaluations, class_names,
-                     {"phase": "train", "seconds": trained.seconds,
-                      "client_epochs": strategy.client_epochs,
-                      "converged_round": strategy.converged_round})
-    return trained
+
+    def produce() -> TrainedModel:
+        start = time.perf_counter()
+        result = strategy.start(grid, initial_arrays(config, federation.num_classes, 0),
+                                num_rounds=config.num_server_rounds)
+        return TrainedModel(result.arrays, strategy.client_arrays, strategy.history_rows(),
+                            store, seconds=time.perf_counter() - start)
+
+    return run_phase(grid, federation, store, model_for(config, federation.num_classes),
+                     f"the original model ({config.num_server_rounds} rounds)", produce,
+                     lambda trained: {"phase": "train", "seconds": trained.seconds,
+                                      "client_epochs": strategy.client_epochs,
+                                      "converged_round": strategy.converged_round},
+                     evaluate_stored=True)

@@ -15,7 +15,7 @@ from fedunl_flwr.config import RunConfig
 from fedunl_flwr.data.scenarios import get_scenario
 from fedunl_flwr.federation import discover_federation
 from fedunl_flwr.models import MODELS
-from fedunl_flwr.phases import evaluate_clients, train_original
+from fedunl_flwr.phases import train_original
 from fedunl_flwr.reports.accuracy import accuracy_frame, frame_to_markdown
 from fedunl_flwr.store import RunStore
 from strategies import get_strategy
@@ -39,19 +39,18 @@ def run(grid: Grid, config: RunConfig) -> dict:
     federation = discover_federation(grid, scenario.num_clients(config.num_clients))
     request = strategy_cls.validate_request(config, federation) if strategy_cls else None
     store = RunStore(config.resolved_results_dir())
-    original = train_original(grid, config, federation, store, federation.class_names)
-    if not original.evaluations:
-        original.evaluations = evaluate_clients(grid, federation, original.arrays)
+    original = train_original(grid, config, federation, store)
     table = accuracy_frame(original.evaluations, federation.class_names)
     log(INFO, "fedunl: original model, per-client per-class test accuracy (%%):\n%s",
         frame_to_markdown(table, digits=1))
-    outputs = {"train": str(original.store.path)}
+    outputs = {"train": original.store.path}
     if strategy_cls is not None:
-        unlearned = strategy_cls.run_unlearning(grid, config, federation, request, original,
-                                                store)
-        outputs["unlearn"] = str(unlearned)
-    log(INFO, "fedunl: results in %s", ", ".join(outputs.values()))
-    return outputs
+        outputs["unlearn"] = strategy_cls.run_unlearning(grid, config, federation, request,
+                                                         original, store)
+    index = store.write_index(config.run_key(), outputs)
+    log(INFO, "fedunl: results in %s (listed in %s)",
+        ", ".join(map(str, outputs.values())), index)
+    return {k: str(v) for k, v in outputs.items()}
 
 
 def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:

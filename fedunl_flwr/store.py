@@ -133,6 +133,24 @@ class RunStore:
     def phase(self, scenario: str, phase: str, key: Mapping[str, Any]) -> PhaseStore:
         return PhaseStore(self.root / scenario / f"{phase}-{config_hash(key)}", key)
 
+    def index_path(self, run_key: Mapping[str, Any]) -> Path:
+        """Where the server lists the phase folders of the run with ``run_key``."""
+        return self.root / "index" / f"run-{config_hash(run_key)}.json"
+
+    def write_index(self, run_key: Mapping[str, Any], folders: Mapping[str, Path]) -> Path:
+        """Record which phase folders a completed run wrote (its ``config`` included)."""
+        path = self.index_path(run_key)
+        payload = {"config": run_key, "folders": {k: str(v) for k, v in folders.items()}}
+        atomic_write_bytes(path, json.dumps(payload, indent=2, sort_keys=True).encode())
+        return path
+
+    def read_index(self, run_key: Mapping[str, Any]) -> dict[str, Path] | None:
+        """The phase folders the server recorded for ``run_key`` (None: not recorded)."""
+        path = self.index_path(run_key)
+        if not path.exists():
+            return None
+        return {k: Path(v) for k, v in json.loads(path.read_text())["folders"].items()}
+
 
 def check_arrays_match(stored: Mapping[str, np.ndarray], keys: list[str],
                        shapes: list[tuple[int, ...]], where: Path) -> None:

@@ -51,7 +51,7 @@ from fedunl_flwr.unlearning.parameter_selection import (SELECTION_STRATEGIES,
                                                         reinitialize_parameters,
                                                         select_parameters)
 from strategies.finetune import fine_tune
-from strategies.memorization_eval import accuracy_curve, mean_gradient, memorization_evaluation
+from strategies.memorization_eval import MemorizationEvaluated, mean_gradient
 from strategies.remaining import (RemainingDataStrategy, forget_holders,
                                   remaining_participants)
 from strategies.unlearning import UnlearningOutcome, UnlearningRequest, UnlearningRun
@@ -153,7 +153,7 @@ class Reset:
                  "update (or, `gradient-source='gradient'`, by a fresh mean gradient), then "
                  "fine-tune on the remaining data"),
                  options=(RHO, GRADIENT_SOURCE, RESET_TENSORS, SELECTION))
-class FedMemEraser(RemainingDataStrategy):
+class FedMemEraser(MemorizationEvaluated, RemainingDataStrategy):
     """Reset the rho fraction of parameters least used by the remaining data, fine-tune."""
 
     @classmethod
@@ -201,11 +201,10 @@ class FedMemEraser(RemainingDataStrategy):
                               after_aggregate=after_round)
         run.store.write_arrays("reset", {k: v.numpy() for k, v in reset.reset_arrays.items()})
         run.store.write_arrays("reset-mask", {k: m.cpu().numpy() for k, m in reset.masks.items()})
-        extra = memorization_evaluation(grid, run, tuned.arrays, accuracy_curve(tuned.history))
-        extra.update({"reset": reset.summary(), "unlearn_seconds": tuned.seconds,
-                      "locate_seconds": located + (reset.seconds if settings.gradient_source
-                                                   == "update" else 0.0),
-                      "unlearn_rounds": config.unlearn_rounds})
+        extra = {"reset": reset.summary(), "unlearn_seconds": tuned.seconds,
+                 "locate_seconds": located + (reset.seconds if settings.gradient_source
+                                              == "update" else 0.0),
+                 "unlearn_rounds": config.unlearn_rounds}
         return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, extra)
 
 

@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from fedunl_flwr.methods import register_method
-from strategies.memorization_eval import accuracy_curve, memorization_evaluation
+from strategies.memorization_eval import MemorizationEvaluated
 from strategies.remaining import AfterAggregate, RemainingDataFedAvg, RemainingDataStrategy
 from strategies.unlearning import UnlearningOutcome, UnlearningRun, unlearn_config
 
@@ -59,13 +59,11 @@ def fine_tune(strategy_cls: type[RemainingDataFedAvg], grid: Grid, run: Unlearni
 @register_method("finetune", doc=(
                  "FedAvg on the remaining data from the original model for `unlearn-rounds` (= "
                  "FedMemEraser with rho 0)"))
-class FineTune(RemainingDataStrategy):
+class FineTune(MemorizationEvaluated, RemainingDataStrategy):
     """FedAvg on the remaining data from the original model, ``unlearn-rounds`` rounds."""
 
     @classmethod
     def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
         tuned = fine_tune(cls, grid, run, run.original.arrays)
-        extra = memorization_evaluation(grid, run, tuned.arrays, accuracy_curve(tuned.history))
-        extra["unlearn_seconds"] = tuned.seconds
-        extra["unlearn_rounds"] = run.config.unlearn_rounds
-        return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, extra)
+        return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, {
+            "unlearn_seconds": tuned.seconds, "unlearn_rounds": run.config.unlearn_rounds})

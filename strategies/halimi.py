@@ -37,7 +37,7 @@ from fedunl_flwr.phases import model_for
 from fedunl_flwr.records import get_weights, record_to_dict, state_keys
 from strategies.fair_protocol import WeightedSum, cached_models
 from strategies.finetune import fine_tune
-from strategies.memorization_eval import accuracy_curve, memorization_evaluation
+from strategies.memorization_eval import MemorizationEvaluated
 from strategies.remaining import RemainingDataStrategy
 from strategies.unlearning import UnlearningOutcome, UnlearningRun
 
@@ -89,7 +89,7 @@ def ball_radius(reference: Mapping[str, np.ndarray], random_models: Sequence[Map
                  "inside an l2 ball around it; then the remaining clients post-train for "
                  "`unlearn-rounds`"),
                  options=(LEARNING_RATE, EPOCHS, RADIUS, STOP_ACCURACY))
-class Halimi(RemainingDataStrategy):
+class Halimi(MemorizationEvaluated, RemainingDataStrategy):
     """Projected gradient ascent at the leaving client, then FedAvg post-training."""
 
     @classmethod
@@ -124,7 +124,6 @@ class Halimi(RemainingDataStrategy):
                 radius)
         ascended = time.perf_counter() - start
         tuned = fine_tune(cls, grid, run, arrays, offset=ascended)
-        extra = memorization_evaluation(grid, run, tuned.arrays, accuracy_curve(tuned.history))
-        extra.update({"unlearn_seconds": tuned.seconds, "unlearn_rounds": config.unlearn_rounds,
-                      "radius": radius, "ascent": ascents, "ascent_seconds": ascended})
-        return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, extra)
+        return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, {
+            "unlearn_seconds": tuned.seconds, "unlearn_rounds": config.unlearn_rounds,
+            "radius": radius, "ascent": ascents, "ascent_seconds": ascended})

@@ -33,15 +33,15 @@ from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedunl_flwr.federation import Federation
-from fedunl_flwr.federation import query_clients
+from fedunl_flwr import protocol
+from fedunl_flwr.federation import Federation, query_clients
+from fedunl_flwr.metrics.evaluation import Evaluation
 from fedunl_flwr.metrics.fairness import LOCAL_FAIRNESS_REPORT_SCALE, local_fairness, loss_changes
 from fedunl_flwr.metrics.memorization import (DATASET_ROW_LABEL, MEMORIZATION_GROUP_LABELS,
                                               assign_memorization_groups, group_accuracies,
                                               grouped_memorization_table, memorization_scores)
 from fedunl_flwr.metrics.timing import csl_memorization_agreement, speedup, time_to_peak
-from fedunl_flwr import protocol
-from fedunl_flwr.phases import central_test_accuracies, evaluate_clients
+from fedunl_flwr.phases import TrainedModel, central_test_accuracies
 from fedunl_flwr.reports.accuracy import global_accuracy
 from strategies.remaining import forget_holders, remaining_participants
 from strategies.retrain import RetrainedModels, obtain_retrained
@@ -234,7 +234,8 @@ def _lf(changes: dict[str, float]) -> float:
 
 
 def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayRecord,
-                            unlearn_curve: list[list[float]]) -> dict:
+                            unlearn_curve: list[list[float]],
+                            after: dict[int, Evaluation]) -> dict:
     """Everything seed 001 reports for one unlearned model (goes into summary.json).
 
     Parameters
@@ -246,6 +247,9 @@ def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayReco
         The unlearned global model.
     unlearn_curve
         ``[round, seconds since unlearning started, test accuracy]`` per evaluated round.
+    after
+        The unlearned model's evaluation on every client's test split (done once by
+        the phase runner).
     """
     start = time.perf_counter()
     config, federation, request = run.config, run.federation, run.request
@@ -282,9 +286,7 @@ def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayReco
                                                    retrained.models[j].arrays), loss_original)
                          for j in reference]
 
-    after = evaluate_clients(grid, federation, unlearned)
-    before = run.original.evaluations or evaluate_clients(grid, federation,
-                                                          run.original.arrays)
+    before = run.original.evaluations
     csl = _csl_agreement(grid, federation, request, holders, original_out, mem)
     timing = time_analysis(unlearn_curve, retrained, config.unlearn_rounds,
                            config.num_server_rounds, config.peak_tolerance)
@@ -392,3 +394,13 @@ def _log_result(table: pd.DataFrame, result: dict) -> None:
     if not result["csl_agreement"].get("available"):
         log(WARNING, "fedunl: CSL agreement not computed: %s",
             result["csl_agreement"].get("reason"))
+
+
+class MemorizationEvaluated:
+    """Mixin for the seed 001 methods: their summary carries :func:`memorization_evaluation`."""
+
+    @classmethod
+    def evaluate_unlearned(cls, grid: Grid, run: UnlearningRun, unlearned: TrainedModel
+                           ) -> dict:
+        return memorization_evaluation(grid, run, unlearned.arrays,
+                                       accuracy_curve(unlearned.history), unlearned.evaluations)

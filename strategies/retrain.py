@@ -16,20 +16,17 @@ original model and request (any rho, selection, rounds, J' >= index) reuses it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from logging import INFO
 
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
-from flwr.supercore import log
 
 from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig
 from fedunl_flwr.federation import Federation
 from fedunl_flwr.methods import register_method
-from fedunl_flwr.phases import (TrainedModel, evaluate_clients, initial_arrays,
-                                load_model_phase, model_for, save_model_phase,
-                                write_evaluation)
+from fedunl_flwr.phases import TrainedModel, initial_arrays, model_for, run_phase
 from fedunl_flwr.store import PhaseStore, RunStore
 from strategies.remaining import RemainingDataStrategy
 from strategies.unlearning import UnlearningOutcome, UnlearningRequest, UnlearningRun
@@ -108,41 +105,38 @@ def obtain_retrained(grid: Grid, config: RunConfig, federation: Federation,
     for index in range(count):
         store = run_store.phase(config.scenario, RETRAIN_PHASE,
                                 retrain_key(config, request, index))
-        if store.is_complete():
-            log(INFO, "fedunl: loading retrained model %d/%d from %s", index + 1,
-                count, store.path)
-            model = load_model_phase(store, template)
-            trained_now.append(False)
-        else:
-            model = _retrain_one(grid, config, federation, request, store, index)
-            trained_now.append(True)
-        models.append(model)
+        trained_now.append(not store.is_complete())
+        models.append(run_phase(
+            grid, federation, store, template,
+            f"retrained model {index + 1}/{count} (without D_u, {config.num_server_rounds} "
+            "rounds)", *_retrain_one(grid, config, federation, request, store, index)))
         summaries.append(store.read_json("summary.json"))
     return RetrainedModels(models, summaries, trained_now)
 
 
 def _retrain_one(grid: Grid, config: RunConfig, federation: Federation,
-                 request: UnlearningRequest, store: PhaseStore, index: int) -> TrainedModel:
-    store.begin()
-    log(INFO, "fedunl: retraining without D_u, model %d/%d, %d rounds, into %s",
-        index + 1, retrain_count(config), config.num_server_rounds, store.path)
+                 request: UnlearningRequest, store: PhaseStore, index: int
+                 ) -> tuple[Callable[[], TrainedModel], Callable[[TrainedModel], dict]]:
+    """The ``produce`` and ``summarize`` of retrained model ``index`` (``run_phase``)."""
     strategy = Retrain(federation, request, config.num_server_rounds,
                        fraction_train=config.fraction_train,
                        evaluate_every=config.evaluate_every, seed=config.seed,
                        phase=f"retrain-{index}", aggregation=config.aggregation)
-    start = time.perf_counter()
-    result = strategy.start(grid, initial_arrays(config, federation.num_classes,
-                                                 retrain_init_index(index)),
-                            num_rounds=config.num_server_rounds,
-                            train_config=ConfigRecord({protocol.PHASE: strategy.phase}))
-    trained = TrainedModel(result.arrays, {}, strategy.history_rows(), store,
-                           seconds=time.perf_counter() - start)
-    save_model_phase(store, trained)
-    trained.evaluations = evaluate_clients(grid, federation, trained.arrays)
-    write_evaluation(store, trained.evaluations, federation.class_names, {
-        "phase": RETRAIN_PHASE, "retrain_index": index,
-        "init_stream": retrain_init_index(index),
-        "request": request.as_dict(), "seconds": trained.seconds,
-        "client_epochs": strategy.client_epochs, "participants": strategy.participants,
-    })
-    return trained
+
+    def produce() -> TrainedModel:
+        start = time.perf_counter()
+        result = strategy.start(grid, initial_arrays(config, federation.num_classes,
+                                                     retrain_init_index(index)),
+                                num_rounds=config.num_server_rounds,
+                                train_config=ConfigRecord({protocol.PHASE: strategy.phase}))
+        return TrainedModel(result.arrays, {}, strategy.history_rows(), store,
+                            seconds=time.perf_counter() - start)
+
+    def summarize(trained: TrainedModel) -> dict:
+        return {"phase": RETRAIN_PHASE, "retrain_index": index,
+                "init_stream": retrain_init_index(index),
+                "request": request.as_dict(), "seconds": trained.seconds,
+                "client_epochs": strategy.client_epochs,
+                "participants": strategy.participants}
+
+    return produce, summarize

@@ -16,9 +16,8 @@ from fedunl_flwr import protocol
 from fedunl_flwr.config import ConfigError, RunConfig, parse_int_list
 from fedunl_flwr.federation import Federation
 from fedunl_flwr.metrics.forgetting import collateral_damage
+from fedunl_flwr.phases import TrainedModel, model_for, run_phase
 from fedunl_flwr.protocol import DataChange, ForgetSelection
-from fedunl_flwr.phases import (TrainedModel, evaluate_clients, load_model_phase, model_for,
-                                save_model_phase, write_evaluation)
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
 from fedunl_flwr.store import PhaseStore, RunStore
 
@@ -206,41 +205,55 @@ class UnlearningStrategyMixin:
         raise NotImplementedError
 
     @classmethod
+    def evaluate_unlearned(cls, grid: Grid, run: UnlearningRun, unlearned: TrainedModel
+                           ) -> dict:
+        """Hook: a method family's own evaluation of the unlearned model (summary entries).
+
+        Called once the model is saved and evaluated on every client
+        (``unlearned.evaluations``); the default adds nothing.
+        """
+        return {}
+
+    @classmethod
     def run_unlearning(cls, grid: Grid, config: RunConfig, federation: Federation,
                        request: UnlearningRequest, original: TrainedModel,
                        run_store: RunStore) -> Path:
         """Run (or load) the unlearning phase and write its before/after summary."""
         store = run_store.phase(config.scenario, f"unlearn-{cls.name}", config.unlearning_key())
-        if store.is_complete():
-            log(INFO, "fedunl: unlearning result already stored in %s", store.path)
-            done = load_model_phase(store, model_for(config, federation.num_classes))
-            after = evaluate_clients(grid, federation, done.arrays)
-            _log_table(f"{cls.name} (stored)", after, federation.class_names)
-            return store.path
-        store.begin()
-        log(INFO, "fedunl: unlearning with %s, request %s", cls.name, request.as_dict())
-        start = time.perf_counter()
-        outcome = cls.unlearn(grid, UnlearningRun(config, federation, request, original,
-                                                  store, run_store))
-        seconds = time.perf_counter() - start
-        save_model_phase(store, TrainedModel(outcome.arrays, {}, outcome.history, store))
-        after = evaluate_clients(grid, federation, outcome.arrays)
-        before = original.evaluations or evaluate_clients(grid, federation, original.arrays)
-        if request.scope == "class":
-            outcome.extra["collateral_damage"] = collateral_damage(
-                before, after, request.clients, request.classes)
-        write_evaluation(store, after, federation.class_names, {
-            "phase": "unlearn", "strategy": cls.name, "request": request.as_dict(),
-            "train_class_counts": {str(p): list(c.train_class_counts)
+        run = UnlearningRun(config, federation, request, original, store, run_store)
+        outcome = UnlearningOutcome(original.arrays)
+
+        def produce() -> TrainedModel:
+            nonlocal outcome
+            log(INFO, "fedunl: unlearning with %s, request %s", cls.name, request.as_dict())
+            start = time.perf_counter()
+            outcome = cls.unlearn(grid, run)
+            return TrainedModel(outcome.arrays, {}, outcome.history, store,
+                                seconds=time.perf_counter() - start)
+
+        def summarize(unlearned: TrainedModel) -> dict:
+            before, after = original.evaluations, unlearned.evaluations
+            extra = {**outcome.extra, **cls.evaluate_unlearned(grid, run, unlearned)}
+            if request.scope == "class":
+                extra["collateral_damage"] = collateral_damage(before, after, request.clients,
+                                                               request.classes)
+            return {
+                "phase": "unlearn", "strategy": cls.name, "request": request.as_dict(),
+                "train_class_counts": {str(p): list(c.train_class_counts)
+                                       for p, c in sorted(federation.clients.items())},
+                "client_domains": {str(p): c.domain
                                    for p, c in sorted(federation.clients.items())},
-            "client_domains": {str(p): c.domain for p, c in sorted(federation.clients.items())},
-            "seconds": seconds, "client_epochs": outcome.client_epochs,
-            "before": accuracy_summary(before),
-            "global_accuracy_before": accuracy_summary(before)["global_accuracy"],
-            "global_accuracy_after": accuracy_summary(after)["global_accuracy"],
-            **outcome.extra,
-        })
-        _log_table(cls.name, after, federation.class_names)
+                "seconds": unlearned.seconds, "client_epochs": outcome.client_epochs,
+                "before": accuracy_summary(before),
+                "global_accuracy_before": accuracy_summary(before)["global_accuracy"],
+                "global_accuracy_after": accuracy_summary(after)["global_accuracy"],
+                **extra,
+            }
+
+        done = run_phase(grid, federation, store, model_for(config, federation.num_classes),
+                         f"the {cls.name} unlearning result", produce, summarize,
+                         evaluate_stored=True)
+        _log_table(cls.name, done.evaluations, federation.class_names)
         return store.path
 
 
