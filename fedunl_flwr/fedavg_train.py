@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from logging import INFO
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -35,6 +36,26 @@ class RoundRecord:
     train_loss: float
     accuracy: float
     clients_trained: int
+
+
+#: A mean cross-entropy above this is a diverged run (the loss of a uniform guess is
+#: ln(classes), a few units).
+DIVERGED_LOSS = 1e6
+
+
+class TrainingDiverged(RuntimeError):
+    """A client's training produced a non-finite model or an exploding loss."""
+
+
+def check_not_diverged(loss: float, arrays: ArrayRecord, where: str) -> None:
+    """Raise :class:`TrainingDiverged` for a non-finite or exploding train loss, or a
+    model with non-finite entries: such a phase must not be stored as complete."""
+    bad = [name for name, array in arrays.items() if not np.isfinite(array.numpy()).all()]
+    if not math.isfinite(loss) or loss > DIVERGED_LOSS or bad:
+        raise TrainingDiverged(
+            f"{where}: the training diverged (train loss {loss:.3g}"
+            f"{', non-finite ' + ', '.join(bad[:3]) if bad else ''}); lower learning-rate. "
+            "The phase is not stored as complete.")
 
 
 class FedAvgTrain(FedAvg):
@@ -150,6 +171,8 @@ class FedAvgTrain(FedAvg):
         for reply in replies:
             metrics = reply.content["metrics"]
             pid = int(metrics[protocol.PARTITION_ID])
+            check_not_diverged(float(metrics["train-loss"]), reply.content["arrays"],
+                               f"{self.phase} round {server_round}, client {pid}")
             self.client_arrays[pid] = reply.content["arrays"]
             self.client_epochs += int(metrics.get(protocol.LOCAL_EPOCHS, 1))
             records.append(RecordDict({

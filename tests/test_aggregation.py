@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
-from fedunl_flwr.fedavg_train import FedAvgTrain
+from fedunl_flwr.fedavg_train import FedAvgTrain, TrainingDiverged
 from fedunl_flwr.federation import ClientInfo, Federation
 
 
@@ -27,11 +27,12 @@ class Reply:
         return False
 
 
-def reply(pid: int, value: float, examples: int) -> Reply:
+def reply(pid: int, value: float, examples: int, loss: float | None = None) -> Reply:
     return Reply(RecordDict({
         "arrays": ArrayRecord({"w": Array(np.full((2,), value, dtype=np.float32))}),
         "metrics": MetricRecord({"partition-id": pid, "num-examples": examples,
-                                 "train-loss": value, "local-epochs": 1}),
+                                 "train-loss": value if loss is None else loss,
+                                 "local-epochs": 1}),
     }))
 
 
@@ -49,12 +50,23 @@ def test_weighted_and_unweighted_mean(aggregation: str, expected: float) -> None
 
 def test_arrival_order_does_not_change_the_sum() -> None:
     values = [0.1, 1e7, -1e7, 0.3, 0.7]
-    replies = [reply(p, v, 1) for p, v in enumerate(values)]
+    replies = [reply(p, v, 1, loss=0.5) for p, v in enumerate(values)]
     first = FedAvgTrain(federation(5), list(range(5)), 1, aggregation="mean")
     second = FedAvgTrain(federation(5), list(range(5)), 1, aggregation="mean")
     a, _ = first.aggregate_train(1, replies)
     b, _ = second.aggregate_train(1, list(reversed(replies)))
     assert np.array_equal(a["w"].numpy(), b["w"].numpy())
+
+
+@pytest.mark.parametrize("loss, value, message", [
+    (float("nan"), 1.0, "train loss nan"),
+    (3.8e21, 1.0, "train loss 3.8e\\+21"),
+    (0.5, float("inf"), "non-finite w"),
+])
+def test_a_diverged_client_stops_the_phase(loss: float, value: float, message: str) -> None:
+    strategy = FedAvgTrain(federation(2), [0, 1], 1)
+    with pytest.raises(TrainingDiverged, match=f"train round 1, client 1: .*{message}"):
+        strategy.aggregate_train(1, [reply(0, 1.0, 10), reply(1, value, 10, loss=loss)])
 
 
 def test_unknown_aggregation_is_rejected() -> None:

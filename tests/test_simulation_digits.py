@@ -120,6 +120,14 @@ def test_failed_run_is_reported_as_failure(tmp_path):
     assert "holds no training sample" in result.stdout and "finished:failed" in result.stdout
 
 
+def test_a_diverging_run_fails_and_stores_no_complete_phase(tmp_path):
+    result = flwr_run(tmp_path, "learning-rate=1e6 num-server-rounds=2 samples-per-client=100 "
+                      "test-samples-per-client=50")
+    assert result.returncode == 1
+    assert "the training diverged" in result.stdout and "lower learning-rate" in result.stdout
+    assert not list(tmp_path.rglob("summary.json"))  # nothing looks complete
+
+
 def test_too_few_simulated_nodes_fail_within_seconds(tmp_path):
     env = {**os.environ, "FEDUNL_RESULTS_DIR": str(tmp_path),
            "FLWR_HOME": str(tmp_path / ".flwr")}
