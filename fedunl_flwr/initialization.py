@@ -11,6 +11,9 @@ step 6) whatever the scheme. Running statistics (BatchNorm buffers) have no rule
 - ``kaiming-relu``: the FedMemEraser authors' code. Tensors with 2+ dims
   ``kaiming_uniform_(nonlinearity="relu")``, i.e. U(-sqrt(6/fan_in), sqrt(6/fan_in));
   every 1-D tensor (biases, norm weights and biases) U(-0.1, 0.1).
+- ``he``: He initialisation for ReLU networks: conv/linear weights as ``kaiming-relu``
+  (sqrt(6) times PyTorch's bound), biases and norm parameters as ``pytorch`` (norm
+  weights 1, not the authors' U(-0.1, 0.1), which slows training down).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import Tensor
 INIT_SCHEMES: dict[str, str] = {
     "pytorch": "PyTorch's default initialisation (conv/linear U(+-1/sqrt(fan_in)), norms 1/0)",
     "kaiming-relu": "the FedMemEraser authors': 2+-dim kaiming_uniform_(relu), 1-D U(-0.1, 0.1)",
+    "he": "He (kaiming_uniform_(relu)) conv/linear weights; biases and norms as PyTorch's",
 }
 
 #: State-dict entries with these name endings are running statistics, never initialised
@@ -79,7 +83,7 @@ def init_rule(name: str, state: Mapping[str, Tensor], scheme: str) -> InitRule |
             return InitRule(ONE_D_BOUND)
         return InitRule(math.sqrt(6.0 / fan_in(shape)))
     if len(shape) >= 2:
-        return InitRule(1.0 / math.sqrt(fan_in(shape)))
+        return InitRule(math.sqrt((6.0 if scheme == "he" else 1.0) / fan_in(shape)))
     # 1-D under PyTorch's defaults: a layer bias takes the layer's fan-in; norm affine
     # parameters (their sibling weight is 1-D too) start at 1 (weight) and 0 (bias).
     prefix, _, leaf = name.rpartition(".")

@@ -44,7 +44,15 @@ def test_kaiming_relu_rules_are_the_authors() -> None:
     assert probe.abs().max() <= bound < probe.abs().max() / 0.98
 
 
-@pytest.mark.parametrize("scheme", ["pytorch", "kaiming-relu"])
+def test_he_rules_are_kaiming_weights_with_pytorchs_biases_and_norms() -> None:
+    state = cnn_state()
+    assert init_rule("features.0.conv.weight", state, "he") == InitRule(math.sqrt(6 / 9))
+    assert init_rule("hidden.fc.bias", state, "he") == InitRule(1 / math.sqrt(256))
+    assert init_rule("features.0.norm.weight", state, "he") == InitRule(constant=1.0)
+    assert init_rule("features.0.norm.bias", state, "he") == InitRule(constant=0.0)
+
+
+@pytest.mark.parametrize("scheme", ["pytorch", "kaiming-relu", "he"])
 def test_reset_redraws_from_the_models_own_scheme(scheme: str) -> None:
     """Defect 1b: the reset must draw from the distribution the model was built from,
     not from a fixed Kaiming-relu bound (which is sqrt(6) times PyTorch's default)."""
