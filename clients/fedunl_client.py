@@ -86,7 +86,8 @@ class BaseClient(NumPyClient):
                 "train-class-counts": np.bincount(self.data.y_train,
                                                   minlength=self.num_classes).tolist(),
             },
-            "info": {"domain": self.data.domain, "class-names": list(self.class_names)},
+            "info": {"domain": self.data.domain, "class-names": list(self.class_names),
+                     protocol.DATA_FINGERPRINT: self.data.fingerprint},
         }
 
     def train_settings(self, config: dict) -> TrainSettings:

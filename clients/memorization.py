@@ -161,8 +161,9 @@ class MemorizationWork:
     def csl_path(self) -> Path:
         """This client's CSL file for the run's training configuration."""
         key = config_hash(self.config.training_key())
+        name = f"csl-client-{self.partition_id}-{self.data.fingerprint}.npz"
         return (self.config.resolved_results_dir() / "client-state" / self.config.scenario
-                / f"train-{key}" / f"csl-client-{self.partition_id}.npz")
+                / f"train-{key}" / name)
 
     def _read_csl(self) -> tuple[np.ndarray, np.ndarray] | None:
         path = self.csl_path()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from logging import INFO
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
@@ -27,6 +30,7 @@ class ClientInfo:
     num_test: int
     train_class_counts: tuple[int, ...]
     domain: str = ""
+    fingerprint: str = ""  # hash of the client's data arrays (protocol.DATA_FINGERPRINT)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,23 @@ class Federation:
 
     def node_ids(self, partition_ids: list[int]) -> list[int]:
         return [self.clients[p].node_id for p in partition_ids]
+
+    @property
+    def fingerprint(self) -> str:
+        """:func:`data_fingerprint` of the clients' data fingerprints."""
+        return data_fingerprint({p: c.fingerprint for p, c in self.clients.items()})
+
+
+def data_fingerprint(client_fingerprints: Mapping[int, str]) -> str:
+    """One hash of every client's data fingerprint (in partition-id order): phases of the
+    run store are keyed by it, so changed data never reuses a stored model."""
+    text = ";".join(f"{p}:{client_fingerprints[p]}" for p in sorted(client_fingerprints))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def with_data(key: Mapping[str, Any], fingerprint: str) -> dict[str, Any]:
+    """A phase key plus the data fingerprint (``Federation.fingerprint``) as ``data``."""
+    return {**key, "data": fingerprint}
 
 
 def raise_on_errors(replies: list[Message], what: str, expected: list[int] | None = None,
@@ -121,7 +142,8 @@ def discover_federation(grid: Grid, expected_clients: int) -> Federation:
         clients[pid] = ClientInfo(pid, reply.metadata.src_node_id, int(metrics["num-train"]),
                                   int(metrics["num-test"]),
                                   tuple(int(c) for c in metrics["train-class-counts"]),
-                                  str(reply.content["info"]["domain"]))
+                                  str(reply.content["info"]["domain"]),
+                                  str(reply.content["info"][protocol.DATA_FINGERPRINT]))
         class_names.add(tuple(reply.content["info"]["class-names"]))
     if len(class_names) != 1:
         raise ValueError(f"clients disagree on the label space: {sorted(class_names)}")

@@ -18,7 +18,7 @@ from fedunl_flwr.config import RunConfig
 from fedunl_flwr.data.scenarios import get_scenario, scenario_test_sets
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.fedavg_train import FedAvgTrain
-from fedunl_flwr.federation import Federation, raise_on_errors
+from fedunl_flwr.federation import Federation, raise_on_errors, with_data
 from fedunl_flwr.metrics.evaluation import Evaluation, evaluate_model
 from fedunl_flwr.models import SiteModel, build_model, get_device
 from fedunl_flwr.records import (get_weights, record_to_dict, record_to_weights, set_weights,
@@ -172,7 +172,8 @@ def run_phase(grid: Grid, federation: Federation, store: PhaseStore, template: S
 def train_original(grid: Grid, config: RunConfig, federation: Federation,
                    run_store: RunStore) -> TrainedModel:
     """FedAvg on all clients, or the stored result of the same configuration."""
-    store = run_store.phase(config.scenario, "train", config.training_key())
+    store = run_store.phase(config.scenario, "train",
+                            with_data(config.training_key(), federation.fingerprint))
     strategy = FedAvgTrain(federation, federation.partition_ids, config.num_server_rounds,
                            config.fraction_train, config.evaluate_every, config.seed,
                            aggregation=config.aggregation, target_error=config.target_error)

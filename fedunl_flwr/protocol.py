@@ -46,6 +46,8 @@ SAMPLES_PER_CLASS = "samples-per-class"  # attribution: samples per class (cap)
 # Reply metric keys every client reply may carry.
 PARTITION_ID = "partition-id"
 NUM_EXAMPLES = "num-examples"
+#: ``describe`` reply info: a hash of the client's train and test arrays.
+DATA_FINGERPRINT = "data-fingerprint"
 
 
 def encode_ids(ids: Iterable[int]) -> str:

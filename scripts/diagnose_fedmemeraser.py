@@ -33,6 +33,7 @@ from clients.local_training import TrainSettings, mean_loss_gradient
 from fedunl_flwr.config import RunConfig, key_values
 from fedunl_flwr.data.scenarios import build_federated_data, get_scenario, scenario_test_sets
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
+from fedunl_flwr.federation import data_fingerprint, with_data
 from fedunl_flwr.metrics.evaluation import evaluate_model, per_sample_outputs
 from fedunl_flwr.metrics.memorization import MEMORIZATION_GROUP_LABELS, group_accuracies
 from fedunl_flwr.phases import model_for
@@ -101,7 +102,8 @@ def main() -> None:
                 "D_u": 100 * correct.mean(), "test": 100 * accuracy}
 
     store = RunStore(config.resolved_results_dir())
-    train = store.phase(config.scenario, "train", config.training_key()).path
+    data = data_fingerprint({c.partition_id: c.fingerprint for c in fed.clients})
+    train = store.phase(config.scenario, "train", with_data(config.training_key(), data)).path
     original_state = {k: torch.from_numpy(v) for k, v in np.load(train / "global.npz").items()}
     summary = json.loads((folder / "summary.json").read_text())
     retrained = summary["memorization"]["group_accuracy"]["retrained"]

@@ -24,7 +24,7 @@ from flwr.serverapp import Grid
 
 from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig
-from fedunl_flwr.federation import Federation
+from fedunl_flwr.federation import Federation, with_data
 from fedunl_flwr.methods import register_method
 from fedunl_flwr.phases import TrainedModel, initial_arrays, model_for, run_phase
 from fedunl_flwr.store import PhaseStore, RunStore
@@ -35,10 +35,13 @@ from strategies.unlearning import UnlearningOutcome, UnlearningRequest, Unlearni
 RETRAIN_PHASE = "retrain"
 
 
-def retrain_key(config: RunConfig, request: UnlearningRequest, index: int) -> dict:
-    """What determines retrained model ``index``: training settings, request, seed index."""
-    return {"training": config.training_key(), "request": request.as_dict(),
-            "retrain_index": index, "init_stream": retrain_init_index(index)}
+def retrain_key(config: RunConfig, federation: Federation, request: UnlearningRequest,
+                index: int) -> dict:
+    """What determines retrained model ``index``: training settings, data, request, seed
+    index."""
+    return with_data({"training": config.training_key(), "request": request.as_dict(),
+                      "retrain_index": index, "init_stream": retrain_init_index(index)},
+                     federation.fingerprint)
 
 
 def retrain_init_index(index: int) -> int:
@@ -104,7 +107,7 @@ def obtain_retrained(grid: Grid, config: RunConfig, federation: Federation,
     count = retrain_count(config)
     for index in range(count):
         store = run_store.phase(config.scenario, RETRAIN_PHASE,
-                                retrain_key(config, request, index))
+                                retrain_key(config, federation, request, index))
         trained_now.append(not store.is_complete())
         models.append(run_phase(
             grid, federation, store, template,

@@ -14,7 +14,7 @@ from flwr.supercore import log
 
 from fedunl_flwr import protocol
 from fedunl_flwr.config import ConfigError, RunConfig, parse_int_list
-from fedunl_flwr.federation import Federation
+from fedunl_flwr.federation import Federation, with_data
 from fedunl_flwr.metrics.forgetting import collateral_damage
 from fedunl_flwr.phases import TrainedModel, model_for, run_phase
 from fedunl_flwr.protocol import DataChange, ForgetSelection
@@ -219,7 +219,8 @@ class UnlearningStrategyMixin:
                        request: UnlearningRequest, original: TrainedModel,
                        run_store: RunStore) -> Path:
         """Run (or load) the unlearning phase and write its before/after summary."""
-        store = run_store.phase(config.scenario, f"unlearn-{cls.name}", config.unlearning_key())
+        store = run_store.phase(config.scenario, f"unlearn-{cls.name}",
+                                with_data(config.unlearning_key(), federation.fingerprint))
         run = UnlearningRun(config, federation, request, original, store, run_store)
         outcome = UnlearningOutcome(original.arrays)
 

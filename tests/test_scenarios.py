@@ -85,3 +85,21 @@ def test_client_data_file_for_real_supernodes(tmp_path):
         load_client_file(tmp_path / "bad.npz", 0)
     with pytest.raises(FileNotFoundError, match="data-file"):
         load_client_file(tmp_path / "missing.npz", 0)
+
+
+def test_data_fingerprint_changes_with_any_client_array() -> None:
+    from fedunl_flwr.data.scenarios import ClientData
+    from fedunl_flwr.federation import data_fingerprint, with_data
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (6, 4, 4), dtype=np.uint8), np.arange(6) % 3
+    base = ClientData(0, "d", x, y, x[:2], y[:2])
+    changed = y.copy()
+    changed[5] = 0  # one label differs
+    assert ClientData(0, "d", x.copy(), y.copy(), x[:2], y[:2]).fingerprint == base.fingerprint
+    assert ClientData(0, "d", x, changed, x[:2], y[:2]).fingerprint != base.fingerprint
+    assert ClientData(0, "d", x, y, x[:1], y[:1]).fingerprint != base.fingerprint
+    prints = {0: "a", 1: "b"}
+    assert data_fingerprint(prints) == data_fingerprint({1: "b", 0: "a"})
+    assert data_fingerprint(prints) != data_fingerprint({0: "a", 1: "c"})
+    assert with_data({"seed": 0}, "f") == {"seed": 0, "data": "f"}
