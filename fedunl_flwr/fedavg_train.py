@@ -58,6 +58,16 @@ def check_not_diverged(loss: float, arrays: ArrayRecord, where: str) -> None:
             "The phase is not stored as complete.")
 
 
+def format_eta(seconds: float) -> str:
+    """``"1 h 02 min"``, ``"3 min 05 s"`` or ``"12 s"``: the time a phase still needs."""
+    seconds = max(0, round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
 class FedAvgTrain(FedAvg):
     """FedAvg whose participants are partition ids (e.g. only the remaining clients).
 
@@ -232,9 +242,10 @@ class FedAvgTrain(FedAvg):
                              self._train_loss, accuracy, self._trained)
         self.history.append(record)
         shown = "   n/a" if math.isnan(accuracy) else f"{100 * accuracy:6.2f}%"
-        log(INFO, "fedunl %s round %d/%d | %.1f s | train loss %.4f | accuracy %s",
+        left = self.num_rounds - server_round
+        log(INFO, "fedunl %s round %d/%d | %.1f s | train loss %.4f | accuracy %s | ETA %s",
             self.phase, server_round, self.num_rounds, record.seconds, record.train_loss,
-            shown)
+            shown, format_eta(record.elapsed / server_round * left))
 
     def history_rows(self) -> list[dict]:
         """Per-round records as plain dicts (for CSV/JSON)."""

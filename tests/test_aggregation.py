@@ -165,3 +165,12 @@ def test_a_simulation_with_too_few_nodes_fails_within_seconds() -> None:
         wait_for_nodes(InMemoryGrid(), 9, timeout=0.5)
     assert time.monotonic() - start < 5
     assert wait_for_nodes(InMemoryGrid(), 2) == [1, 2]
+
+
+def test_eta_is_readable() -> None:
+    from fedunl_flwr.fedavg_train import format_eta
+
+    assert format_eta(12.4) == "12 s"
+    assert format_eta(185) == "3 min 05 s"
+    assert format_eta(3720) == "1 h 02 min"
+    assert format_eta(-3) == "0 s"

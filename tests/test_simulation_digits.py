@@ -52,7 +52,8 @@ def test_flwr_run_trains_every_domain_well_above_chance(trained):
     assert 0.5 < summary["global_accuracy"] <= 1.0
     # per-client per-class accuracy keyed by partition id and class id strings
     assert set(summary["per_client_class_accuracy"]["0"]) == {str(c) for c in range(10)}
-    assert "fedunl train round 8/8" in log
+    assert "fedunl train round 8/8" in log and "ETA 0 s" in log
+    assert "fedunl train round 1/8" in log and " | ETA " in log.split("round 1/8", 1)[1][:120]
     assert "per-client per-class test accuracy" in log
 
 
