@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -90,11 +91,26 @@ def check_query_allowed(action: str, config: Mapping[str, Any],
                               f"{written if own else 'not set'!r}")
 
 
+def node_paths(config: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
+    """``config`` with the client-side paths a real SuperNode's node config sets.
+
+    Simulated nodes (``num-partitions`` in their node config) share the experimenter's
+    machine and keep the run-config's paths. A real SuperNode reads and writes where its
+    operator says: node config ``data-dir`` (else ``$FEDUNL_DATA_DIR``), ``results-dir``
+    (else ``$FEDUNL_RESULTS_DIR``, else ``./results``) and ``download`` (else false).
+    """
+    if "num-partitions" in node_config:
+        return config
+    return replace(config, data_dir=str(node_config.get("data-dir", "")),
+                   results_dir=str(node_config.get("results-dir", "")),
+                   download=bool(node_config.get("download", False)))
+
+
 def get_client(context: Context, overrides: Mapping[str, Any] | None = None
                ) -> FedunlClient:
     """This node's client (cached per process: Ray actors serve many messages)."""
-    config = load_run_config(context.run_config, overrides)
     node = context.node_config
+    config = node_paths(load_run_config(context.run_config, overrides), node)
     return _client_for(config, int(node.get("partition-id", 0)),
                        str(node.get("data-file", "")))
 

@@ -61,3 +61,16 @@ def test_aggregate_queries_are_answered_but_never_about_a_handful(tmp_path) -> N
     with pytest.raises(PermissionError, match="only 1 sample"):
         client.query_local_loss(weights, {"exclude-samples": keep_one})
     assert client.query_mean_gradient(weights, {})["metrics"]["num-samples"] == 20
+
+
+def test_real_nodes_take_their_paths_from_their_own_node_config() -> None:
+    """The server's run-config must not decide where a real SuperNode reads or writes."""
+    from fedunl_flwr.client_app import node_paths
+    from fedunl_flwr.config import RunConfig
+
+    server = RunConfig(data_dir="/server/data", results_dir="/server/out", download=True)
+    assert node_paths(server, SIMULATED) == server  # the experimenter's own machine
+    deployed = node_paths(server, {**DEPLOYED, "data-dir": "/site/data"})
+    assert (deployed.data_dir, deployed.results_dir, deployed.download) == \
+        ("/site/data", "", False)
+    assert deployed.seed == server.seed and deployed.scenario == server.scenario
