@@ -32,7 +32,7 @@ def test_from_mapping_converts_kebab_case_and_coerces_ints_to_float():
     assert config.num_server_rounds == 7
     assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
     assert config.option("rho") == 0.0 and isinstance(config.option("rho"), float)
-    assert RunConfig().option("rho") == 0.4  # the owning method's default
+    assert RunConfig().option("rho") == 0.6  # the owning method's default
 
 
 @pytest.mark.parametrize("values, message", [
