@@ -69,6 +69,13 @@ def with_data(key: Mapping[str, Any], fingerprint: str) -> dict[str, Any]:
     return {**key, "data": fingerprint}
 
 
+def summarize_error(reason: str, limit: int = 300) -> str:
+    """The last line of a client's error (Ray wraps it in its whole traceback)."""
+    lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
+    last = lines[-1] if lines else str(reason)
+    return last if len(last) <= limit else last[:limit] + "..."
+
+
 def raise_on_errors(replies: list[Message], what: str, expected: list[int] | None = None,
                     federation: Federation | None = None) -> None:
     """Raise :class:`ClientError` unless every expected node replied without error.
@@ -78,7 +85,7 @@ def raise_on_errors(replies: list[Message], what: str, expected: list[int] | Non
     fewer clients than it asked (an error the SuperLink makes for a lost node carries
     the SuperLink's id as its source, so the missing node is found by elimination).
     """
-    errors = [m.error.reason for m in replies if m.has_error()]
+    errors = [summarize_error(m.error.reason) for m in replies if m.has_error()]
     valid = {m.metadata.src_node_id for m in replies if not m.has_error()}
     if expected is None:
         missing = [m.metadata.src_node_id for m in replies if m.has_error()]

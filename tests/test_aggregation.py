@@ -8,7 +8,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from fedunl_flwr.fedavg_train import FedAvgTrain, TrainingDiverged
-from fedunl_flwr.federation import ClientInfo, Federation
+from fedunl_flwr.federation import ClientError, ClientInfo, Federation
 
 
 def federation(n: int) -> Federation:
@@ -174,3 +174,38 @@ def test_eta_is_readable() -> None:
     assert format_eta(185) == "3 min 05 s"
     assert format_eta(3720) == "1 h 02 min"
     assert format_eta(-3) == "0 s"
+
+
+@pytest.mark.simulation
+def test_a_client_failing_mid_training_is_named_and_nothing_is_stored(tmp_path,
+                                                                       data_dir) -> None:
+    """A real Flower/Ray simulation in which partition 1 raises in its round-2 training:
+    the run stops naming the phase, the round, the partition and its node, with the
+    reply count, and leaves no phase that looks complete."""
+    from flwr.simulation import run_simulation
+
+    from fedunl_flwr.client_app import build_client_app
+    from fedunl_flwr.server_app import build_server_app
+
+    overrides = {"scenario": "mnist-iid", "num-clients": 3, "samples-per-client": 60,
+                 "test-samples-per-client": 20, "num-server-rounds": 3, "model": "cnn",
+                 "model-width": 4, "results-dir": str(tmp_path), "data-dir": str(data_dir)}
+    client_app = build_client_app(overrides)
+    train = client_app._registered_funcs["train.default"]  # wrap Flower's registered train handler
+
+    def failing_train(message, context):
+        if (int(context.node_config["partition-id"]) == 1
+                and int(message.content["config"]["server-round"]) == 2):
+            raise RuntimeError("injected failure")
+        return train(message, context)
+
+    client_app._registered_funcs["train.default"] = failing_train
+    with pytest.raises(ClientError) as failure:
+        run_simulation(build_server_app(overrides), client_app, num_supernodes=3,
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+    message = str(failure.value)
+    assert message.startswith("train round 2 failed (2 of 3 replied): no valid reply from "
+                              "partition 1 (node ")
+    assert message.endswith("Message: injected failure'>")  # one line, no Ray traceback
+    assert "\n" not in message
+    assert not list(tmp_path.rglob("summary.json"))
