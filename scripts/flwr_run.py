@@ -193,13 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         print("+", " ".join(command), flush=True)
         run = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-        run_id = None
+        run_id, request_error = None, None
         try:
             for line in run.stdout:
                 sys.stdout.write(line)
                 sys.stdout.flush()
                 found = re.search(r"Successfully started run (\d+)", line)
                 run_id = found.group(1) if found else run_id
+                # A request the connected clients cannot serve (checked once they reported).
+                bad = re.search(r"ConfigError: (.+)$", line.strip())
+                request_error = request_error or (bad.group(1) if bad else None)
             run.wait()
         except KeyboardInterrupt:
             run.terminate()
@@ -212,7 +215,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         status = run_status(env, run_id)
         print(f"fedunl: run {run_id} status: {status}", flush=True)
-        return 0 if "completed" in status else 1
+        if "completed" in status:
+            return 0
+        if request_error:
+            print(f"fedunl: error: {request_error}", file=sys.stderr, flush=True)
+            return 2
+        return 1
     finally:
         stop_process_group(superlink)
         shutil.rmtree(state, ignore_errors=True)

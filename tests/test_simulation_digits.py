@@ -112,13 +112,15 @@ def test_bad_names_and_requests_fail_before_starting_anything(tmp_path, config, 
     assert not (tmp_path / ".flwr").exists()
 
 
-def test_failed_run_is_reported_as_failure(tmp_path):
+def test_a_request_the_clients_cannot_serve_ends_with_one_line_and_exit_2(tmp_path):
     # Client 0 holds no sample of class 2 with this split: found only once clients report.
     result = flwr_run(tmp_path, "dirichlet-alpha=0.05 samples-per-client=300 "
                       "test-samples-per-client=100 strategy='delete-retrain' "
                       "forget-clients='0' forget-classes='2' num-server-rounds=1")
-    assert result.returncode == 1
-    assert "holds no training sample" in result.stdout and "finished:failed" in result.stdout
+    assert result.returncode == 2
+    assert "finished:failed" in result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("fedunl: error: client 0 holds no training sample of class(es) [2]")
 
 
 def test_a_diverging_run_fails_and_stores_no_complete_phase(tmp_path):
