@@ -161,7 +161,7 @@ def run_phase(grid: Grid, federation: Federation, store: PhaseStore, template: S
             loaded.evaluations = evaluate_clients(grid, federation, loaded.arrays)
         return loaded
     store.begin()
-    log(INFO, "fedunl: %s into %s", description, store.path)
+    log(INFO, "fedunl: computing %s into %s", description, store.path)
     trained = produce()
     save_model_phase(store, trained)
     trained.evaluations = evaluate_clients(grid, federation, trained.arrays)
