@@ -2,7 +2,8 @@
 
 ``query.projected_ascent`` (sent to the client that leaves) carries the reference model
 w_ref (the mean of the remaining clients' models) and, in its config, the ascent's
-settings. The client starts from w_ref, maximises its cross-entropy loss on its own
+settings (:class:`fedunl_flwr.protocol.AscentSettings`) and the client's forget data
+(a real SuperNode answers only for its own ``forget-request``). The client starts from w_ref, maximises its cross-entropy loss on its own
 training data with SGD, projects the model back onto the l2 ball of radius ``radius``
 around w_ref after every step, and stops early once its accuracy on that data is at or
 below ``stop-accuracy`` (checked on the whole data after every epoch, and whenever a
@@ -13,7 +14,6 @@ far it went. Only the leaving client's own update leaves it, as in any training 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,36 +23,11 @@ from torch import nn
 from clients.handlers import QueryReply, query_handler
 from fedunl_flwr import protocol
 from fedunl_flwr.metrics.evaluation import evaluate_model
+from fedunl_flwr.protocol import AscentSettings
 from fedunl_flwr.records import get_weights, set_weights, state_keys
 from fedunl_flwr.seeding import torch_generator
 
-ACTION = "projected_ascent"
-
-
-@dataclass(frozen=True)
-class AscentSettings:
-    """Projected gradient ascent settings (the message config's keys in brackets)."""
-
-    learning_rate: float  # [learning-rate] SGD step size
-    epochs: int           # [epochs] at most this many passes over the data
-    radius: float         # [radius] l2 radius of the ball around the reference model
-    stop_accuracy: float  # [stop-accuracy] stop once accuracy on the data is <= this
-    batch_size: int       # [batch-size]
-
-    KEYS = ("learning-rate", "epochs", "radius", "stop-accuracy", "batch-size")
-
-    def encode(self) -> dict[str, float | int]:
-        return dict(zip(self.KEYS, (self.learning_rate, self.epochs, self.radius,
-                                    self.stop_accuracy, self.batch_size)))
-
-    @classmethod
-    def from_config(cls, config: dict) -> AscentSettings:
-        missing = [key for key in cls.KEYS if key not in config]
-        if missing:
-            raise ValueError(f"query {ACTION!r} needs config {missing}")
-        return cls(float(config["learning-rate"]), int(config["epochs"]),
-                   float(config["radius"]), float(config["stop-accuracy"]),
-                   int(config["batch-size"]))
+ACTION = protocol.PROJECTED_ASCENT
 
 
 def project_to_ball(params: list[torch.Tensor], center: list[torch.Tensor],
@@ -92,6 +67,8 @@ def projected_gradient_ascent(model: nn.Module, inputs: torch.Tensor, labels: to
         order = torch.randperm(len(labels), generator=generator)
         for start in range(0, len(order), settings.batch_size):
             batch = order[start:start + settings.batch_size]
+            if len(batch) < 2 and len(order) > 1:
+                continue  # BatchNorm cannot train on a single sample
             x, y = inputs[batch].to(device), labels[batch].to(device)
             logits = model(x)
             if float((logits.argmax(1) == y).float().mean()) <= settings.stop_accuracy:

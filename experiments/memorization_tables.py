@@ -154,7 +154,8 @@ def section_and_row(run: RunResult, table: str) -> tuple[str, str]:
 def _place(run: RunResult, table: str) -> tuple[str, str]:
     config = run.config
     if table == "F2":
-        row = "ρ = 0 (fine-tune)" if run.strategy == "finetune" else f"ρ = {config['rho']:g}"
+        row = ("ρ = 0 (fine-tune)" if run.strategy == "finetune" else
+               f"ρ = {config['rho']:g}" if "rho" in config else _strategy_row(run))
         return scenario_label(config), row
     if table == "F3":
         return _alpha_label(config), _strategy_row(run, "Only Fine-tuning")

@@ -103,7 +103,7 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
     from fedunl_flwr.methods import all_options
 
     kinds = {f.name.replace("_", "-"): type(getattr(RunConfig, f.name))
-             for f in fields(RunConfig)}
+             for f in fields(RunConfig) if f.name != "options"}
     kinds.update({key: type(option.default) for key, option in all_options().items()})
     out: dict[str, Any] = {}
     for item in items:

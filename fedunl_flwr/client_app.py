@@ -22,14 +22,17 @@ from fedunl_flwr.records import record_to_weights, state_keys, weights_to_record
 
 
 def load_run_config(run_config: Mapping[str, Any],
-                    overrides: Mapping[str, Any] | None = None) -> RunConfig:
+                    overrides: Mapping[str, Any] | None = None,
+                    check_methods: bool = True) -> RunConfig:
     """Run-config over the pyproject defaults (``run_simulation`` sends none).
 
     ``overrides`` (kebab-case keys) come last; tests and scripts that call
-    ``run_simulation`` use them in place of ``--run-config``.
+    ``run_simulation`` use them in place of ``--run-config``. Clients pass
+    ``check_methods=False``: the server checks the methods' keys, and a client never
+    imports the method modules.
     """
     return RunConfig.from_mapping({**pyproject_defaults(), **dict(run_config),
-                                   **dict(overrides or {})})
+                                   **dict(overrides or {})}, check_methods=check_methods)
 
 
 # One Ray actor serves many virtual clients (25 each with 50 clients on 2 cores):
@@ -65,7 +68,10 @@ def check_query_allowed(action: str, config: Mapping[str, Any],
     A real SuperNode answers sample-level queries only with node config
     ``allow-evaluation-queries=true``, and only about its own unlearning request, set in
     its node config as ``forget-request`` (``all``: the client leaves;
-    ``classes:0,3``; ``samples:1,2,3``), never another selection.
+    ``classes:0,3``; ``samples:1,2,3``), never another selection. Work a method does on
+    the node's forget data (:data:`fedunl_flwr.protocol.FORGET_DATA_ACTIONS`, e.g.
+    Halimi et al.'s gradient ascent) is its own unlearning: it needs no
+    ``allow-evaluation-queries`` but likewise only its own ``forget-request``.
 
     Raises
     ------
@@ -76,9 +82,9 @@ def check_query_allowed(action: str, config: Mapping[str, Any],
         return
     sample_level = action in protocol.SAMPLE_LEVEL_ACTIONS or (
         action == protocol.MEAN_GRADIENT and config.get(protocol.DATA) == protocol.FORGET)
-    if not sample_level:
+    if not sample_level and action not in protocol.FORGET_DATA_ACTIONS:
         return
-    if not node_config.get("allow-evaluation-queries", False):
+    if sample_level and not node_config.get("allow-evaluation-queries", False):
         raise PermissionError(
             f"query.{action} answers about individual samples; this SuperNode refuses it "
             "(node config allow-evaluation-queries=true and forget-request=... allow it)")
@@ -110,7 +116,8 @@ def get_client(context: Context, overrides: Mapping[str, Any] | None = None
                ) -> FedunlClient:
     """This node's client (cached per process: Ray actors serve many messages)."""
     node = context.node_config
-    config = node_paths(load_run_config(context.run_config, overrides), node)
+    config = node_paths(load_run_config(context.run_config, overrides, check_methods=False),
+                        node)
     return _client_for(config, int(node.get("partition-id", 0)),
                        str(node.get("data-file", "")))
 

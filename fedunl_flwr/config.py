@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedunl_flwr.initialization import INIT_SCHEMES
+from fedunl_flwr.methods import TRAIN_ONLY
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,12 +74,15 @@ class RunConfig:
     options: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
+    def from_mapping(cls, values: Mapping[str, Any], check_methods: bool = True) -> RunConfig:
         """Build from a run-config mapping (kebab-case keys) and validate it.
 
         Missing keys take their defaults; unknown keys and wrongly typed values
         raise :class:`ConfigError`. Keys owned by a registered method
-        (``fedunl_flwr.methods``) are checked by that method's rule.
+        (``fedunl_flwr.methods``) are checked by that method's rule; with
+        ``check_methods=False`` (a client: it takes its settings from messages, and must
+        not import the method modules) they are kept as given when ``pyproject.toml``
+        lists them.
         """
         known = {f.name: f for f in fields(cls) if f.name != "options"}
         kwargs: dict[str, Any] = {}
@@ -87,6 +91,9 @@ class RunConfig:
             name = key.replace("-", "_")
             if name in known:
                 kwargs[name] = _coerce(key, value, type(getattr(cls, name)))
+                continue
+            if not check_methods and key in _pyproject_config():
+                options[key] = value
                 continue
             owned = _method_options()
             if key not in owned:
@@ -178,7 +185,7 @@ class RunConfig:
     def run_key(self) -> dict[str, Any]:
         """The settings that determine a whole run (its unlearning key, or its training
         key for ``strategy = fedavg``): the run store's index is keyed by it."""
-        return self.training_key() if self.strategy == "fedavg" else self.unlearning_key()
+        return self.training_key() if self.strategy == TRAIN_ONLY else self.unlearning_key()
 
     def unlearning_key(self) -> dict[str, Any]:
         """The settings that determine an unlearning run (includes the training key)."""
@@ -197,8 +204,9 @@ class RunConfig:
 
 def key_values(key: Mapping[str, Any]) -> dict[str, Any]:
     """A stored phase key (``unlearning_key``, a folder's ``config.json``) as one flat
-    mapping of snake_case names (the training settings and method-owned keys inlined)."""
-    values = {k: v for k, v in key.items() if k not in ("training", "options")}
+    mapping of snake_case run-config names (the training settings and method-owned keys
+    inlined; the data fingerprint ``data`` left out: it is not run-config)."""
+    values = {k: v for k, v in key.items() if k not in ("training", "options", "data")}
     values.update(key.get("training", {}))
     values.update({k.replace("-", "_"): v for k, v in key.get("options", {}).items()})
     return values

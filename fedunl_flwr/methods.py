@@ -32,7 +32,8 @@ class Option:
     Parameters
     ----------
     key : str
-        Kebab-case run-config key; prefix it with the method's name.
+        Kebab-case run-config key; a new method prefixes it with its name (the keys of
+        the methods that predate the registry, ``rho``, ``zero-units``, ..., do not).
     default : bool | int | float | str
         Default value (its type is the key's type).
     doc : str

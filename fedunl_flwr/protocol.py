@@ -29,8 +29,12 @@ PER_SAMPLE = "per_sample"        # per-sample outputs on D_u (memorization evalu
 LOCAL_LOSS = "local_loss"        # summed loss over D_r (local fairness)
 CSL = "csl"                      # cumulative sample loss of D_u (seed 001 H.2)
 
+PROJECTED_ASCENT = "projected_ascent"  # Halimi et al.: gradient ascent on D_u
+
 #: Actions whose answers are about individual samples (see ``client_app.check_query_allowed``).
 SAMPLE_LEVEL_ACTIONS = (PER_SAMPLE, CSL)
+#: Actions that train on the node's own forget data (only for its own request).
+FORGET_DATA_ACTIONS = (PROJECTED_ASCENT,)
 
 # Message config keys.
 PHASE = "phase"
@@ -211,3 +215,29 @@ def decode_entries(metrics: Mapping[str, Any], info: Mapping[str, Any]
     for class_id, site, unit, score in zip(classes, sites, units, scores):
         lists.setdefault(class_id, []).append((site, unit, score))
     return lists
+
+
+@dataclass(frozen=True)
+class AscentSettings:
+    """``query.projected_ascent`` settings (Halimi et al.), message keys in brackets."""
+
+    learning_rate: float  # [learning-rate] SGD step size
+    epochs: int           # [epochs] at most this many passes over the data
+    radius: float         # [radius] l2 radius of the ball around the received model
+    stop_accuracy: float  # [stop-accuracy] stop once accuracy on the data is <= this
+    batch_size: int       # [batch-size]
+
+    KEYS = ("learning-rate", "epochs", "radius", "stop-accuracy", "batch-size")
+
+    def encode(self) -> dict[str, float | int]:
+        return dict(zip(self.KEYS, (self.learning_rate, self.epochs, self.radius,
+                                    self.stop_accuracy, self.batch_size)))
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> AscentSettings:
+        missing = [key for key in cls.KEYS if key not in config]
+        if missing:
+            raise ValueError(f"query {PROJECTED_ASCENT!r} needs config {missing}")
+        return cls(float(config["learning-rate"]), int(config["epochs"]),
+                   float(config["radius"]), float(config["stop-accuracy"]),
+                   int(config["batch-size"]))

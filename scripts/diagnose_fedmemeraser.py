@@ -102,8 +102,9 @@ def main() -> None:
                 "D_u": 100 * correct.mean(), "test": 100 * accuracy}
 
     store = RunStore(config.resolved_results_dir())
-    data = data_fingerprint({c.partition_id: c.fingerprint for c in fed.clients})
-    train = store.phase(config.scenario, "train", with_data(config.training_key(), data)).path
+    fingerprint = data_fingerprint({c.partition_id: c.fingerprint for c in fed.clients})
+    train = store.phase(config.scenario, "train",
+                        with_data(config.training_key(), fingerprint)).path
     original_state = {k: torch.from_numpy(v) for k, v in np.load(train / "global.npz").items()}
     summary = json.loads((folder / "summary.json").read_text())
     retrained = summary["memorization"]["group_accuracy"]["retrained"]

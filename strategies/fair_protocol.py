@@ -25,6 +25,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
+from fedunl_flwr import protocol
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.fedavg_train import FedAvgTrain
 from fedunl_flwr.federation import Federation, raise_on_errors
@@ -42,8 +43,8 @@ def cached_models(original: TrainedModel, partition_ids: Iterable[int]) -> dict[
     missing = [p for p in partition_ids if p not in original.client_arrays]
     if missing:
         raise ConfigError(
-            f"the fair protocol needs every non-requesting client's final local model from "
-            f"the original run, but {original.store.path} has none for client(s) {missing} "
+            f"this method needs the final local model of client(s) {missing} from the "
+            f"original run, but {original.store.path} has none for them "
             "(a client never sampled while training, e.g. fraction-train < 1). Retrain the "
             "original model with fraction-train = 1 (another results-dir or config).")
     return {p: original.client_arrays[p] for p in partition_ids}
@@ -161,14 +162,14 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
         trained = []
         for reply in replies:
             metrics = reply.content["metrics"]
-            examples = int(metrics["num-examples"])
+            examples = int(metrics[protocol.NUM_EXAMPLES])
             if examples > 0:  # a client left with no sample trains nothing
                 trained.append(reply)
-                pid = int(metrics["partition-id"])
-                epochs = int(metrics.get("local-epochs", 1))
+                pid = int(metrics[protocol.PARTITION_ID])
+                epochs = int(metrics.get(protocol.LOCAL_EPOCHS, 1))
                 self.epochs_by_client[pid] += epochs
                 self.samples_trained += examples * epochs
-        trained_weight = sum(int(r.content["metrics"]["num-examples"]) for r in trained)
+        trained_weight = sum(int(r.content["metrics"][protocol.NUM_EXAMPLES]) for r in trained)
         arrays, metrics = super().aggregate_train(server_round, trained)
         if not self.fair:
             return arrays, metrics

@@ -9,8 +9,8 @@
    ``halimi-radius`` times the mean distance of w_ref from freshly initialised models
    (the paper: a third of it). It stops early once its accuracy on its own data is at
    or below ``halimi-stop-accuracy`` (negative: chance, 1 / classes), or after
-   ``halimi-epochs`` epochs (``query.projected_ascent``, ``clients.halimi``). Several
-   leaving clients ascend in turn, each from the previous one's model, around w_ref.
+   ``halimi-epochs`` epochs (``query.projected_ascent``, ``clients.halimi``). The paper
+   erases one client: a request names exactly one leaving client.
 3. Post-training: ``unlearn-rounds`` FedAvg rounds of the remaining clients from the
    ascended model (``strategies.finetune.fine_tune``).
 
@@ -30,18 +30,19 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedunl_flwr import protocol
+from fedunl_flwr.config import ConfigError, RunConfig
+from fedunl_flwr.federation import Federation, query_clients
 from fedunl_flwr.methods import Option, register_method
-from fedunl_flwr.federation import query_clients
 from fedunl_flwr.metrics.forgetting import chance_target
 from fedunl_flwr.phases import model_for
+from fedunl_flwr.protocol import AscentSettings
 from fedunl_flwr.records import get_weights, record_to_dict, state_keys
 from strategies.fair_protocol import WeightedSum, cached_models
 from strategies.finetune import fine_tune
 from strategies.memorization_eval import MemorizationEvaluated
 from strategies.remaining import RemainingDataStrategy
-from strategies.unlearning import UnlearningOutcome, UnlearningRun
+from strategies.unlearning import UnlearningOutcome, UnlearningRequest, UnlearningRun
 
-ACTION = "projected_ascent"  # the client handler's action (clients.halimi)
 #: Random initialisations the radius is measured against.
 RADIUS_SAMPLES = 3
 
@@ -93,6 +94,14 @@ class Halimi(MemorizationEvaluated, RemainingDataStrategy):
     """Projected gradient ascent at the leaving client, then FedAvg post-training."""
 
     @classmethod
+    def validate_request(cls, config: RunConfig, federation: Federation) -> UnlearningRequest:
+        request = super().validate_request(config, federation)
+        if len(request.clients) != 1:
+            raise ConfigError(f"strategy 'halimi' erases one client (the paper's setting); "
+                              f"forget-clients names {len(request.clients)}")
+        return request
+
+    @classmethod
     def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
         config, federation, request = run.config, run.federation, run.request
         start = time.perf_counter()
@@ -105,25 +114,21 @@ class Halimi(MemorizationEvaluated, RemainingDataStrategy):
                    (model_for(config, num_classes, f"halimi-radius-{k}")
                     for k in range(RADIUS_SAMPLES))]
         radius = ball_radius(references, randoms, trainable, config.option(RADIUS.key))
-        settings = {"learning-rate": config.option(LEARNING_RATE.key),
-                    "epochs": config.option(EPOCHS.key), "radius": radius,
-                    "stop-accuracy": chance_target(config.option(STOP_ACCURACY.key),
-                                                   federation.num_classes),
-                    "batch-size": config.batch_size}
-        arrays, ascents = reference, []
-        for pid in request.clients:
-            reply = query_clients(grid, federation, [pid], ACTION, arrays, {pid: {
-                **settings, **request.forget_selection(pid).encode(),
-                protocol.PHASE: "unlearn-halimi"}})[pid]
-            arrays = reply["arrays"]
-            ascents.append({"client": pid, **{k: float(v) for k, v in reply["metrics"].items()
-                                               if k != protocol.PARTITION_ID}})
-            log(INFO, "fedunl halimi: client %d ascended %d epoch(s), %d step(s): accuracy on "
-                "its data %.2f%%, distance %.3g of radius %.3g", pid, ascents[-1]["epochs"],
-                ascents[-1]["steps"], 100 * ascents[-1]["accuracy"], ascents[-1]["distance"],
-                radius)
+        settings = AscentSettings(config.option(LEARNING_RATE.key), config.option(EPOCHS.key),
+                                  radius, chance_target(config.option(STOP_ACCURACY.key),
+                                                        federation.num_classes),
+                                  config.batch_size)
+        (pid,) = request.clients
+        reply = query_clients(grid, federation, [pid], protocol.PROJECTED_ASCENT, reference, {
+            pid: {**settings.encode(), **request.forget_selection(pid).encode(),
+                  protocol.PHASE: "unlearn-halimi"}})[pid]
+        ascent = {"client": pid, **{k: float(v) for k, v in reply["metrics"].items()
+                                    if k != protocol.PARTITION_ID}}
+        log(INFO, "fedunl halimi: client %d ascended %d epoch(s), %d step(s): accuracy on its "
+            "data %.2f%%, distance %.3g of radius %.3g", pid, ascent["epochs"], ascent["steps"],
+            100 * ascent["accuracy"], ascent["distance"], radius)
         ascended = time.perf_counter() - start
-        tuned = fine_tune(cls, grid, run, arrays, offset=ascended)
+        tuned = fine_tune(cls, grid, run, reply["arrays"], offset=ascended)
         return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, {
             "unlearn_seconds": tuned.seconds, "unlearn_rounds": config.unlearn_rounds,
-            "radius": radius, "ascent": ascents, "ascent_seconds": ascended})
+            "radius": radius, "ascent": ascent, "ascent_seconds": ascended})

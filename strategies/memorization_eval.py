@@ -1,6 +1,7 @@
 """Server side of seed 001's evaluation: Grouped Memorization Evaluation and the rest.
 
-After ``finetune`` or ``fedmemeraser`` produced the unlearned model, this module
+After a seed 001 method (``finetune``, ``fedmemeraser``, ``halimi``: the
+:class:`MemorizationEvaluated` ones) produced the unlearned model, this module
 obtains the J retrained models (``strategies.retrain.obtain_retrained``: loaded from
 the run store, trained if missing) and measures, for the summary:
 
@@ -83,7 +84,7 @@ def local_losses(grid: Grid, federation: Federation, request: UnlearningRequest,
     replies = query_clients(grid, federation, list(clients), protocol.LOCAL_LOSS, arrays,
                          {p: request.removal(p).encode() for p in clients})
     return {str(p): float(replies[p]["metrics"]["loss-sum"])
-            / max(1, int(replies[p]["metrics"]["num-examples"])) for p in clients}
+            / max(1, int(replies[p]["metrics"][protocol.NUM_EXAMPLES])) for p in clients}
 
 
 def mean_gradient(grid: Grid, federation: Federation, clients: Sequence[int],

@@ -15,6 +15,7 @@ from flwr.supercore import log
 from fedunl_flwr import protocol
 from fedunl_flwr.config import ConfigError, RunConfig, parse_int_list
 from fedunl_flwr.federation import Federation, with_data
+from fedunl_flwr.methods import TRAIN_ONLY
 from fedunl_flwr.metrics.forgetting import collateral_damage
 from fedunl_flwr.phases import TrainedModel, model_for, run_phase
 from fedunl_flwr.protocol import DataChange, ForgetSelection
@@ -91,7 +92,7 @@ def parse_forget_samples(text: str) -> dict[int, tuple[int, ...]]:
 def check_request_shape(config: RunConfig, num_clients: int) -> None:
     """What can be checked of the request before any client connects: ids in range,
     non-empty lists for the scope, parseable sample ids (raises :class:`ConfigError`)."""
-    if config.strategy == "fedavg":
+    if config.strategy == TRAIN_ONLY:
         return
     clients = parse_int_list(config.forget_clients, "forget-clients")
     unknown = [c for c in clients if not 0 <= c < num_clients]

@@ -11,7 +11,8 @@ import torch
 from flwr.app import Array, ArrayRecord
 from torch import nn
 
-from clients.halimi import AscentSettings, project_to_ball, projected_gradient_ascent
+from clients.halimi import project_to_ball, projected_gradient_ascent
+from fedunl_flwr.protocol import AscentSettings
 from fedunl_flwr.config import ConfigError, RunConfig
 from strategies.halimi import ball_radius, l2_distance, mean_arrays
 
@@ -92,8 +93,30 @@ def test_halimi_keys_are_validated_and_its_scope_is_client_only() -> None:
     with pytest.raises(ConfigError, match="halimi-epochs must be >= 1"):
         RunConfig.from_mapping({"halimi-epochs": 0})
     from strategies import get_strategy
+    from tests.test_memorization_unlearning import FOUR, config_with
 
-    assert get_strategy("halimi").scopes == ("client",)
+    halimi = get_strategy("halimi")
+    assert halimi.scopes == ("client",)
+    with pytest.raises(ConfigError, match="erases one client"):
+        halimi.validate_request(config_with(strategy="halimi", forget_scope="client",
+                                            forget_clients="0,1"), FOUR)
+    settings = AscentSettings(0.1, 2, 1.5, 0.1, 8)
+    assert AscentSettings.from_config(settings.encode()) == settings
+    with pytest.raises(ValueError, match="needs config"):
+        AscentSettings.from_config({"epochs": 1})
+
+
+def test_real_nodes_ascend_only_for_their_own_request() -> None:
+    """A crafted single-sample ascent would read that sample's gradient off the reply."""
+    from fedunl_flwr.client_app import check_query_allowed
+
+    node = {"partition-id": 0, "data-file": "/d.npz", "forget-request": "all"}
+    check_query_allowed("projected_ascent", {"forget-all": True}, node)  # its own request
+    with pytest.raises(PermissionError, match="own unlearning request is 'all'"):
+        check_query_allowed("projected_ascent", {"forget-samples": "3"}, node)
+    with pytest.raises(PermissionError, match="not set"):
+        check_query_allowed("projected_ascent", {"forget-all": True},
+                            {"partition-id": 0, "data-file": "/d.npz"})
 
 
 @pytest.mark.simulation
@@ -112,7 +135,7 @@ def test_halimi_run_forgets_the_leaving_clients_data(tmp_path, data_dir) -> None
         "halimi-epochs": 1,
         "results-dir": str(tmp_path), "data-dir": str(data_dir)})
     summary = json.loads((paths["unlearn"] / "summary.json").read_text())
-    (ascent,) = summary["ascent"]
+    ascent = summary["ascent"]
     assert ascent["client"] == 0 and ascent["distance"] <= summary["radius"] * (1 + 1e-4)
     du = summary["du_accuracy"]  # percentages
     assert 100 * ascent["accuracy"] < du["original"] - 10  # the ascent forgot

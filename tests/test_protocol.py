@@ -77,3 +77,19 @@ def test_the_core_imports_no_plugin_package_outside_the_entry_points() -> None:
             continue
         plugins = _imports(path) & {"strategies", "clients"}
         assert not plugins, f"{path.relative_to(ROOT)} imports {sorted(plugins)}"
+
+
+def test_a_client_process_never_imports_the_method_modules() -> None:
+    """The client side reads its run-config without the registry (which would import
+    every strategy module); the server checks the methods' keys."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from fedunl_flwr.client_app import load_run_config\n"
+            "config = load_run_config({}, {'rho': 0.3, 'zero-units': 7}, check_methods=False)\n"
+            "assert dict(config.options)['rho'] == 0.3, config.options\n"
+            "assert 'strategies' not in sys.modules, 'a client imported strategies'\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
