@@ -59,10 +59,10 @@ from strategies.unlearning import UnlearningOutcome, UnlearningRequest, Unlearni
 #: Selection strategies that rank by the forget data's gradient (Table F4 baselines).
 NEEDS_FORGET_GRADIENT = ("salun", "localized", "deep", "shallow")
 
-#: 0.6, not the paper's 0.4: on four client-level requests the default was not tuned to
-#: (README, "Why the default rho is 0.6") 0.4 left the top memorization group as far from
-#: retraining as fine-tuning on two of the three where fine-tuning left a gap; 0.6 came
-#: within the retrain noise floor on all three.
+#: 0.6, not the paper's 0.4: on client-level requests where fine-tuning left the top
+#: memorization group far from retraining (README, "Why the default rho is 0.6"), 0.4 left
+#: it as far on two of three and 0.6 came within the retrain noise floor on all; where
+#: nothing is memorized 0.6 over-forgets.
 RHO = Option("rho", 0.6,
              "FedMemEraser: fraction of parameters reset, in [0, 1] (0 = fine-tuning); the "
              "paper's 0.4 did not forget on CPU-scale requests (see below)",
