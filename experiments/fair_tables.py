@@ -236,6 +236,22 @@ def _flat(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def table4_markdown(frame: pd.DataFrame) -> str:
+    """Table 4 for reading: one row per model (the original, then each route), one column
+    per accuracy, the scenario's domains and model on a line above (the CSV keeps the
+    paper's one-row shape)."""
+    setup = ", ".join(f"{sub}: {frame[(top, sub)].iloc[0]}" for top, sub in frame.columns
+                      if top == "")
+    measured = [c for c in frame.columns if c[0] != ""]
+    rows = list(dict.fromkeys(name for _, name in measured))
+    groups = list(dict.fromkeys(group for group, _ in measured))
+    table = pd.DataFrame({group: [float(frame[(group, name)].iloc[0])
+                                  if (group, name) in frame.columns else float("nan")
+                                  for name in rows] for group in groups},
+                         index=pd.Index(rows, name=str(frame.index[0])))
+    return f"{setup}\n\n{to_markdown(table)}"
+
+
 def to_markdown(frame: pd.DataFrame, percent: bool = True) -> str:
     """Markdown table (percent cells as ``12.34%``)."""
     if not percent:
@@ -347,23 +363,23 @@ def build_fair_report(run_dirs: Mapping[str, Path], out_dir: Path) -> list[Path]
     tables = [
         ("table4_global", "Table 4: global accuracy and the requesting client's forget-class "
          "accuracy, original vs each route (fair protocol: only requesting clients train)",
-         table4(summaries), True),
+         table4(summaries), table4_markdown),
         ("table5_forget_class", "Tables 5/6: every client's forget-class accuracy before and "
-         "after unlearning", table5(summaries), True),
+         "after unlearning", table5(summaries), to_markdown),
         ("table7_per_class", "Tables 7/8: per-class accuracy of the first clients "
-         "((↓) = forgotten class)", table7(summaries), True),
+         "((↓) = forgotten class)", table7(summaries), to_markdown),
         ("cost", "Cost of each route (client-epochs = local epochs summed over clients)",
-         cost_table(summaries), False),
+         cost_table(summaries), lambda frame: to_markdown(frame, percent=False)),
     ]
     written: list[Path] = []
     sections = [f"# Fair unlearning report: {training['scenario']}\n",
                 f"Request: clients {clients} forget classes {classes} "
                 f"({', '.join(first['class_names'][c] for c in classes)}). "
                 f"Runs: {', '.join(f'{k} = {v}' for k, v in run_dirs.items())}.\n"]
-    for stem, caption, frame, percent in tables:
+    for stem, caption, frame, render in tables:
         csv_path = out_dir / f"{stem}.csv"
         atomic_write_bytes(csv_path, frame.to_csv(float_format="%.4f").encode())
-        markdown = to_markdown(frame, percent)
+        markdown = render(frame)
         md_path = out_dir / f"{stem}.md"
         atomic_write_bytes(md_path, f"{caption}\n\n{markdown}".encode())
         written += [csv_path, md_path]

@@ -493,3 +493,22 @@ def test_runner_runs_a_preset_and_writes_its_report(runs, tmp_path, data_dir):
     assert (out / "table4_global.csv") in written and (out / "report.md").exists()
     table5 = pd.read_csv(out / "table5_forget_class.csv", index_col=0)
     assert list(table5.columns) == ["test samples", "Original", "zero-5"]
+
+
+def test_table4_markdown_has_one_row_per_model_and_one_column_per_accuracy():
+    import pandas as pd
+
+    from experiments.fair_tables import table4_markdown
+
+    columns = pd.MultiIndex.from_tuples([
+        ("", "Data1"), ("", "Model"), ("Global Accuracy", "Original"),
+        ("Global Accuracy", "FedCCCU"), ("Client 0 (label_3) Accuracy", "Original"),
+        ("Client 0 (label_3) Accuracy", "FedCCCU")])
+    frame = pd.DataFrame([["mnist", "cnn", 90.0, 85.5, 80.0, 10.0]], index=["digits"],
+                         columns=columns)
+    lines = table4_markdown(frame).splitlines()
+    assert lines[0] == "Data1: mnist, Model: cnn"
+    header = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    assert header == ["digits", "Global Accuracy", "Client 0 (label_3) Accuracy"]
+    rows = {line.split("|")[1].strip(): line for line in lines[4:]}
+    assert set(rows) == {"Original", "FedCCCU"} and "10.00%" in rows["FedCCCU"]
