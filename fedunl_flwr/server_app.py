@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from logging import INFO
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
+from flwr.supercore.logger import FLOWER_LOGGER
 
 from fedunl_flwr.client_app import load_run_config
 from fedunl_flwr.config import RunConfig
@@ -20,6 +22,32 @@ from fedunl_flwr.reports.accuracy import accuracy_frame, frame_to_markdown
 from fedunl_flwr.store import RunStore
 from strategies import get_strategy
 from strategies.unlearning import check_request_shape
+
+class FlowerEchoFilter(logging.Filter):
+    """Drops what Flower's ``Strategy.start`` repeats of fedunl's own progress lines: the
+    per-round aggregated metrics and the end-of-run dump of every round's numbers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._in_dump = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message == "Final results:":
+            self._in_dump = True
+            return False
+        if self._in_dump:
+            if message == "" or message.startswith("\t"):
+                return False
+            self._in_dump = False
+        return not message.startswith("\t└──> Aggregated MetricRecord")
+
+
+def quiet_flower_echo() -> None:
+    """Install :class:`FlowerEchoFilter` on Flower's logger (once per process)."""
+    if not any(isinstance(f, FlowerEchoFilter) for f in FLOWER_LOGGER.filters):
+        FLOWER_LOGGER.addFilter(FlowerEchoFilter())
+
 
 def check_names(config: RunConfig) -> None:
     """Fail before any work on an unknown scenario, model or strategy, or a request
@@ -60,6 +88,7 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         """Entry point of ``flwr run``."""
+        quiet_flower_echo()
         run(grid, load_run_config(context.run_config, overrides))
 
     return server_app

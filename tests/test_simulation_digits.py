@@ -53,6 +53,7 @@ def test_flwr_run_trains_every_domain_well_above_chance(trained):
     # per-client per-class accuracy keyed by partition id and class id strings
     assert set(summary["per_client_class_accuracy"]["0"]) == {str(c) for c in range(10)}
     assert "fedunl train round 8/8" in log and "ETA 0 s" in log
+    assert "Aggregated MetricRecord" not in log and "Final results:" not in log
     assert "fedunl train round 1/8" in log and " | ETA " in log.split("round 1/8", 1)[1][:120]
     assert "per-client per-class test accuracy" in log
 
@@ -193,3 +194,21 @@ def test_corrupt_checkpoint_stops_the_run_and_is_kept(tmp_path, data_dir):
     with pytest.raises(Exception, match="global.npz is corrupt"):
         simulate(overrides)
     assert checkpoint.read_bytes() == b"garbage"
+
+
+def test_flowers_echo_of_the_progress_lines_is_filtered():
+    import logging
+
+    from fedunl_flwr.server_app import FlowerEchoFilter
+
+    echo = FlowerEchoFilter()
+
+    def shown(message: str) -> bool:
+        return echo.filter(logging.LogRecord("flwr", logging.INFO, "", 0, message, None, None))
+
+    assert shown("[ROUND 2/3]") and shown("fedunl train round 2/3 | 1.0 s")
+    assert not shown("\t└──> Aggregated MetricRecord: {'train-loss': 0.3}")
+    assert not shown("Final results:") and not shown("") and not shown("\tGlobal Arrays:")
+    assert not shown("")  # the dump's closing blank line
+    assert shown("fedunl: results in /tmp/x")  # the dump is over
+    assert shown("")
