@@ -12,7 +12,8 @@ Two query actions, each answered from the global model the server sends:
     The client computes the integrated-gradient attribution of every unit for every
     class it holds (seed 000 eq. 2-4; at most ``samples-per-class`` training samples
     per class, ``steps`` Riemann steps) and returns only its top-N
-    ``(site, unit, score)`` entries per class, encoded by :func:`fedunl_flwr.protocol.encode_entries`.
+    ``(site, unit, score)`` entries per class, encoded by
+    :func:`fedunl_flwr.protocol.encode_entries`.
 
 Retraining with a deleted or relabelled class needs no extra code here: the train
 message's config carries ``exclude-classes`` / ``relabel-classes`` and

@@ -3,9 +3,9 @@
 ``query.projected_ascent`` (sent to the client that leaves) carries the reference model
 w_ref (the mean of the remaining clients' models) and, in its config, the ascent's
 settings (:class:`fedunl_flwr.protocol.AscentSettings`) and the client's forget data
-(a real SuperNode answers only for its own ``forget-request``). The client starts from w_ref, maximises its cross-entropy loss on its own
-training data with SGD, projects the model back onto the l2 ball of radius ``radius``
-around w_ref after every step, and stops early once its accuracy on that data is at or
+(a real SuperNode answers only for its own ``forget-request``). The client starts from
+w_ref, maximises its cross-entropy loss on its own training data with SGD, projects the
+model back onto the l2 ball of radius ``radius`` around w_ref after every step, and stops early once its accuracy on that data is at or
 below ``stop-accuracy`` (checked on the whole data after every epoch, and whenever a
 batch's accuracy before its step is at or below it). It replies with the model and how
 far it went. Only the leaving client's own update leaves it, as in any training round.

@@ -163,7 +163,8 @@ def _place(run: RunResult, table: str) -> tuple[str, str]:
         return scenario_label(config), _strategy_row(run)
     if table == "F5":
         leaving = len(run.summary["request"]["clients"])
-        return f"{leaving} Client{'s' if leaving != 1 else ''} (ρ = {config.get('rho', 0.0):g})", \
+        clients = f"{leaving} Client{'s' if leaving != 1 else ''}"
+        return f"{clients} (ρ = {config.get('rho', 0.0):g})", \
             _strategy_row(run)
     if table == "F6":
         clients = len(run.summary.get("per_client_accuracy", {})) or config["num_clients"]

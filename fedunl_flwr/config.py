@@ -87,6 +87,7 @@ class RunConfig:
         known = {f.name: f for f in fields(cls) if f.name != "options"}
         kwargs: dict[str, Any] = {}
         options: dict[str, Any] = {}
+        owned: dict | None = None  # the registry's keys, looked up once if needed
         for key, value in values.items():
             name = key.replace("-", "_")
             if name in known:
@@ -95,7 +96,7 @@ class RunConfig:
             if not check_methods and key in _pyproject_config():
                 options[key] = value
                 continue
-            owned = _method_options()
+            owned = _method_options() if owned is None else owned
             if key not in owned:
                 raise ConfigError(
                     f"unknown run-config key {key!r}; known keys: "

@@ -35,11 +35,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite the files")
     args = parser.parse_args()
-    stale = [name for name, (old, new) in generated_files().items() if old != new]
+    files = generated_files()
+    stale = [name for name, (old, new) in files.items() if old != new]
     if args.write:
-        for name, (old, new) in generated_files().items():
-            if old != new:
-                (PROJECT_ROOT / name).write_text(new)
+        for name in stale:
+            (PROJECT_ROOT / name).write_text(files[name][1])
         print(f"rewrote {', '.join(stale) or 'nothing (up to date)'}")
         return 0
     if stale:

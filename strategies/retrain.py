@@ -9,8 +9,9 @@ its forget samples) for ``num-server-rounds`` rounds, J = ``retrain-seeds`` time
 model (stream ``(seed, "init", 0)``, phase ``train``) or with another retrained model. The Grouped
 Memorization Evaluation needs all J models, so each seed's model is a phase of the run
 store of its own (``<results-dir>/<scenario>/retrain-<hash>/``), keyed by the training
-configuration, the data fingerprint, the request and the seed index only: every unlearning run with the same
-original model and request (any rho, selection, rounds, J' >= index) reuses it.
+configuration, the data fingerprint, the request and the seed index only: every
+unlearning run with the same original model and request (any rho, selection, rounds,
+J' >= index) reuses it.
 """
 
 from __future__ import annotations
