@@ -30,10 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Empty the in-process cache and hide the Debian Fashion-MNIST folder."""
+def _fresh_cache() -> None:
+    """Empty the in-process cache."""
     clear_dataset_caches()
-    monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-system-dir")
 
 
 @pytest.fixture(scope="module")
@@ -471,24 +470,6 @@ def test_fashion_idx_in_data_dir_and_cache(tmp_path: Path) -> None:
         f.unlink()
     clear_dataset_caches()
     np.testing.assert_array_equal(load_dataset("fashion_mnist", tmp_path).y_test, y_te)
-
-
-def test_fashion_system_folder_fallback(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    system = tmp_path / "usr-share-datasets-fashion-mnist"
-    x_tr, x_te = tiny_gray(3, 5), tiny_gray(2, 6)
-    write_mnist_like(system, x_tr, np.array([1, 2, 3]), x_te, np.array([4, 5]))
-    monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIR", system)
-    data_dir = tmp_path / "data"
-    ds = load_dataset("fashion-mnist", data_dir)
-    np.testing.assert_array_equal(ds.x_train, x_tr)
-    assert (data_dir / "fashion-mnist.npz").is_file()
-    assert sources.FASHION_MNIST_SYSTEM_DIR == system
-    assert (
-        str(sources._SPECS["fashion-mnist"].raw_hint).count("dataset-fashion-mnist")
-        == 1
-    )
 
 
 def test_cache_write_failure_is_not_fatal(

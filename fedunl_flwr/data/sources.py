@@ -26,7 +26,6 @@ __all__ = [
     "CIFAR100_CLASSES",
     "DATASETS",
     "DatasetNotFoundError",
-    "FASHION_MNIST_SYSTEM_DIR",
     "ImageDataset",
     "data_dir_from_env",
     "load_dataset",
@@ -41,7 +40,6 @@ DATA_DIR_ENV = "FEDUNL_DATA_DIR"
 
 #: Where the Debian package ``dataset-fashion-mnist`` installs the original idx ``.gz``
 #: files; searched for Fashion-MNIST after the data folder (documented fallback).
-FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 DIGIT_CLASSES: tuple[str, ...] = tuple(string.digits)
 
@@ -397,11 +395,9 @@ def _raw_mnist(data_dir: Path) -> _Splits | None:
 
 
 def _raw_fashion(data_dir: Path) -> _Splits | None:
-    """Fashion-MNIST idx files in the data folder, else the Debian package folder."""
-    dirs = _search_dirs(data_dir, ("", "FashionMNIST/raw", "fashion-mnist"))
-    if FASHION_MNIST_SYSTEM_DIR.is_dir():
-        dirs.append(FASHION_MNIST_SYSTEM_DIR)
-    return _read_idx_splits(dirs, _MNIST_IDX)
+    """Fashion-MNIST idx files in the data folder (or its ``FashionMNIST/raw``, ``fashion-mnist``)."""
+    return _read_idx_splits(_search_dirs(data_dir, ("", "FashionMNIST/raw", "fashion-mnist")),
+                            _MNIST_IDX)
 
 
 def _emnist_files(split: str) -> tuple[str, str, str, str]:
@@ -704,8 +700,7 @@ _SPECS: dict[str, _Spec] = {
         FASHION_MNIST_CLASSES,
         _raw_fashion,
         "{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (also searched: "
-        f"FashionMNIST/raw, {FASHION_MNIST_SYSTEM_DIR} from apt package "
-        "dataset-fashion-mnist)",
+        "FashionMNIST/raw, fashion-mnist)",
         _tv_download("FashionMNIST", {"train": True}),
     ),
     "uci-digits": _Spec(
