@@ -7,9 +7,7 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
-from flwr.app import (Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord,
-                      RecordDict)
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.fedunl_client import FedunlClient
@@ -18,7 +16,7 @@ from fedunl_flwr.config import RunConfig, pyproject_defaults
 from fedunl_flwr.data.scenarios import (build_federated_data, get_scenario,
                                         load_client_file)
 from fedunl_flwr.protocol import ForgetSelection
-from fedunl_flwr.records import record_to_weights, state_keys, weights_to_record
+from fedunl_flwr.records import arrays_to_record, record_to_weights, state_keys, weights_to_record
 
 
 def load_run_config(run_config: Mapping[str, Any],
@@ -143,8 +141,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
                                         _config(message))
             content = RecordDict()
             if "arrays" in reply:
-                content["arrays"] = ArrayRecord({k: Array(np.ascontiguousarray(v))
-                                                 for k, v in reply["arrays"].items()})
+                content["arrays"] = arrays_to_record(reply["arrays"])
             if "metrics" in reply:
                 content["metrics"] = MetricRecord(dict(reply["metrics"]))
             if "info" in reply:

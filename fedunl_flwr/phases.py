@@ -21,8 +21,8 @@ from fedunl_flwr.fedavg_train import FedAvgTrain
 from fedunl_flwr.federation import Federation, raise_on_errors, with_data
 from fedunl_flwr.metrics.evaluation import Evaluation, evaluate_model
 from fedunl_flwr.models import SiteModel, build_model, get_device
-from fedunl_flwr.records import (get_weights, record_to_dict, record_to_weights, set_weights,
-                                 state_keys, weights_to_record)
+from fedunl_flwr.records import (model_to_record, record_to_dict, record_to_weights,
+                                 set_weights, state_keys, weights_to_record)
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
 from fedunl_flwr.seeding import stream_seed
 from fedunl_flwr.store import PhaseStore, RunStore, check_arrays_match
@@ -58,8 +58,7 @@ def model_for(config: RunConfig, num_classes: int, init_index: int | str | None 
 
 def initial_arrays(config: RunConfig, num_classes: int, init_index: int) -> ArrayRecord:
     """Freshly initialised model weights from stream ``(seed, "init", init_index)``."""
-    model = model_for(config, num_classes, init_index)
-    return weights_to_record(state_keys(model), get_weights(model))
+    return model_to_record(model_for(config, num_classes, init_index))
 
 
 def central_test_accuracies(config: RunConfig, num_classes: int,

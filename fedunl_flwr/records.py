@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,18 @@ def set_weights(model: nn.Module, weights: Sequence[np.ndarray]) -> None:
 
 def weights_to_record(keys: Sequence[str], weights: Sequence[np.ndarray]) -> ArrayRecord:
     """Named ArrayRecord (so server-side code can address tensors by name)."""
-    return ArrayRecord({k: Array(np.ascontiguousarray(w)) for k, w in zip(keys, weights)})
+    return arrays_to_record(dict(zip(keys, weights)))
+
+
+def arrays_to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """A ``name -> array`` mapping as an ArrayRecord (insertion order kept)."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(w)) for k, w in arrays.items()})
+
+
+def model_to_record(model: nn.Module) -> ArrayRecord:
+    """The model's exchanged state (``state_keys``) through Flower's state-dict path."""
+    state = model.state_dict()
+    return ArrayRecord({k: state[k] for k in state_keys(model)})
 
 
 def record_to_weights(record: ArrayRecord) -> list[np.ndarray]:

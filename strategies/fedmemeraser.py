@@ -36,9 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from logging import INFO
 
-import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord
+from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
@@ -99,15 +98,6 @@ class ResetSettings:
                                                      RESET_TENSORS)))
 
 
-def record_to_tensors(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
-    return {name: torch.from_numpy(np.array(array.numpy())) for name, array in arrays.items()}
-
-
-def tensors_to_record(tensors: Mapping[str, torch.Tensor]) -> ArrayRecord:
-    return ArrayRecord({name: Array(np.ascontiguousarray(t.detach().cpu().numpy()))
-                        for name, t in tensors.items()})
-
-
 class Reset:
     """Stage 1 + 2 on a model: select with the configured strategy, re-draw, remember."""
 
@@ -122,7 +112,7 @@ class Reset:
     def __call__(self, arrays: ArrayRecord, statistic: Mapping[str, torch.Tensor] | None
                  ) -> ArrayRecord:
         start = time.perf_counter()
-        params = record_to_tensors(arrays)
+        params = arrays.to_torch_state_dict()
         selection, rho = self.settings.selection, self.settings.rho
         include_1d = self.settings.reset_tensors == "all"
         if selection == "redundant":
@@ -134,7 +124,7 @@ class Reset:
             masks = select_parameters(selection, rho=rho, weights=weights,
                                       forget_grad_stats=forget, include_1d=include_1d)
         self.masks = masks
-        self.reset_arrays = tensors_to_record(reinitialize_parameters(
+        self.reset_arrays = ArrayRecord(reinitialize_parameters(
             params, masks, torch_generator(self.config.seed, "reset"), self.config.model_init))
         self.seconds += time.perf_counter() - start
         return self.reset_arrays
@@ -151,6 +141,26 @@ class Reset:
             "per_tensor_fraction": {name: float(m.float().mean())
                                     for name, m in self.masks.items()},
         }
+
+
+class ResetAfterFirstRound:
+    """The ``after_aggregate`` hook of the update statistic (the authors' code).
+
+    After fine-tuning round 1 the statistic is the global update ``w_1 - w_0`` of the
+    remaining clients (w_0: the original model); the aggregate is reset by it. Later
+    rounds pass through unchanged.
+    """
+
+    def __init__(self, original: ArrayRecord, reset: Reset) -> None:
+        self.original = original.to_torch_state_dict()
+        self.reset = reset
+
+    def __call__(self, server_round: int, aggregate: ArrayRecord) -> ArrayRecord:
+        if server_round != 1:
+            return aggregate
+        update = {name: value - self.original[name]
+                  for name, value in aggregate.to_torch_state_dict().items()}
+        return self.reset(aggregate, update)
 
 
 @register_method("fedmemeraser", doc=(
@@ -194,17 +204,9 @@ class FedMemEraser(MemorizationEvaluated, RemainingDataStrategy):
                 "in %.1f s", *_counts(reset), settings.rho, settings.selection, located)
             tuned = fine_tune(cls, grid, run, reset.reset_arrays, offset=located)
         else:
-            def after_round(server_round: int, aggregate: ArrayRecord) -> ArrayRecord:
-                if server_round != 1:
-                    return aggregate
-                base = record_to_tensors(original)
-                update = {name: value - base[name]
-                          for name, value in record_to_tensors(aggregate).items()}
-                return reset(aggregate, update)
-
             located = time.perf_counter() - start
             tuned = fine_tune(cls, grid, run, original, offset=located,
-                              after_aggregate=after_round)
+                              after_aggregate=ResetAfterFirstRound(original, reset))
         run.store.write_arrays("reset", {k: v.numpy() for k, v in reset.reset_arrays.items()})
         run.store.write_arrays("reset-mask", {k: m.cpu().numpy() for k, m in reset.masks.items()})
         extra = {"reset": reset.summary(), "unlearn_seconds": tuned.seconds,

@@ -91,12 +91,21 @@ def mean_gradient(grid: Grid, federation: Federation, clients: Sequence[int],
                   arrays: ArrayRecord, configs: dict[int, dict]) -> dict[str, torch.Tensor]:
     """Unweighted mean over ``clients`` of their mean-loss gradients (Alg. 1 eq. 13)."""
     replies = query_clients(grid, federation, list(clients), protocol.MEAN_GRADIENT, arrays, configs)
+    return unweighted_mean([{name: value.numpy() for name, value in replies[pid]["arrays"].items()}
+                            for pid in clients])
+
+
+def unweighted_mean(gradients: Sequence[Mapping[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """``1/|K_r| * sum_k g_k`` per tensor, in float64 (every client counts once, whatever
+    its number of samples: seed 001 eq. 13 and the authors' code)."""
+    if not gradients:
+        raise ValueError("no client gradients to average")
     total: dict[str, np.ndarray] = {}
-    for pid in clients:
-        for name, value in replies[pid]["arrays"].items():
-            grad = value.numpy().astype(np.float64)
+    for gradient in gradients:
+        for name, value in gradient.items():
+            grad = np.asarray(value, dtype=np.float64)
             total[name] = total[name] + grad if name in total else grad
-    return {name: torch.from_numpy(value / len(clients)) for name, value in total.items()}
+    return {name: torch.from_numpy(value / len(gradients)) for name, value in total.items()}
 
 
 # --- timing ----------------------------------------------------------------------------

@@ -24,8 +24,7 @@ from fedunl_flwr.federation import raise_on_errors
 from fedunl_flwr.methods import Option
 from fedunl_flwr.metrics.forgetting import chance_target, forget_class_accuracy
 from fedunl_flwr.phases import evaluate_clients, model_for
-from fedunl_flwr.records import get_weights, record_to_weights, set_weights, state_keys, \
-    weights_to_record
+from fedunl_flwr.records import model_to_record, record_to_weights, set_weights
 from fedunl_flwr.unlearning.neurons import zero_units
 from strategies.unlearning import UnlearningOutcome, UnlearningRun, UnlearningStrategyMixin
 
@@ -49,7 +48,7 @@ def zero_units_in_arrays(run: UnlearningRun, arrays: ArrayRecord,
     model = model_for(run.config, run.federation.num_classes)
     set_weights(model, record_to_weights(arrays))
     zero_units(model, units)
-    return weights_to_record(state_keys(model), get_weights(model))
+    return model_to_record(model)
 
 
 def zero_until_forgotten(grid: Grid, run: UnlearningRun, ranked: list[dict]

@@ -1,13 +1,20 @@
-"""Server-side pieces of the seed 001 evaluation: time analysis budget, held-out retrains."""
+"""Pieces of seed 001 on hand-checkable tensors: time analysis, held-out retrains,
+the mean gradient, the server's mean and the update statistic."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from flwr.app import ArrayRecord
+from torch import nn
 
+from clients.local_training import mean_loss_gradient
+from fedunl_flwr.config import RunConfig
 from fedunl_flwr.phases import TrainedModel
+from strategies.fedmemeraser import Reset, ResetAfterFirstRound
 from strategies.memorization_eval import (retrain_noise_floor, split_retrained,
-                                          time_analysis)
+                                          time_analysis, unweighted_mean)
 from strategies.retrain import RetrainedModels
 
 
@@ -68,3 +75,52 @@ def test_noise_floor_row() -> None:
     in_sample = retrain_noise_floor(correct, [0, 1, 2], [0, 1, 2], groups)
     assert in_sample["compared"].startswith("retrained model 0")
     assert retrain_noise_floor(correct[:1], [0], [0], groups) is None
+
+
+def test_unweighted_mean_counts_every_client_once() -> None:
+    """The server's 1/|K_r| mean (seed 001 eq. 13): sample counts do not weight it."""
+    mean = unweighted_mean([{"w": np.array([1.0, 3.0]), "b": np.array([2.0])},
+                            {"w": np.array([3.0, 5.0]), "b": np.array([-2.0])},
+                            {"w": np.array([2.0, 1.0]), "b": np.array([3.0])}])
+    assert mean["w"].tolist() == [2.0, 3.0] and mean["b"].tolist() == [1.0]
+    assert mean["w"].dtype == torch.float64
+    with pytest.raises(ValueError, match="no client"):
+        unweighted_mean([])
+
+
+def test_mean_loss_gradient_of_a_zero_linear_model_is_hand_checked() -> None:
+    """With zero weights softmax is uniform: dL/dz = 1/C - onehot(y), dL/dW = (p - y) x^T."""
+    model = nn.Linear(2, 3)
+    nn.init.zeros_(model.weight)
+    nn.init.zeros_(model.bias)
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    y = torch.tensor([0, 2])
+    third = 1.0 / 3.0
+    dz = torch.tensor([[third - 1, third, third], [third, third, third - 1]])
+    expected_w = (dz.T @ x) / 2  # mean over the two samples
+    for batch_size in (1, 256):  # batching must not change the mean
+        grads = mean_loss_gradient(model, x, y, batch_size=batch_size)
+        torch.testing.assert_close(grads["weight"], expected_w)
+        torch.testing.assert_close(grads["bias"], dz.mean(0))
+    assert all(p.grad is None for p in model.parameters())  # nothing left behind
+
+
+def test_update_statistic_resets_after_round_one_only() -> None:
+    """The update statistic is w_1 - w_0: the rho fraction with the smallest |update| is
+    re-drawn after round 1; round 2 and later pass through untouched."""
+    original = {"0.weight": torch.zeros(2, 5), "0.bias": torch.zeros(2)}
+    aggregate = {"0.weight": torch.arange(1.0, 11.0).reshape(2, 5), "0.bias": torch.ones(2)}
+    config = RunConfig.from_mapping({"strategy": "fedmemeraser", "rho": 0.3, "seed": 3})
+    hook = ResetAfterFirstRound(ArrayRecord(original), Reset(config, None))
+    later = ArrayRecord(aggregate)
+    assert hook(2, later) is later
+    reset = hook(1, ArrayRecord(aggregate)).to_torch_state_dict()
+    moved = reset["0.weight"] != aggregate["0.weight"]
+    # reset-tensors 'all' (the default) ranks biases too: 12 entries, rho 0.3 -> 4 with
+    # the smallest |update|: both biases (1, 1) and the weights 1 and 2, re-drawn within
+    # PyTorch's +-1/sqrt(fan_in = 5).
+    assert moved.flatten().tolist() == [True] * 2 + [False] * 8
+    assert bool((reset["0.bias"] != aggregate["0.bias"]).all())
+    for value in (reset["0.weight"].flatten()[:2], reset["0.bias"]):
+        assert value.abs().max() <= 5 ** -0.5
+    assert torch.equal(hook.reset.masks["0.weight"], moved)
