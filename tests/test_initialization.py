@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +13,11 @@ from fedunl_flwr.config import RunConfig
 from fedunl_flwr.initialization import InitRule, init_rule, initial_state
 from fedunl_flwr.models import build_model
 from fedunl_flwr.phases import initial_arrays
-from fedunl_flwr.seeding import stream_seed, torch_generator
+from fedunl_flwr.seeding import PURPOSES, stream_seed, torch_generator
 from fedunl_flwr.unlearning.parameter_selection import reinitialize_parameters
 from strategies.retrain import retrain_init_index
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def cnn_state() -> dict[str, torch.Tensor]:
@@ -104,6 +108,25 @@ def test_streams_are_distinct_and_stable() -> None:
     assert stream_seed(5, "reset") == stream_seed(5, "reset")
     with pytest.raises(ValueError, match="purpose"):
         stream_seed(0, "typo")
+
+
+def test_every_random_draw_goes_through_named_streams() -> None:
+    """The partition is the one stream seeded with ``seed`` itself (documented partitions
+    stay as they were); nothing else in the app seeds a generator directly."""
+    assert stream_seed(7, "partition") == 7
+    with pytest.raises(ValueError, match="no index"):
+        stream_seed(7, "partition", 1)
+    assert stream_seed(7, "partition") not in {stream_seed(7, p) for p in PURPOSES
+                                               if p != "partition"}
+    direct = re.compile(r"default_rng\(|manual_seed\(|np\.random\.(seed|rand)|"
+                        r"torch\.Generator\(\)\.manual_seed")
+    offenders = [f"{path.relative_to(REPO)}:{number}"
+                 for folder in ("fedunl_flwr", "strategies", "clients")
+                 for path in sorted((REPO / folder).rglob("*.py"))
+                 if path.name not in {"seeding.py", "models.py"}
+                 for number, line in enumerate(path.read_text().splitlines(), 1)
+                 if direct.search(line)]
+    assert offenders == []
 
 
 def test_initial_state_keeps_running_statistics() -> None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from fedunl_flwr.data.partition import cap_indices, dirichlet_partition, iid_partition
 from fedunl_flwr.data.sources import ImageDataset, load_dataset
+from fedunl_flwr.seeding import numpy_generator
 
 # Channels of each dataset's images, known without loading them.
 DATASET_CHANNELS = {
@@ -197,7 +198,7 @@ def build_federated_data(scenario_name: str, num_clients: int, alpha: float,
     domains = [load_domain(g.dataset, Path(data_dir), download) for g in scenario.groups]
     shared = shared_classes(domains)
     class_names = tuple(domains[0].class_names[c] for c in shared)
-    rng = np.random.default_rng(seed)
+    rng = numpy_generator(seed, "partition")
     clients: list[ClientData] = []
     for group, domain in zip(scenario.groups, domains):
         x_train, y_train, x_test, y_test = _restrict(domain, shared)
