@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import bz2
-import contextlib
 import functools
 import gzip
 import importlib
+import io
 import logging
 import os
 import pickle
 import string
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from fedunl_flwr.store import atomic_write_bytes
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -303,24 +304,16 @@ def _write_npz_atomic(
     path: Path, splits: _Splits, class_names: tuple[str, ...]
 ) -> None:
     """Write an npz cache through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(
-                fh,
-                x_train=splits.x_train,
-                y_train=splits.y_train,
-                x_test=splits.x_test,
-                y_test=splits.y_test,
-                class_names=np.asarray(class_names, dtype=str),
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        x_train=splits.x_train,
+        y_train=splits.y_train,
+        x_test=splits.x_test,
+        y_test=splits.y_test,
+        class_names=np.asarray(class_names, dtype=str),
+    )
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------------------
