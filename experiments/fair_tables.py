@@ -19,7 +19,6 @@ Accuracies are in percent; ``-`` (NaN) where a client has no test sample of a cl
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import pandas as pd
 
 from fedunl_flwr.data.scenarios import get_scenario
 from fedunl_flwr.store import atomic_write_bytes
+from fedunl_flwr.summaries import PhaseSummary
 
 # Route columns in the paper's order, then the unfair contrast.
 ROUTE_NAMES: dict[str, str] = {
@@ -45,7 +45,7 @@ class ReportError(ValueError):
     """The runs cannot go into one report (missing, or from different experiments)."""
 
 
-def load_summaries(run_dirs: Mapping[str, Path]) -> dict[str, dict]:
+def load_summaries(run_dirs: Mapping[str, Path]) -> dict[str, PhaseSummary]:
     """``summary.json`` of each unlearning folder, keyed like ``run_dirs``; checks they fit."""
     if not run_dirs:
         raise ReportError("no unlearning runs given")
@@ -54,38 +54,38 @@ def load_summaries(run_dirs: Mapping[str, Path]) -> dict[str, dict]:
         path = Path(folder) / "summary.json"
         if not path.exists():
             raise ReportError(f"run {label!r}: {path} not found (the run did not complete)")
-        summary = json.loads(path.read_text())
-        if summary.get("phase") != "unlearn":
+        summary = PhaseSummary.load(path)
+        if summary.phase != "unlearn" or summary.request is None or summary.before is None:
             raise ReportError(f"run {label!r}: {path} is not an unlearning summary")
         summaries[label] = summary
     first_label, first = next(iter(summaries.items()))
     for label, summary in summaries.items():
-        if summary["config"]["training"] != first["config"]["training"]:
+        if summary.training != first.training:
             raise ReportError(f"runs {first_label!r} and {label!r} start from different "
                               "original models (training settings differ)")
-        request = {k: summary["request"][k] for k in ("scope", "clients", "classes")}
-        if request != {k: first["request"][k] for k in ("scope", "clients", "classes")}:
+        asked = (summary.request.scope, summary.request.clients, summary.request.classes)
+        if asked != (first.request.scope, first.request.clients, first.request.classes):
             raise ReportError(f"runs {first_label!r} and {label!r} answer different "
-                              f"requests: {first['request']} vs {summary['request']}")
+                              f"requests: {first.request} vs {summary.request}")
     return summaries
 
 
-def route_label(label: str, summary: dict) -> str:
+def route_label(label: str, summary: PhaseSummary) -> str:
     """Column name of a run: the paper's route name, else the run's own label."""
-    if label == summary.get("strategy") and label in ROUTE_NAMES:
+    if label == summary.strategy and label in ROUTE_NAMES:
         return ROUTE_NAMES[label]
     return label
 
 
-def _ordered(summaries: Mapping[str, dict]) -> list[tuple[str, dict]]:
+def _ordered(summaries: Mapping[str, PhaseSummary]) -> list[tuple[str, PhaseSummary]]:
     order = list(ROUTE_NAMES)
-    def rank(item: tuple[str, dict]) -> tuple[int, str]:
-        strategy = item[1].get("strategy", "")
+    def rank(item: tuple[str, PhaseSummary]) -> tuple[int, str]:
+        strategy = item[1].strategy
         return (order.index(strategy) if strategy in order else len(order), item[0])
     return sorted(summaries.items(), key=rank)
 
 
-def _columns(summaries: Mapping[str, dict]) -> list[tuple[str, dict]]:
+def _columns(summaries: Mapping[str, PhaseSummary]) -> list[tuple[str, PhaseSummary]]:
     """``(column name, summary)`` per run, in route order; names made unique."""
     columns, seen = [], set()
     for label, summary in _ordered(summaries):
@@ -97,36 +97,21 @@ def _columns(summaries: Mapping[str, dict]) -> list[tuple[str, dict]]:
     return columns
 
 
-def _class_acc(block: dict, pid: int, class_id: int) -> float:
-    value = block["per_client_class_accuracy"].get(str(pid), {}).get(str(class_id))
-    return np.nan if value is None else 100.0 * float(value)
-
-
-def _test_count(block: dict, pid: int, class_id: int) -> int:
-    """Test samples behind a per-client per-class accuracy cell."""
-    counts = block.get("per_client_class_counts", {}).get(str(pid))
-    return int(counts[class_id]) if counts else -1
-
-
-def _request(summaries: Mapping[str, dict]) -> tuple[list[int], list[int]]:
-    request = next(iter(summaries.values()))["request"]
-    return [int(c) for c in request["clients"]], [int(c) for c in request["classes"]]
-
-
-def _clients(summary: dict) -> list[int]:
-    return sorted(int(p) for p in summary["per_client_class_accuracy"])
+def _request(summaries: Mapping[str, PhaseSummary]) -> tuple[list[int], list[int]]:
+    request = next(iter(summaries.values())).request
+    return [int(c) for c in request.clients], [int(c) for c in request.classes]
 
 
 def class_label(class_id: int) -> str:
     return f"label_{class_id}"
 
 
-def table4(summaries: Mapping[str, dict]) -> pd.DataFrame:
+def table4(summaries: Mapping[str, PhaseSummary]) -> pd.DataFrame:
     """Global accuracy and requesting clients' forget-class accuracy: original vs routes."""
     columns = _columns(summaries)
     first = columns[0][1]
     clients, classes = _request(summaries)
-    training = first["config"]["training"]
+    training = first.training
     scenario = get_scenario(training["scenario"])
     row: dict[tuple[str, str], object] = {}
     for index, group in enumerate(scenario.groups, start=1):
@@ -134,41 +119,42 @@ def table4(summaries: Mapping[str, dict]) -> pd.DataFrame:
     model = training["model"] or scenario.default_model
     row[("", "Model")] = model + (f" (width {training['model_width']})"
                                   if training["model_width"] else "")
-    row[("Global Accuracy", "Original")] = 100.0 * first["global_accuracy_before"]
+    row[("Global Accuracy", "Original")] = 100.0 * first.before.global_accuracy
     for name, summary in columns:
-        row[("Global Accuracy", name)] = 100.0 * summary["global_accuracy_after"]
+        row[("Global Accuracy", name)] = 100.0 * summary.accuracy.global_accuracy
     for pid in clients:
         for class_id in classes:
             group = f"Client {pid} ({class_label(class_id)}) Accuracy"
-            row[(group, "Original")] = _class_acc(first["before"], pid, class_id)
+            row[(group, "Original")] = first.before.class_accuracy(pid, class_id)
             for name, summary in columns:
-                row[(group, name)] = _class_acc(summary, pid, class_id)
+                row[(group, name)] = summary.accuracy.class_accuracy(pid, class_id)
     frame = pd.DataFrame([row], index=[scenario.name])
     frame.columns = pd.MultiIndex.from_tuples(frame.columns)
     return frame
 
 
-def table5(summaries: Mapping[str, dict]) -> pd.DataFrame:
+def table5(summaries: Mapping[str, PhaseSummary]) -> pd.DataFrame:
     """Every client's forget-class accuracy, original vs each route (rows = clients)."""
     columns = _columns(summaries)
     first = columns[0][1]
     clients, classes = _request(summaries)
     rows = {}
     for class_id in classes:
-        for pid in _clients(first):
+        for pid in first.accuracy.clients:
             name = f"client {pid}" + (" (requesting)" if pid in clients else "")
             if len(classes) > 1:
                 name += f" {class_label(class_id)}"
-            rows[name] = {"test samples": _test_count(first["before"], pid, class_id),
-                          "Original": _class_acc(first["before"], pid, class_id),
-                          **{col: _class_acc(s, pid, class_id) for col, s in columns}}
+            rows[name] = {"test samples": first.before.test_count(pid, class_id),
+                          "Original": first.before.class_accuracy(pid, class_id),
+                          **{col: s.accuracy.class_accuracy(pid, class_id)
+                             for col, s in columns}}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def table7_clients(summary: dict, requesting: Sequence[int],
+def table7_clients(summary: PhaseSummary, requesting: Sequence[int],
                    count: int = TABLE7_CLIENTS) -> list[int]:
     """The requesting clients plus the lowest other partition ids, ``count`` in all."""
-    others = [p for p in _clients(summary) if p not in requesting]
+    others = [p for p in summary.accuracy.clients if p not in requesting]
     chosen = list(requesting) + others[:max(0, count - len(requesting))]
     return sorted(chosen)
 
@@ -182,7 +168,7 @@ def table7_classes(num_classes: int, forget: Sequence[int],
     return sorted(set(forget) | set(others[:max(0, limit - len(forget))]))
 
 
-def table7(summaries: Mapping[str, dict], count: int = TABLE7_CLIENTS,
+def table7(summaries: Mapping[str, PhaseSummary], count: int = TABLE7_CLIENTS,
            limit: int = MAX_CLASSES) -> pd.DataFrame:
     """First clients x classes accuracy, before vs each route (rows = (client, label))."""
     columns = _columns(summaries)
@@ -190,32 +176,32 @@ def table7(summaries: Mapping[str, dict], count: int = TABLE7_CLIENTS,
     clients, classes = _request(summaries)
     rows = {}
     for pid in table7_clients(first, clients, count):
-        for class_id in table7_classes(len(first["class_names"]), classes, limit):
+        for class_id in table7_classes(len(first.class_names), classes, limit):
             label = class_label(class_id) + (" (↓)" if class_id in classes else "")
             rows[(f"Client {pid}", label)] = {
-                "test samples": _test_count(first["before"], pid, class_id),
-                "Before": _class_acc(first["before"], pid, class_id),
-                **{col: _class_acc(s, pid, class_id) for col, s in columns}}
+                "test samples": first.before.test_count(pid, class_id),
+                "Before": first.before.class_accuracy(pid, class_id),
+                **{col: s.accuracy.class_accuracy(pid, class_id) for col, s in columns}}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index = pd.MultiIndex.from_tuples(frame.index, names=["Client", "Label"])
     return frame
 
 
-def cost_table(summaries: Mapping[str, dict]) -> pd.DataFrame:
+def cost_table(summaries: Mapping[str, PhaseSummary]) -> pd.DataFrame:
     """What each route cost the clients, and its collateral damage: the mean over the
     non-requesting clients of their accuracy drop on their other classes."""
     rows = {}
     for name, summary in _columns(summaries):
         rows[name] = {
-            "strategy": summary.get("strategy", ""),
-            "client-epochs": int(summary.get("client_epochs", 0)),
-            "clients trained": len(summary.get("trained_clients", [])),
-            "samples trained": int(summary.get("samples_trained", 0)),
-            "units zeroed": len(summary.get("zeroed_units", [])),
+            "strategy": summary.strategy,
+            "client-epochs": summary.client_epochs,
+            "clients trained": len(summary.extra.get("trained_clients", [])),
+            "samples trained": int(summary.extra.get("samples_trained", 0)),
+            "units zeroed": len(summary.extra.get("zeroed_units", [])),
             "collateral damage (pts)": (float(np.mean(list(damage.values())))
-                                        if (damage := summary.get("collateral_damage"))
+                                        if (damage := summary.collateral_damage)
                                         else np.nan),
-            "seconds": float(summary.get("seconds", 0.0)),
+            "seconds": summary.seconds,
         }
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -260,7 +246,7 @@ def to_markdown(frame: pd.DataFrame, percent: bool = True) -> str:
     return _flat(frame).to_markdown(index=index) + "\n"
 
 
-def figure4(summaries: Mapping[str, dict], path: Path) -> Path:
+def figure4(summaries: Mapping[str, PhaseSummary], path: Path) -> Path:
     """Bar charts: global accuracy and requesting client's forget-class accuracy per route."""
     import matplotlib
 
@@ -271,11 +257,11 @@ def figure4(summaries: Mapping[str, dict], path: Path) -> Path:
     first = columns[0][1]
     clients, classes = _request(summaries)
     names = ["Original"] + [name for name, _ in columns]
-    global_acc = [100 * first["global_accuracy_before"]] + [
-        100 * s["global_accuracy_after"] for _, s in columns]
+    global_acc = [100 * first.before.global_accuracy] + [
+        100 * s.accuracy.global_accuracy for _, s in columns]
     pid, class_id = clients[0], classes[0]
-    forget_acc = [_class_acc(first["before"], pid, class_id)] + [
-        _class_acc(s, pid, class_id) for _, s in columns]
+    forget_acc = [first.before.class_accuracy(pid, class_id)] + [
+        s.accuracy.class_accuracy(pid, class_id) for _, s in columns]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colors = ["#7f7f7f"] + [f"C{i}" for i in range(len(columns))]
     for ax, values, title in ((axes[0], global_acc, "Global accuracy"),
@@ -290,7 +276,7 @@ def figure4(summaries: Mapping[str, dict], path: Path) -> Path:
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 105)
         ax.tick_params(axis="x", rotation=30)
-    scenario = first["config"]["training"]["scenario"]
+    scenario = first.training["scenario"]
     fig.suptitle(f"Unlearning routes on {scenario} (request: clients {clients}, "
                  f"classes {classes})")
     fig.tight_layout()
@@ -302,12 +288,12 @@ def figure4(summaries: Mapping[str, dict], path: Path) -> Path:
     return path
 
 
-def figure2(summaries: Mapping[str, dict], path: Path) -> Path | None:
+def figure2(summaries: Mapping[str, PhaseSummary], path: Path) -> Path | None:
     """Seed 000 Figure 2: each client's training samples per class (stacked bars,
     coloured by class; the x label names the client's domain). None when the summaries
     predate the recorded class counts."""
     first = next(iter(summaries.values()))
-    counts = first.get("train_class_counts")
+    counts = first.train_class_counts
     if not counts:
         return None
     import matplotlib
@@ -317,13 +303,13 @@ def figure2(summaries: Mapping[str, dict], path: Path) -> Path | None:
 
     clients = sorted(counts, key=int)
     matrix = np.array([counts[p] for p in clients], dtype=float)
-    domains = first.get("client_domains", {})
+    domains = first.client_domains
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(clients)), 4))
     bottom = np.zeros(len(clients))
     cmap = plt.get_cmap("tab20", matrix.shape[1])
     for class_id in range(matrix.shape[1]):
         ax.bar(range(len(clients)), matrix[:, class_id], bottom=bottom, color=cmap(class_id),
-               label=first["class_names"][class_id])
+               label=first.class_names[class_id])
         bottom += matrix[:, class_id]
     ax.set_xticks(range(len(clients)),
                   [f"C{int(p) + 1}\n{domains.get(p, '')}" for p in clients], fontsize=8)
@@ -359,7 +345,7 @@ def build_fair_report(run_dirs: Mapping[str, Path], out_dir: Path) -> list[Path]
     out_dir.mkdir(parents=True, exist_ok=True)
     clients, classes = _request(summaries)
     first = next(iter(summaries.values()))
-    training = first["config"]["training"]
+    training = first.training
     tables = [
         ("table4_global", "Table 4: global accuracy and the requesting client's forget-class "
          "accuracy, original vs each route (fair protocol: only requesting clients train)",
@@ -374,7 +360,7 @@ def build_fair_report(run_dirs: Mapping[str, Path], out_dir: Path) -> list[Path]
     written: list[Path] = []
     sections = [f"# Fair unlearning report: {training['scenario']}\n",
                 f"Request: clients {clients} forget classes {classes} "
-                f"({', '.join(first['class_names'][c] for c in classes)}). "
+                f"({', '.join(first.class_names[c] for c in classes)}). "
                 f"Runs: {', '.join(f'{k} = {v}' for k, v in run_dirs.items())}.\n"]
     for stem, caption, frame, render in tables:
         csv_path = out_dir / f"{stem}.csv"

@@ -47,6 +47,7 @@ import pandas as pd
 from fedunl_flwr.config import key_values
 from fedunl_flwr.metrics.memorization import DATASET_ROW_LABEL, MEMORIZATION_GROUP_LABELS
 from fedunl_flwr.store import atomic_write_bytes
+from fedunl_flwr.summaries import MemorizationEvaluation, PhaseSummary, from_json
 
 TABLES = ("1", "F2", "F3", "F4", "F5", "F6", "H9", "H10")
 
@@ -74,39 +75,49 @@ class ReportError(ValueError):
 
 @dataclass
 class RunResult:
-    """One unlearning run: its configuration and seed 001 evaluation."""
+    """One unlearning run: its phase summary and seed 001 evaluation (typed)."""
 
     path: Path
-    summary: dict
+    summary: PhaseSummary
+    evaluation: MemorizationEvaluation
     label: str = ""
     config: dict = field(init=False)
 
     def __post_init__(self) -> None:
-        self.config = key_values(self.summary["config"])
+        self.config = key_values(self.summary.config)
+
+    @classmethod
+    def load(cls, folder: Path, label: str = "") -> RunResult | None:
+        """The run in ``folder``; None when its summary has no memorization evaluation."""
+        data = json.loads((Path(folder) / "summary.json").read_text())
+        if "group_table" not in data:
+            return None
+        return cls(Path(folder), PhaseSummary.parse(data),
+                   from_json(MemorizationEvaluation, data), label)
 
     @property
     def strategy(self) -> str:
-        return str(self.summary.get("strategy", self.config.get("strategy", "")))
+        return self.summary.strategy or str(self.config.get("strategy", ""))
+
+    @property
+    def leaving_clients(self) -> int:
+        return len(self.summary.request.clients) if self.summary.request else 0
 
     def unlearned_vector(self) -> np.ndarray:
-        acc = self.summary["memorization"]["group_accuracy"]["unlearned"]
-        return np.array([*_floats(acc), self.summary["test_accuracy"]["unlearned"],
-                         self.summary["local_fairness"]["unlearned"]], dtype=float)
+        ev = self.evaluation
+        return np.array([*_floats(ev.memorization.group_accuracy.unlearned),
+                         ev.test_accuracy.unlearned, ev.local_fairness.unlearned], dtype=float)
 
     def retrained_vectors(self) -> dict[str, np.ndarray]:
         """Reference retrained model store -> its vector (columns of ``unlearned_vector``).
 
         With held-out retrains only the reference set (not the scoring set) is listed.
         """
-        mem = self.summary["memorization"]
-        stores = mem["retrained_models"]["stores"]
-        reference = mem.get("reference_retrains", list(range(len(stores))))
-        out = {}
-        for j, store in enumerate(stores[i] for i in reference):
-            out[store] = np.array([*_floats(mem["group_accuracy"]["retrained"][j]),
-                                   self.summary["test_accuracy"]["retrained"][j],
-                                   self.summary["local_fairness"]["retrained"][j]], dtype=float)
-        return out
+        ev = self.evaluation
+        return {store: np.array([*_floats(ev.memorization.group_accuracy.retrained[j]),
+                                 ev.test_accuracy.retrained[j],
+                                 ev.local_fairness.retrained[j]], dtype=float)
+                for j, store in enumerate(ev.memorization.reference_stores)}
 
 
 def _floats(values: Sequence) -> list[float]:
@@ -162,12 +173,12 @@ def _place(run: RunResult, table: str) -> tuple[str, str]:
     if table == "F4":
         return scenario_label(config), _strategy_row(run)
     if table == "F5":
-        leaving = len(run.summary["request"]["clients"])
+        leaving = run.leaving_clients
         clients = f"{leaving} Client{'s' if leaving != 1 else ''}"
         return f"{clients} (ρ = {config.get('rho', 0.0):g})", \
             _strategy_row(run)
     if table == "F6":
-        clients = len(run.summary.get("per_client_accuracy", {})) or config["num_clients"]
+        clients = len(run.summary.accuracy.per_client_accuracy) or config["num_clients"]
         return f"{clients} Clients", _strategy_row(run)
     return scenario_label(config), _strategy_row(run)
 
@@ -208,10 +219,10 @@ def load_runs(results: Sequence[Mapping[str, Path]],
         path = Path(folder) / "summary.json"
         if not path.exists():
             raise ReportError(f"run {index}: {path} not found (the run did not complete)")
-        summary = json.loads(path.read_text())
-        if "group_table" in summary:
-            label = str(labels[index]) if index < len(labels) and labels[index] else ""
-            runs.append(RunResult(Path(folder), summary, label))
+        label = str(labels[index]) if index < len(labels) and labels[index] else ""
+        run = RunResult.load(Path(folder), label)
+        if run is not None:
+            runs.append(run)
     if not runs:
         raise ReportError("no run with a Grouped Memorization Evaluation (strategy "
                           "fedmemeraser or finetune) among the preset's results")
@@ -225,7 +236,7 @@ def infer_table(runs: Sequence[RunResult]) -> str:
     runs (beyond seed and strategy): selection F4, number of leaving clients F5,
     number of clients F6, Dirichlet alpha (one scenario) F3, rho F2; otherwise Table 1.
     """
-    scopes = {r.summary["request"]["scope"] for r in runs}
+    scopes = {r.summary.request.scope for r in runs if r.summary.request}
     if scopes == {"class"}:
         return "H9"
     if scopes == {"samples"}:
@@ -236,7 +247,7 @@ def infer_table(runs: Sequence[RunResult]) -> str:
 
     if varies(lambda r: r.config["selection"] if r.strategy == "fedmemeraser" else "redundant"):
         return "F4"
-    if varies(lambda r: len(r.summary["request"]["clients"])):
+    if varies(lambda r: r.leaving_clients):
         return "F5"
     if varies(lambda r: r.config["num_clients"]):
         return "F6"
@@ -345,20 +356,20 @@ def floor_frame(grouped: Mapping[str, Mapping[str, list[RunResult]]]) -> pd.Data
     records = []
     for section in sorted(grouped, key=_section_key):
         runs = [run for rows in grouped[section].values() for run in rows]
-        sizes = np.mean([r.summary["memorization"]["group_sizes"] for r in runs], axis=0)
-        floors = [r.summary["memorization"].get("retrain_noise_floor") for r in runs]
-        floors = [f for f in floors if f]
+        sizes = np.mean([r.evaluation.memorization.group_sizes for r in runs], axis=0)
+        floors = [r.evaluation.memorization.retrain_noise_floor for r in runs]
+        floors = [f for f in floors if f is not None]
         record = {"section": section, "what": "samples per group (mean over runs)"}
         record.update({label: float(v) for label, v in zip(MEMORIZATION_GROUP_LABELS, sizes)})
-        record[DATASET_ROW_LABEL] = float(np.mean([r.summary["memorization"]
-                                                   ["num_forget_samples"] for r in runs]))
+        record[DATASET_ROW_LABEL] = float(np.mean([r.evaluation.memorization.num_forget_samples
+                                                   for r in runs]))
         records.append(record)
         if floors:
-            deltas = np.array([_floats(f["delta"]) for f in floors], dtype=float)
+            deltas = np.array([_floats(f.delta) for f in floors], dtype=float)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(deltas, axis=0)
-            record = {"section": section, "what": f"{FLOOR_ROW} Δ ({floors[0]['compared']})"}
+            record = {"section": section, "what": f"{FLOOR_ROW} Δ ({floors[0].compared})"}
             record.update({label: float(v) for label, v in zip(ACCURACY_COLUMNS, mean)})
             records.append(record)
     return pd.DataFrame.from_records(records)
@@ -371,35 +382,32 @@ def time_frame(grouped: Mapping[str, Mapping[str, list[RunResult]]]) -> pd.DataF
     for section in sorted(grouped, key=_section_key):
         for row in sorted(grouped[section], key=_row_key):
             runs = grouped[section][row]
-            timing = [r.summary["time_analysis"] for r in runs]
-
-            def mean_of(path: tuple[str, ...], items=timing) -> float:
-                values = []
-                for item in items:
-                    value = item
-                    for key in path:
-                        value = value.get(key) if isinstance(value, Mapping) else None
-                    if value is not None:
-                        values.append(float(value))
-                return float(np.mean(values)) if values else math.nan
-
-            csl = [r.summary.get("csl_agreement", {}) for r in runs]
-            csl_ok = [c for c in csl if c.get("available")]
+            timing = [r.evaluation.time_analysis for r in runs]
+            csl_ok = [r.evaluation.csl_agreement for r in runs
+                      if r.evaluation.csl_agreement.available]
             records.append({
                 "section": section, "row": row, "runs": len(runs),
-                "unlearn_time_to_peak_s": mean_of(("unlearn", "time_to_peak")),
-                "unlearn_rounds_to_peak": mean_of(("unlearn", "rounds_to_peak")),
-                "retrain_time_to_peak_s": mean_of(("retrain", "time_to_peak")),
-                "retrain_rounds_to_peak": mean_of(("retrain", "rounds_to_peak")),
-                "speedup": mean_of(("speedup",)),
-                "retrain_timed_in_same_run": all(t.get("retrain_measured_in_this_run")
+                "unlearn_time_to_peak_s": _mean_known(t.unlearn.get("time_to_peak")
+                                                      for t in timing),
+                "unlearn_rounds_to_peak": _mean_known(t.unlearn.get("rounds_to_peak")
+                                                      for t in timing),
+                "retrain_time_to_peak_s": _mean_known(t.retrain.get("time_to_peak")
+                                                      for t in timing),
+                "retrain_rounds_to_peak": _mean_known(t.retrain.get("rounds_to_peak")
+                                                      for t in timing),
+                "speedup": _mean_known(t.speedup for t in timing),
+                "retrain_timed_in_same_run": all(t.retrain_measured_in_this_run
                                                  for t in timing),
-                "csl_cosine": float(np.mean([c["cosine"] for c in csl_ok])) if csl_ok
-                else math.nan,
-                "csl_top20_overlap": float(np.mean([c["top_overlap"] for c in csl_ok]))
-                if csl_ok else math.nan,
+                "csl_cosine": _mean_known(c.cosine for c in csl_ok),
+                "csl_top20_overlap": _mean_known(c.top_overlap for c in csl_ok),
             })
     return pd.DataFrame.from_records(records)
+
+
+def _mean_known(values) -> float:
+    """Mean of the values that are not None (NaN when none is)."""
+    known = [float(v) for v in values if v is not None]
+    return float(np.mean(known)) if known else math.nan
 
 
 def time_figure(grouped: Mapping[str, Mapping[str, list[RunResult]]], path: Path,
@@ -419,14 +427,14 @@ def time_figure(grouped: Mapping[str, Mapping[str, list[RunResult]]], path: Path
         drawn_retrain = False
         for row in sorted(grouped[section], key=_row_key):
             run = grouped[section][row][0]
-            timing = run.summary["time_analysis"]
-            if not drawn_retrain and timing["retrain"]["curve"]:
-                curve = np.asarray(timing["retrain"]["curve"])
+            timing = run.evaluation.time_analysis
+            if not drawn_retrain and timing.retrain["curve"]:
+                curve = np.asarray(timing.retrain["curve"])
                 ax.plot(curve[:, 1], 100 * curve[:, 2], "k--", marker=".", label="Retrain")
                 drawn_retrain = True
-            if timing["unlearn"]["curve"]:
-                curve = np.asarray(timing["unlearn"]["curve"])
-                speed = timing.get("speedup")
+            if timing.unlearn["curve"]:
+                curve = np.asarray(timing.unlearn["curve"])
+                speed = timing.speedup
                 label = row if speed is None else f"{row} ({speed:.1f}x)"
                 ax.plot(curve[:, 1], 100 * curve[:, 2], marker=".", label=label)
         ax.set_title(section, fontsize=10)
@@ -492,7 +500,7 @@ def build_memorization_report(preset: dict, results: list[dict[str, Path]],
 
 
 def _tolerance(runs: Sequence[RunResult]) -> str:
-    value = runs[0].summary["time_analysis"].get("peak_tolerance", 0.0)
+    value = runs[0].evaluation.time_analysis.peak_tolerance
     return f"{100 * float(value):g}"
 
 

@@ -24,6 +24,7 @@ from fedunl_flwr.models import SiteModel, build_model, get_device
 from fedunl_flwr.records import (model_to_record, record_to_dict, record_to_weights,
                                  set_weights, state_keys, weights_to_record)
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
+from fedunl_flwr.summaries import to_json
 from fedunl_flwr.seeding import stream_seed
 from fedunl_flwr.store import PhaseStore, RunStore, check_arrays_match
 
@@ -110,7 +111,7 @@ def write_evaluation(store: PhaseStore, evaluations: dict[int, Evaluation],
     frame = accuracy_frame(evaluations, class_names)
     store.write_text("accuracy.csv", frame.to_csv(float_format="%.4f"))
     store.write_text("accuracy.md", frame_to_markdown(frame))
-    store.write_json("summary.json", {**extra, **accuracy_summary(evaluations),
+    store.write_json("summary.json", {**extra, **to_json(accuracy_summary(evaluations)),
                                       "class_names": class_names, "config": store.key})
     return frame
 

@@ -18,7 +18,6 @@ its CPUs/GPU), including one evaluation of all clients after the last round.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 
@@ -27,23 +26,24 @@ import bench_utils  # noqa: F401  (puts the project on sys.path)
 import pandas as pd
 
 from experiments.simulate import simulate
+from fedunl_flwr.summaries import PhaseSummary
 
 
 def measure(overrides: dict, strategies: list[str]) -> pd.DataFrame:
     rows = {}
     for strategy in strategies:
         paths = simulate({**overrides, "strategy": strategy})
-        summary = json.loads((paths["unlearn"] / "summary.json").read_text())
-        requesting = set(summary["request"]["clients"])
-        by_client = summary.get("client_epochs_by_client", {})
+        summary = PhaseSummary.load(paths["unlearn"] / "summary.json")
+        requesting = set(summary.request.clients)
+        by_client = summary.extra.get("client_epochs_by_client", {})
         rows[strategy] = {
-            "clients trained": len(summary.get("trained_clients", [])),
-            "client-epochs": int(summary["client_epochs"]),
+            "clients trained": len(summary.extra.get("trained_clients", [])),
+            "client-epochs": summary.client_epochs,
             "non-requesting client-epochs": sum(
                 e for p, e in by_client.items() if int(p) not in requesting),
-            "samples trained": int(summary.get("samples_trained", 0)),
-            "wall s": float(summary["seconds"]),
-            "global acc %": 100 * summary["global_accuracy_after"],
+            "samples trained": int(summary.extra.get("samples_trained", 0)),
+            "wall s": summary.seconds,
+            "global acc %": 100 * summary.accuracy.global_accuracy,
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
     counts = ["clients trained", "client-epochs", "non-requesting client-epochs",

@@ -78,21 +78,24 @@ def child_main(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     paths = simulate(overrides, cpus_per_client=args.cpus_per_client)
     wall = time.perf_counter() - start
-    train = json.loads((paths["train"] / "summary.json").read_text())
-    unlearn = json.loads((paths["unlearn"] / "summary.json").read_text())
-    timing = unlearn["time_analysis"]
-    retrain_seconds = unlearn["memorization"]["retrained_models"]["seconds"][0]
+    from fedunl_flwr.summaries import MemorizationEvaluation, PhaseSummary, from_json
+
+    train = PhaseSummary.load(paths["train"] / "summary.json")
+    data = json.loads((paths["unlearn"] / "summary.json").read_text())
+    unlearn, evaluation = PhaseSummary.parse(data), from_json(MemorizationEvaluation, data)
+    timing = evaluation.time_analysis
     print("BENCH " + json.dumps({
-        "clients": args.child, "wall_s": wall, "train_s": train["seconds"],
-        "unlearn_s": unlearn["unlearn_seconds"], "retrain_s": retrain_seconds,
-        "unlearn_ttp_s": timing["unlearn"]["time_to_peak"],
-        "retrain_ttp_s": timing["retrain"]["time_to_peak"],
-        "unlearn_rounds_to_peak": timing["unlearn"]["rounds_to_peak"],
-        "retrain_rounds_to_peak": timing["retrain"]["rounds_to_peak"],
-        "speedup": timing["speedup"], "same_run": timing["retrain_measured_in_this_run"],
-        "test_unlearned": unlearn["test_accuracy"]["unlearned"],
-        "test_retrained": unlearn["test_accuracy"]["retrained"][0],
-        "test_original": unlearn["test_accuracy"]["original"],
+        "clients": args.child, "wall_s": wall, "train_s": train.seconds,
+        "unlearn_s": unlearn.extra["unlearn_seconds"],
+        "retrain_s": evaluation.memorization.retrained_models["seconds"][0],
+        "unlearn_ttp_s": timing.unlearn["time_to_peak"],
+        "retrain_ttp_s": timing.retrain["time_to_peak"],
+        "unlearn_rounds_to_peak": timing.unlearn["rounds_to_peak"],
+        "retrain_rounds_to_peak": timing.retrain["rounds_to_peak"],
+        "speedup": timing.speedup, "same_run": timing.retrain_measured_in_this_run,
+        "test_unlearned": evaluation.test_accuracy.unlearned,
+        "test_retrained": evaluation.test_accuracy.retrained[0],
+        "test_original": evaluation.test_accuracy.original,
     }), flush=True)
 
 

@@ -39,6 +39,7 @@ from fedunl_flwr.metrics.memorization import MEMORIZATION_GROUP_LABELS, group_ac
 from fedunl_flwr.phases import model_for
 from fedunl_flwr.seeding import torch_generator
 from fedunl_flwr.store import RunStore
+from fedunl_flwr.summaries import MemorizationEvaluation, from_json
 from fedunl_flwr.unlearning.parameter_selection import (adaptive_rho, reinitialize_parameters,
                                                         select_redundant_parameters)
 
@@ -106,8 +107,9 @@ def main() -> None:
     train = store.phase(config.scenario, "train",
                         with_data(config.training_key(), fingerprint)).path
     original_state = {k: torch.from_numpy(v) for k, v in np.load(train / "global.npz").items()}
-    summary = json.loads((folder / "summary.json").read_text())
-    retrained = summary["memorization"]["group_accuracy"]["retrained"]
+    evaluation = from_json(MemorizationEvaluation,
+                           json.loads((folder / "summary.json").read_text()))
+    retrained = evaluation.memorization.group_accuracy.retrained
     settings = TrainSettings(config.optimizer, config.learning_rate,
                              config.unlearn_local_epochs or config.local_epochs,
                              config.batch_size, config.augment)
@@ -150,7 +152,7 @@ def main() -> None:
     print(f"\n{config.scenario}, leaving {sorted(leaving)}, model-init {config.model_init}, "
           f"aggregation {config.aggregation}, statistic {args.statistic}, reset-tensors "
           f"{'all' if include_1d else 'weights'}, reset scheme {scheme}, "
-          f"group sizes {summary['memorization']['group_sizes']}")
+          f"group sizes {evaluation.memorization.group_sizes}")
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f"))
 
 

@@ -44,6 +44,9 @@ from fedunl_flwr.metrics.memorization import (DATASET_ROW_LABEL, MEMORIZATION_GR
 from fedunl_flwr.metrics.timing import csl_memorization_agreement, speedup, time_to_peak
 from fedunl_flwr.phases import TrainedModel, central_test_accuracies
 from fedunl_flwr.reports.accuracy import global_accuracy
+from fedunl_flwr.summaries import (CslAgreement, DuAccuracy, GroupAccuracy, LocalFairness,
+                                   MemorizationEvaluation, MemorizationGroups, NoiseFloor,
+                                   TestAccuracy, TimeAnalysis, to_json)
 from strategies.remaining import forget_holders, remaining_participants
 from strategies.retrain import RetrainedModels, obtain_retrained
 from strategies.unlearning import UnlearningRequest, UnlearningRun
@@ -133,7 +136,8 @@ def within_budget(curve: list[list[float]], rounds: int) -> list[list[float]]:
 
 
 def time_analysis(unlearn_curve: list[list[float]], retrained: RetrainedModels,
-                  unlearn_rounds: int, retrain_rounds: int, tolerance: float = 0.0) -> dict:
+                  unlearn_rounds: int, retrain_rounds: int, tolerance: float = 0.0
+                  ) -> TimeAnalysis:
     """Time/rounds to peak of unlearning and of each retrained model, and the speedup.
 
     Both runs get the same round budget B = min(unlearn rounds, retrain rounds): each
@@ -147,24 +151,17 @@ def time_analysis(unlearn_curve: list[list[float]], retrained: RetrainedModels,
                       for m in retrained.models]
     per_seed = [_peak(c, tolerance) for c in retrain_curves]
     unlearn = _peak(unlearn_curve, tolerance)
-    result: dict = {"peak_tolerance": tolerance, "budget_rounds": budget,
-                    "unlearn": {**(unlearn or {}), "curve": unlearn_curve},
-                    "retrain": {"curve": retrain_curves[0] if retrain_curves else [],
-                                "per_seed": per_seed},
-                    "retrain_measured_in_this_run": all(retrained.trained_now),
-                    "speedup": None}
     known = [p for p in per_seed if p is not None]
+    retrain: dict = {"curve": retrain_curves[0] if retrain_curves else [], "per_seed": per_seed}
+    speed = None
     if known:
-        result["retrain"].update({
-            "time_to_peak": float(np.mean([p["time_to_peak"] for p in known])),
-            "rounds_to_peak": float(np.mean([p["rounds_to_peak"] for p in known])),
-            "peak_accuracy": float(np.mean([p["peak_accuracy"] for p in known])),
-            "total_seconds": float(np.mean([p["total_seconds"] for p in known])),
-        })
+        retrain.update({key: float(np.mean([p[key] for p in known])) for key in
+                        ("time_to_peak", "rounds_to_peak", "peak_accuracy", "total_seconds")})
         if unlearn is not None and unlearn["time_to_peak"] > 0:
-            result["speedup"] = speedup(result["retrain"]["time_to_peak"],
-                                        unlearn["time_to_peak"])
-    return result
+            speed = speedup(retrain["time_to_peak"], unlearn["time_to_peak"])
+    return TimeAnalysis(peak_tolerance=tolerance, budget_rounds=budget,
+                        unlearn={**(unlearn or {}), "curve": unlearn_curve}, retrain=retrain,
+                        retrain_measured_in_this_run=all(retrained.trained_now), speedup=speed)
 
 
 # --- the evaluation --------------------------------------------------------------------
@@ -182,7 +179,7 @@ def split_retrained(count: int, heldout: bool) -> tuple[list[int], list[int]]:
 
 
 def retrain_noise_floor(correct: np.ndarray, scoring: list[int], reference: list[int],
-                        groups: np.ndarray) -> dict | None:
+                        groups: np.ndarray) -> NoiseFloor | None:
     """The "retrain vs retrain" row: what Δ a model that IS a fresh retrain gets.
 
     Held-out: the scoring set's accuracy per group against the reference set's (|Δ|
@@ -199,9 +196,8 @@ def retrain_noise_floor(correct: np.ndarray, scoring: list[int], reference: list
     else:
         return None
     table = grouped_memorization_table(candidate, against, groups)
-    return {"compared": compared,
-            "accuracy": [_json_float(v) for v in table["unlearned_mean"]],
-            "delta": [_json_float(v) for v in table["delta"]]}
+    return NoiseFloor(compared, [_json_float(v) for v in table["unlearned_mean"]],
+                      [_json_float(v) for v in table["delta"]])
 
 
 def group_sizes(groups: np.ndarray) -> list[int]:
@@ -212,7 +208,7 @@ def group_sizes(groups: np.ndarray) -> list[int]:
 
 def test_accuracies(config, federation: Federation, original: ArrayRecord,
                     unlearned: ArrayRecord, retrained: RetrainedModels, reference: list[int],
-                    before, after) -> dict:
+                    before, after) -> TestAccuracy:
     """Test accuracy (%) on the dataset's real test set, evaluated by the server, of the
     original, the unlearned and the reference retrained models.
 
@@ -221,13 +217,12 @@ def test_accuracies(config, federation: Federation, original: ArrayRecord,
     models = [original, unlearned, *(retrained.models[j].arrays for j in reference)]
     central = central_test_accuracies(config, federation.num_classes, models)
     if central is None:
-        return {"test_set": "pooled client test splits (the server has no dataset)",
-                "original": 100.0 * global_accuracy(before),
-                "unlearned": 100.0 * global_accuracy(after),
-                "retrained": [100.0 * retrained.test_accuracies[j] for j in reference]}
-    return {"test_set": "the scenario's real test set(s), evaluated by the server",
-            "original": 100.0 * central[0], "unlearned": 100.0 * central[1],
-            "retrained": [100.0 * a for a in central[2:]]}
+        return TestAccuracy("pooled client test splits (the server has no dataset)",
+                            100.0 * global_accuracy(before), 100.0 * global_accuracy(after),
+                            [100.0 * retrained.test_accuracies[j] for j in reference])
+    return TestAccuracy("the scenario's real test set(s), evaluated by the server",
+                        100.0 * central[0], 100.0 * central[1],
+                        [100.0 * a for a in central[2:]])
 
 
 def _accuracy_row(correct: np.ndarray, groups: np.ndarray) -> list[float | None]:
@@ -245,7 +240,7 @@ def _lf(changes: dict[str, float]) -> float:
 
 def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayRecord,
                             unlearn_curve: list[list[float]],
-                            after: dict[int, Evaluation]) -> dict:
+                            after: dict[int, Evaluation]) -> MemorizationEvaluation:
     """Everything seed 001 reports for one unlearned model (goes into summary.json).
 
     Parameters
@@ -307,42 +302,36 @@ def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayReco
     records = [{k: (_json_float(v) if isinstance(v, float) else v) for k, v in r.items()}
                for r in records]
     unlearned_row = _accuracy_row(unlearned_out["correct"], groups)
-    result = {
-        "group_table": records,
-        "du_accuracy": {
-            "original": 100.0 * float(original_out["correct"].mean()),
-            "unlearned": 100.0 * float(unlearned_out["correct"].mean()),
-            "retrained": [100.0 * float(c.mean()) for c in correct_retrained[reference]],
-        },
-        "test_accuracy": test_accuracies(config, federation, run.original.arrays, unlearned,
-                                         retrained, reference, before, after),
-        "local_fairness": {
-            "scale": "x10^-3",
-            "unlearned": _lf(changes_unlearned),
-            "retrained": [_lf(c) for c in changes_retrained],
-            "loss_changes_unlearned": changes_unlearned,
-            "clients": [int(p) for p in remaining],
-        },
-        "time_analysis": timing,
-        "csl_agreement": csl,
-        "memorization": {
-            "num_forget_samples": int(mem.size),
-            "forget_clients": [int(p) for p in holders],
-            "group_rows": list(GROUP_ROWS),
-            "group_sizes": group_sizes(groups),
-            "negative_scores": "clipped to 0; score-0 samples belong to no group",
-            "scoring_retrains": scoring, "reference_retrains": reference,
-            "retrain_noise_floor": floor,
-            "group_accuracy": {
-                "original": _accuracy_row(original_out["correct"], groups),
-                "unlearned": unlearned_row,
-                "retrained": [_accuracy_row(c, groups) for c in correct_retrained[reference]],
-            },
-            "mean_score": float(mem.mean()),
-            "retrained_models": retrained.as_dict(),
-            "evaluation_seconds": time.perf_counter() - start,
-        },
-    }
+    result = MemorizationEvaluation(
+        group_table=records,
+        du_accuracy=DuAccuracy(
+            original=100.0 * float(original_out["correct"].mean()),
+            unlearned=100.0 * float(unlearned_out["correct"].mean()),
+            retrained=[100.0 * float(c.mean()) for c in correct_retrained[reference]]),
+        test_accuracy=test_accuracies(config, federation, run.original.arrays, unlearned,
+                                      retrained, reference, before, after),
+        local_fairness=LocalFairness(
+            scale="x10^-3", unlearned=_lf(changes_unlearned),
+            retrained=[_lf(c) for c in changes_retrained],
+            loss_changes_unlearned=changes_unlearned, clients=[int(p) for p in remaining]),
+        time_analysis=timing,
+        csl_agreement=CslAgreement(**csl),
+        memorization=MemorizationGroups(
+            num_forget_samples=int(mem.size),
+            forget_clients=[int(p) for p in holders],
+            group_rows=list(GROUP_ROWS),
+            group_sizes=group_sizes(groups),
+            negative_scores="clipped to 0; score-0 samples belong to no group",
+            scoring_retrains=scoring, reference_retrains=reference,
+            retrain_noise_floor=floor,
+            group_accuracy=GroupAccuracy(
+                original=_accuracy_row(original_out["correct"], groups),
+                unlearned=unlearned_row,
+                retrained=[_accuracy_row(c, groups) for c in correct_retrained[reference]]),
+            mean_score=float(mem.mean()),
+            retrained_models=retrained.as_dict(),
+            evaluation_seconds=time.perf_counter() - start),
+    )
     _log_result(table, result)
     return result
 
@@ -391,19 +380,17 @@ def _write_samples(run: UnlearningRun, original: dict, unlearned: dict,
     run.store.write_text("du_samples.csv", frame.to_csv(index=False, float_format="%.6g"))
 
 
-def _log_result(table: pd.DataFrame, result: dict) -> None:
-    timing = result["time_analysis"]
-    shown = table.copy()
+def _log_result(table: pd.DataFrame, result: MemorizationEvaluation) -> None:
+    speed = result.time_analysis.speedup
     log(INFO, "fedunl: accuracy by memorization group (%%), unlearned vs retrained:\n%s",
-        shown.to_markdown(floatfmt=".2f"))
+        table.to_markdown(floatfmt=".2f"))
     log(INFO, "fedunl: D_u acc %.2f%% (retrained %s) | test acc %.2f%% | local fairness "
-        "%.2f x10^-3 | speedup %s", result["du_accuracy"]["unlearned"],
-        ", ".join(f"{a:.2f}%" for a in result["du_accuracy"]["retrained"]),
-        result["test_accuracy"]["unlearned"], result["local_fairness"]["unlearned"],
-        "n/a" if timing["speedup"] is None else f"{timing['speedup']:.2f}x")
-    if not result["csl_agreement"].get("available"):
-        log(WARNING, "fedunl: CSL agreement not computed: %s",
-            result["csl_agreement"].get("reason"))
+        "%.2f x10^-3 | speedup %s", result.du_accuracy.unlearned,
+        ", ".join(f"{a:.2f}%" for a in result.du_accuracy.retrained),
+        result.test_accuracy.unlearned, result.local_fairness.unlearned,
+        "n/a" if speed is None else f"{speed:.2f}x")
+    if not result.csl_agreement.available:
+        log(WARNING, "fedunl: CSL agreement not computed: %s", result.csl_agreement.reason)
 
 
 class MemorizationEvaluated:
@@ -412,5 +399,6 @@ class MemorizationEvaluated:
     @classmethod
     def evaluate_unlearned(cls, grid: Grid, run: UnlearningRun, unlearned: TrainedModel
                            ) -> dict:
-        return memorization_evaluation(grid, run, unlearned.arrays,
-                                       accuracy_curve(unlearned.history), unlearned.evaluations)
+        return to_json(memorization_evaluation(grid, run, unlearned.arrays,
+                                               accuracy_curve(unlearned.history),
+                                               unlearned.evaluations))

@@ -20,6 +20,7 @@ from fedunl_flwr.metrics.forgetting import collateral_damage
 from fedunl_flwr.phases import TrainedModel, model_for, run_phase
 from fedunl_flwr.protocol import DataChange, ForgetSelection
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
+from fedunl_flwr.summaries import to_json
 from fedunl_flwr.store import PhaseStore, RunStore
 
 
@@ -246,9 +247,9 @@ class UnlearningStrategyMixin:
                 "client_domains": {str(p): c.domain
                                    for p, c in sorted(federation.clients.items())},
                 "seconds": unlearned.seconds, "client_epochs": outcome.client_epochs,
-                "before": accuracy_summary(before),
-                "global_accuracy_before": accuracy_summary(before)["global_accuracy"],
-                "global_accuracy_after": accuracy_summary(after)["global_accuracy"],
+                "before": to_json(accuracy_summary(before)),
+                "global_accuracy_before": accuracy_summary(before).global_accuracy,
+                "global_accuracy_after": accuracy_summary(after).global_accuracy,
                 **extra,
             }
 

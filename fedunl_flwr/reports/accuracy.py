@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from fedunl_flwr.metrics.evaluation import Evaluation
+from fedunl_flwr.summaries import AccuracySummary
 
 
 def global_accuracy(evaluations: Mapping[int, Evaluation]) -> float:
@@ -39,20 +40,20 @@ def accuracy_frame(evaluations: Mapping[int, Evaluation],
     return frame
 
 
-def accuracy_summary(evaluations: Mapping[int, Evaluation]) -> dict:
-    """JSON-able per-client per-class accuracy keyed by partition id and class id strings."""
-    return {
-        "global_accuracy": global_accuracy(evaluations),
-        "per_client_accuracy": {str(p): e.accuracy for p, e in sorted(evaluations.items())},
-        "per_client_loss": {str(p): e.loss for p, e in sorted(evaluations.items())},
-        "per_client_class_accuracy": {
+def accuracy_summary(evaluations: Mapping[int, Evaluation]) -> AccuracySummary:
+    """Per-client per-class accuracy keyed by partition id and class id strings."""
+    return AccuracySummary(
+        global_accuracy=global_accuracy(evaluations),
+        per_client_accuracy={str(p): e.accuracy for p, e in sorted(evaluations.items())},
+        per_client_loss={str(p): e.loss for p, e in sorted(evaluations.items())},
+        per_client_class_accuracy={
             str(p): {str(c): (None if np.isnan(a) else float(a))
                      for c, a in enumerate(class_accuracy(e))}
             for p, e in sorted(evaluations.items())
         },
-        "per_client_class_counts": {str(p): e.class_total.tolist()
-                                    for p, e in sorted(evaluations.items())},
-    }
+        per_client_class_counts={str(p): e.class_total.tolist()
+                                 for p, e in sorted(evaluations.items())},
+    )
 
 
 def frame_to_markdown(frame: pd.DataFrame, digits: int = 2) -> str:
