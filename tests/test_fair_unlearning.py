@@ -368,6 +368,35 @@ def test_editing_routes_forget_on_the_requesting_client(runs, name, data_dir):
 
 
 @pytest.mark.simulation
+@pytest.mark.parametrize("name, change", [("delete-retrain", "exclude-classes"),
+                                          ("relabel-poison", "relabel-classes")])
+def test_retraining_routes_forget_in_the_requesters_local_model(runs, real_client, name,
+                                                                change, data_dir):
+    """The retraining routes' own step forgets: from the original global model, the
+    requester's local training of the route (ROUNDS x EPOCHS epochs without the class, or
+    with it relabelled) drops its D_u accuracy (its training samples of the class; its test
+    split holds too few of them to measure). Under the fair protocol the aggregate then
+    keeps the class (the others still teach it: seed 000's finding)."""
+    cls = forget_class(data_dir)
+    with np.load(Path(runs[name]["train"]) / "global.npz") as stored:
+        original = [stored[k] for k in state_keys(real_client.model)]
+
+    def class_accuracy(weights) -> float:
+        set_weights(real_client.model, weights)
+        held = real_client.y_train == cls
+        assert held.sum() >= 10
+        with torch.no_grad():
+            predicted = real_client.model.eval()(real_client.x_train[held]).argmax(1)
+        return float((predicted == cls).float().mean())
+
+    local, _, _ = real_client.fit(original, {change: str(cls), "phase": "unlearn",
+                                             "local-epochs": ROUNDS * EPOCHS})
+    before, after = class_accuracy(original), class_accuracy(local)
+    print(name, "requester's local model, D_u accuracy", before, "->", after)
+    assert after < before - 0.5
+
+
+@pytest.mark.simulation
 def test_fair_protocol_with_two_requesting_clients(runs, tmp_path, data_dir):
     counts = train_counts(data_dir)
     shared = [c for c in range(10) if counts[0][c] > 0 and counts[1][c] > 0]
