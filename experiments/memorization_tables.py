@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from fedunl_flwr.config import key_values
+from fedunl_flwr.methods import get_method
 from fedunl_flwr.metrics.memorization import DATASET_ROW_LABEL, MEMORIZATION_GROUP_LABELS
 from fedunl_flwr.store import atomic_write_bytes
 from fedunl_flwr.summaries import MemorizationEvaluation, PhaseSummary, from_json
@@ -153,7 +154,7 @@ def _strategy_row(run: RunResult, fine_tune: str = "Fine-tune") -> str:
     if run.strategy == "fedmemeraser":
         return "Ours" if run.config["selection"] == "redundant" else \
             SELECTION_LABELS.get(run.config["selection"], run.config["selection"])
-    return run.strategy
+    return get_method(run.strategy).row_label
 
 
 def section_and_row(run: RunResult, table: str) -> tuple[str, str]:
@@ -224,8 +225,8 @@ def load_runs(results: Sequence[Mapping[str, Path]],
         if run is not None:
             runs.append(run)
     if not runs:
-        raise ReportError("no run with a Grouped Memorization Evaluation (strategy "
-                          "fedmemeraser or finetune) among the preset's results")
+        raise ReportError("no run with a Grouped Memorization Evaluation (a seed 001 method: "
+                          "fedmemeraser, finetune or a baseline) among the preset's results")
     return runs
 
 

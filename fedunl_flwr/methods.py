@@ -65,6 +65,12 @@ class Method:
     scopes: tuple[str, ...]
     doc: str
     options: tuple[Option, ...] = ()
+    label: str = ""
+
+    @property
+    def row_label(self) -> str:
+        """The method's name in the tables (the paper's, e.g. ``NoT``; else its name)."""
+        return self.label or self.name
 
 
 _METHODS: dict[str, Method] = {}
@@ -73,8 +79,9 @@ _discovered = False
 
 def register_method(name: str, *, doc: str,
                     scopes: tuple[str, ...] = ("client", "class", "samples"),
-                    options: tuple[Option, ...] = ()) -> Callable[[type], type]:
-    """Class decorator: register ``cls`` as method ``name`` (sets ``cls.name``, ``cls.scopes``)."""
+                    options: tuple[Option, ...] = (), label: str = "") -> Callable[[type], type]:
+    """Class decorator: register ``cls`` as method ``name`` (sets ``cls.name``, ``cls.scopes``);
+    ``label`` is its row name in the tables (default: ``name``)."""
     def register(cls: type) -> type:
         known = _METHODS.get(name)
         if known is not None and known.strategy.__qualname__ != cls.__qualname__:
@@ -86,7 +93,7 @@ def register_method(name: str, *, doc: str,
                 raise ValueError(f"option {option.key!r} of {name!r} differs from "
                                  f"{owners[option.key].name!r}'s")
         cls.name, cls.scopes = name, scopes
-        _METHODS[name] = Method(name, cls, scopes, doc, options)
+        _METHODS[name] = Method(name, cls, scopes, doc, options, label)
         return cls
 
     return register
