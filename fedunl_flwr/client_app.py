@@ -13,7 +13,7 @@ from flwr.clientapp import ClientApp
 from clients.fedunl_client import FedunlClient
 from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig, pyproject_defaults
-from fedunl_flwr.data.scenarios import (build_federated_data, get_scenario,
+from fedunl_flwr.data.scenarios import (federated_data, get_scenario,
                                         load_client_file)
 from fedunl_flwr.protocol import ForgetSelection
 from fedunl_flwr.records import arrays_to_record, record_to_weights, state_keys, weights_to_record
@@ -43,10 +43,7 @@ def _client_for(config: RunConfig, partition_id: int, data_file: str) -> FedunlC
         num_classes = int(max(data.y_train.max(), data.y_test.max()) + 1)
         class_names = tuple(str(c) for c in range(num_classes))
     else:
-        federation = build_federated_data(
-            config.scenario, config.num_clients, config.dirichlet_alpha,
-            config.samples_per_client, config.test_samples_per_client, config.seed,
-            str(config.resolved_data_dir()), config.download)
+        federation = federated_data(config)
         if not 0 <= partition_id < len(federation.clients):
             raise ValueError(f"partition-id {partition_id} out of range: scenario "
                              f"{config.scenario} has {len(federation.clients)} clients")

@@ -38,6 +38,7 @@ class RunConfig:
     dirichlet_alpha: float = 0.5
     samples_per_client: int = 600
     test_samples_per_client: int = 300
+    min_test_per_class: int = 10
     data_dir: str = ""
     download: bool = False
     seed: int = 0
@@ -130,6 +131,8 @@ class RunConfig:
             (self.samples_per_client >= 0, "samples-per-client must be >= 0 (0 = all)"),
             (self.test_samples_per_client >= 0,
              "test-samples-per-client must be >= 0 (0 = all)"),
+            (self.min_test_per_class >= 0,
+             f"min-test-per-class must be >= 0, got {self.min_test_per_class}"),
             (self.model_width >= 0, "model-width must be >= 0 (0 = model default)"),
             (self.model_norm in ("", "batch", "group"),
              "model-norm must be '', 'batch' or 'group'"),
@@ -173,7 +176,7 @@ class RunConfig:
     def training_key(self) -> dict[str, Any]:
         """The settings that determine the original (FedAvg) model."""
         names = ("scenario", "num_clients", "dirichlet_alpha", "samples_per_client",
-                 "test_samples_per_client", "seed", "model", "model_width", "model_norm",
+                 "test_samples_per_client", "min_test_per_class", "seed", "model", "model_width", "model_norm",
                  "model_init", "augment", "aggregation", "target_error", "optimizer",
                  "learning_rate", "local_epochs", "batch_size", "num_server_rounds",
                  "fraction_train")
@@ -181,6 +184,8 @@ class RunConfig:
         key = {name: values[name] for name in names}
         if not key["target_error"]:  # fixed rounds: the key (and stored phases) of before
             del key["target_error"]
+        if not key["min_test_per_class"]:  # no top-up: the key of before
+            del key["min_test_per_class"]
         return key
 
     def run_key(self) -> dict[str, Any]:

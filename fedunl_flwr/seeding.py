@@ -18,6 +18,7 @@ PURPOSES: tuple[str, ...] = (
     "relabel",           # Relabel-Poison's random labels: (client,)
     "attribution",       # which samples a client attributes: (client,)
     "augment",           # data augmentation: (client, phase, round)
+    "test-top-up",       # extra test samples of a client's thinly tested classes
 )
 
 #: Streams whose generator is seeded with ``seed`` itself rather than the SHA-256 of the

@@ -22,7 +22,7 @@ from bench_utils import PeakMemory, plain_fedavg_round
 from clients.local_training import TrainSettings
 from experiments.simulate import simulate
 from fedunl_flwr.client_app import load_run_config
-from fedunl_flwr.data.scenarios import build_federated_data, get_scenario
+from fedunl_flwr.data.scenarios import federated_data, get_scenario
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.phases import model_for
 from fedunl_flwr.seeding import torch_generator
@@ -32,9 +32,7 @@ def plain_fedavg_round_times(overrides: dict, rounds: int) -> list[float]:
     """FedAvg in one process: every client trains in turn with the same local loop."""
     config = load_run_config({}, overrides)
     scenario = get_scenario(config.scenario)
-    fed = build_federated_data(config.scenario, config.num_clients, config.dirichlet_alpha,
-                               config.samples_per_client, config.test_samples_per_client,
-                               config.seed, str(config.resolved_data_dir()))
+    fed = federated_data(config)
     data = [(images_to_tensor(c.x_train, scenario.in_channels), labels_to_tensor(c.y_train))
             for c in fed.clients]
     settings = TrainSettings(config.optimizer, config.learning_rate, config.local_epochs,

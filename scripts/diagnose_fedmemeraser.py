@@ -31,7 +31,7 @@ from bench_utils import plain_fedavg_round
 
 from clients.local_training import TrainSettings, mean_loss_gradient
 from fedunl_flwr.config import RunConfig, key_values
-from fedunl_flwr.data.scenarios import build_federated_data, get_scenario, scenario_test_sets
+from fedunl_flwr.data.scenarios import federated_data, get_scenario, scenario_test_sets
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.federation import data_fingerprint, with_data
 from fedunl_flwr.metrics.evaluation import evaluate_model, per_sample_outputs
@@ -72,9 +72,7 @@ def main() -> None:
     config = folder_config(folder, folder.parents[1])
     rounds = args.rounds or config.unlearn_rounds
     scenario = get_scenario(config.scenario)
-    fed = build_federated_data(config.scenario, config.num_clients, config.dirichlet_alpha,
-                               config.samples_per_client, config.test_samples_per_client,
-                               config.seed, str(config.resolved_data_dir()))
+    fed = federated_data(config)
     channels = scenario.in_channels
     leaving = {int(c) for c in config.forget_clients.split(",") if c.strip()}
     if config.forget_scope != "client":

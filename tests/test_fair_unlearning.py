@@ -19,7 +19,7 @@ from experiments.run import PresetError, load_preset, parse_sets, plan_runs, run
 from experiments.simulate import simulate
 from fedunl_flwr.client_app import load_run_config
 from fedunl_flwr.config import ConfigError
-from fedunl_flwr.data.scenarios import build_federated_data, get_scenario
+from fedunl_flwr.data.scenarios import federated_data, get_scenario
 from fedunl_flwr.data.tensors import images_to_tensor
 from fedunl_flwr.federation import ClientInfo, Federation
 from fedunl_flwr.phases import model_for
@@ -46,9 +46,7 @@ ROUTES = ("delete-retrain", "relabel-poison", "neuron-zeroing", "fedcccu",
 # --- helpers ---------------------------------------------------------------------------
 def federated(data_dir: Path):
     config = load_run_config({}, {**BASE, "data-dir": str(data_dir)})
-    return build_federated_data(config.scenario, config.num_clients, config.dirichlet_alpha,
-                                config.samples_per_client, config.test_samples_per_client,
-                                config.seed, str(data_dir), False)
+    return federated_data(config)
 
 
 def train_counts(data_dir: Path) -> list[np.ndarray]:

@@ -70,6 +70,26 @@ def cap_indices(indices: np.ndarray, limit: int, rng: np.random.Generator) -> np
     return np.sort(rng.choice(indices, size=limit, replace=False))
 
 
+def top_up_test(test_idx: np.ndarray, held_classes: np.ndarray, test_labels: np.ndarray,
+                minimum: int, rng: np.random.Generator) -> np.ndarray:
+    """``test_idx`` topped up to at least ``minimum`` samples of every held class.
+
+    A label-skewed, capped test split can hold 1 sample of a class the client trains on,
+    and a per-client per-class accuracy cell then jumps 0% <-> 100%. For each class of
+    ``held_classes`` with fewer than ``minimum`` samples in ``test_idx``, test samples of
+    that class not yet in it are drawn at random (from the whole test set, so clients'
+    test splits may then overlap) up to ``minimum``, or as many as there are.
+    """
+    chosen = [test_idx]
+    for cls in np.unique(held_classes):
+        have = int(np.sum(test_labels[test_idx] == cls))
+        if have >= minimum:
+            continue
+        pool = np.setdiff1d(np.flatnonzero(test_labels == cls), test_idx)
+        chosen.append(rng.choice(pool, size=min(minimum - have, len(pool)), replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
 def _check_clients(num_clients: int, num_samples: int) -> None:
     if num_clients < 1:
         raise ValueError(f"number of clients must be >= 1, got {num_clients}")

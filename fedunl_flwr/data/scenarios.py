@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedunl_flwr.data.partition import cap_indices, dirichlet_partition, iid_partition
+from fedunl_flwr.data.partition import (cap_indices, dirichlet_partition, iid_partition,
+                                         top_up_test)
 from fedunl_flwr.data.sources import ImageDataset, load_dataset
 from fedunl_flwr.seeding import numpy_generator
 
@@ -187,11 +188,14 @@ def _restrict(data: ImageDataset, keep: list[int]) -> tuple[np.ndarray, ...]:
 @lru_cache(maxsize=4)
 def build_federated_data(scenario_name: str, num_clients: int, alpha: float,
                          samples_per_client: int, test_samples_per_client: int,
-                         seed: int, data_dir: str, download: bool = False) -> FederatedData:
+                         seed: int, data_dir: str, download: bool = False,
+                         min_test_per_class: int = 0) -> FederatedData:
     """Partition a scenario's datasets across its clients (seeded, cached per process).
 
     Classes are the labels present in every domain (the shared label space of the
-    cross-domain scenarios), relabelled to ``0..C-1``.
+    cross-domain scenarios), relabelled to ``0..C-1``. After the cap, each client's test
+    split is topped up to ``min_test_per_class`` samples of every class it trains on
+    (``partition.top_up_test``, own random stream: the train splits do not change).
     """
     scenario = get_scenario(scenario_name)
     alpha = scenario.alpha or alpha
@@ -199,6 +203,7 @@ def build_federated_data(scenario_name: str, num_clients: int, alpha: float,
     shared = shared_classes(domains)
     class_names = tuple(domains[0].class_names[c] for c in shared)
     rng = numpy_generator(seed, "partition")
+    top_up_rng = numpy_generator(seed, "test-top-up")
     clients: list[ClientData] = []
     for group, domain in zip(scenario.groups, domains):
         x_train, y_train, x_test, y_test = _restrict(domain, shared)
@@ -212,10 +217,21 @@ def build_federated_data(scenario_name: str, num_clients: int, alpha: float,
         for train_idx, test_idx in zip(train_parts, test_parts):
             train_idx = cap_indices(train_idx, samples_per_client, rng)
             test_idx = cap_indices(test_idx, test_samples_per_client, rng)
+            if min_test_per_class > 0:
+                test_idx = top_up_test(test_idx, y_train[train_idx], y_test,
+                                       min_test_per_class, top_up_rng)
             clients.append(ClientData(len(clients), group.dataset, x_train[train_idx],
                                       y_train[train_idx], x_test[test_idx],
                                       y_test[test_idx]))
     return FederatedData(scenario, tuple(clients), class_names)
+
+
+def federated_data(config) -> FederatedData:
+    """:func:`build_federated_data` with a ``RunConfig``'s settings."""
+    return build_federated_data(config.scenario, config.num_clients, config.dirichlet_alpha,
+                                config.samples_per_client, config.test_samples_per_client,
+                                config.seed, str(config.resolved_data_dir()),
+                                config.download, config.min_test_per_class)
 
 
 def check_datasets(scenario_name: str, data_dir: str, download: bool = False) -> None:
