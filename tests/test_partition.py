@@ -1,4 +1,4 @@
-"""Partitioners: counts, seeds, no overlap."""
+"""Partitioners: counts, seeds, no overlap, the test split's top-up."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedunl_flwr.data.partition import (cap_indices, dirichlet_partition, iid_partition,
-                                        split_by_proportions)
+                                        split_by_proportions, top_up_test)
 
 
 def test_iid_partition_covers_every_sample_once_with_near_equal_sizes():
@@ -74,3 +74,18 @@ def test_cap_indices_subsamples_without_replacement():
     assert len(capped) == 30 and len(set(capped.tolist())) == 30
     assert set(capped.tolist()) <= set(idx.tolist())
     assert cap_indices(idx, 0, np.random.default_rng(0)) is idx
+
+
+def test_top_up_gives_every_held_class_the_minimum_and_keeps_the_split() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 2])
+    test_idx = np.array([0, 5])  # one sample of class 0, one of class 2, none of class 1
+    topped = top_up_test(test_idx, np.array([0, 1, 1]), labels, 2,
+                         np.random.default_rng(0))
+    assert set(test_idx) <= set(topped) and len(set(topped)) == len(topped)
+    counts = np.bincount(labels[topped], minlength=3)
+    assert counts[0] == 2 and counts[1] == 2  # held classes reach the minimum
+    assert counts[2] == 1  # not held: untouched
+    short = top_up_test(np.array([], dtype=np.int64), np.array([1]), labels, 5,
+                        np.random.default_rng(0))
+    assert sorted(short) == [3, 4]  # as many as there are
+

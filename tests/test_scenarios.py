@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedunl_flwr.data.partition import top_up_test
 from fedunl_flwr.data.scenarios import (build_federated_data, get_scenario,
                                         load_client_file)
 from fedunl_flwr.data.sources import DatasetNotFoundError
@@ -104,20 +103,6 @@ def test_data_fingerprint_changes_with_any_client_array() -> None:
     assert data_fingerprint(prints) == data_fingerprint({1: "b", 0: "a"})
     assert data_fingerprint(prints) != data_fingerprint({0: "a", 1: "c"})
     assert with_data({"seed": 0}, "f") == {"seed": 0, "data": "f"}
-
-
-def test_top_up_gives_every_held_class_the_minimum_and_keeps_the_split() -> None:
-    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 2])
-    test_idx = np.array([0, 5])  # one sample of class 0, one of class 2, none of class 1
-    topped = top_up_test(test_idx, np.array([0, 1, 1]), labels, 2,
-                         np.random.default_rng(0))
-    assert set(test_idx) <= set(topped) and len(set(topped)) == len(topped)
-    counts = np.bincount(labels[topped], minlength=3)
-    assert counts[0] == 2 and counts[1] == 2  # held classes reach the minimum
-    assert counts[2] == 1  # not held: untouched
-    short = top_up_test(np.array([], dtype=np.int64), np.array([1]), labels, 5,
-                        np.random.default_rng(0))
-    assert sorted(short) == [3, 4]  # as many as there are
 
 
 def test_real_partition_tests_every_trained_class_and_trains_on_the_same_split(data_dir):
