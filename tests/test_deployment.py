@@ -4,7 +4,8 @@ The SuperLink (Flower 1.41 serves its Fleet, Control and runtime APIs on one HTT
 runs with a certificate signed by a CA this test creates; two SuperNodes trust that CA
 (`--root-certificates`), authenticate with keys registered through the Flower CLI
 (`flwr supernode register`) and read their own `.npz` files; `flwr run` reaches the
-SuperLink over TLS. A third SuperNode, whose key was never registered, is refused.
+SuperLink over TLS. A third SuperNode, whose key was never registered, is refused. Then
+one SuperNode is killed in the middle of a second run: the run fails and names it.
 The commands are the README's "Deploy on real machines" ones.
 """
 
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -152,11 +154,12 @@ def test_tls_deployment_with_authenticated_data_file_nodes(tmp_path, data_dir) -
                 "--node-config", f"partition-id={index} data-file='{tmp_path}/site{index}.npz'",
                 *extra])
 
+        nodes = []
         for index in range(2):
             registered = flwr("supernode", "register", str(keys[f"node{index}"].with_suffix(
                 ".pub")), "tls-local", timeout=60)
             assert registered.returncode == 0, registered.stdout + registered.stderr
-            supernode(f"node{index}", index)
+            nodes.append(supernode(f"node{index}", index))
         rogue = supernode("rogue", 0, "--max-retries", "2")
 
         run = flwr("run", ".", "tls-local", "--stream", "--run-config",
@@ -175,6 +178,34 @@ def test_tls_deployment_with_authenticated_data_file_nodes(tmp_path, data_dir) -
         rogue.wait(timeout=120)
         assert rogue.returncode != 0
         assert "Failed to activate SuperNode" in (tmp_path / "rogue.log").read_text()
+
+        # A SuperNode killed mid-run: the run fails naming the lost client, and the
+        # phase it was in leaves no summary (nothing half-written looks complete).
+        failing = subprocess.Popen(
+            [str(BIN / "flwr"), "run", ".", "tls-local", "--stream", "--run-config",
+             "scenario='mnist-iid' num-clients=2 num-server-rounds=400 "
+             f"samples-per-client=100 test-samples-per-client=50 "
+             f"results-dir='{tmp_path / 'results-killed'}'"],
+            env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        started.append(failing)
+        watchdog = threading.Timer(600, lambda: os.killpg(failing.pid, signal.SIGKILL))
+        watchdog.start()
+        lines = []
+        try:
+            for line in failing.stdout:
+                lines.append(line)
+                if "fedunl train round 2/400" in line:
+                    os.killpg(nodes[1].pid, signal.SIGKILL)
+            failing.wait(timeout=60)
+        finally:
+            watchdog.cancel()
+        output = "".join(lines)
+        assert "fedunl train round 2/400" in output, output[-3000:]
+        assert "fedunl train round 400/400" not in output
+        assert re.search(r"no valid reply from partition 1 \(node \d+\)", output), \
+            output[-3000:]
+        assert not list((tmp_path / "results-killed").rglob("summary.json"))
     finally:
         for process in started:
             for sig in (signal.SIGTERM, signal.SIGKILL):
