@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from logging import INFO
 from typing import Any
@@ -15,7 +16,7 @@ from flwr.supercore.logger import FLOWER_LOGGER
 from fedunl_flwr.client_app import load_run_config
 from fedunl_flwr.config import RunConfig
 from fedunl_flwr.data.scenarios import get_scenario
-from fedunl_flwr.federation import discover_federation
+from fedunl_flwr.federation import discover_federation, summarize_error
 from fedunl_flwr.models import MODELS
 from fedunl_flwr.phases import train_original
 from fedunl_flwr.reports.accuracy import accuracy_frame, frame_to_markdown
@@ -43,10 +44,28 @@ class FlowerEchoFilter(logging.Filter):
         return not message.startswith("\t└──> Aggregated MetricRecord")
 
 
+class ShortTracebackFilter(logging.Filter):
+    """Shortens the multi-line errors Flower's simulation engine logs for a failing
+    client (Ray's traceback, twice per failure, about 60 lines) to their last line; the
+    run's own error (``federation.raise_on_errors``) names the client and the phase.
+    ``FEDUNL_FULL_TRACEBACKS=1`` keeps them whole."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and not os.environ.get("FEDUNL_FULL_TRACEBACKS"):
+            message = record.getMessage()
+            if "\n" in message:
+                record.msg = (summarize_error(message) + " (traceback shortened; "
+                              "FEDUNL_FULL_TRACEBACKS=1 shows it)")
+                record.args = ()
+        return True
+
+
 def quiet_flower_echo() -> None:
-    """Install :class:`FlowerEchoFilter` on Flower's logger (once per process)."""
-    if not any(isinstance(f, FlowerEchoFilter) for f in FLOWER_LOGGER.filters):
-        FLOWER_LOGGER.addFilter(FlowerEchoFilter())
+    """Install :class:`FlowerEchoFilter` and :class:`ShortTracebackFilter` on Flower's
+    logger (once per process)."""
+    for kind in (FlowerEchoFilter, ShortTracebackFilter):
+        if not any(isinstance(f, kind) for f in FLOWER_LOGGER.filters):
+            FLOWER_LOGGER.addFilter(kind())
 
 
 def check_names(config: RunConfig) -> None:

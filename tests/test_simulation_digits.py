@@ -212,3 +212,20 @@ def test_flowers_echo_of_the_progress_lines_is_filtered():
     assert not shown("")  # the dump's closing blank line
     assert shown("fedunl: results in /tmp/x")  # the dump is over
     assert shown("")
+
+
+def test_client_tracebacks_are_shortened_to_their_last_line(monkeypatch):
+    import logging
+
+    from fedunl_flwr.server_app import ShortTracebackFilter
+
+    short = ShortTracebackFilter()
+    trace = "Traceback (most recent call last):\n  File x\nRuntimeError: injected failure\n"
+    error = logging.LogRecord("flwr", logging.ERROR, "", 0, "%s", (trace,), None)
+    assert short.filter(error)
+    assert error.getMessage().startswith("RuntimeError: injected failure (traceback shortened")
+    table = logging.LogRecord("flwr", logging.INFO, "", 0, "| a |\n| b |", None, None)
+    assert short.filter(table) and table.getMessage() == "| a |\n| b |"  # tables kept
+    monkeypatch.setenv("FEDUNL_FULL_TRACEBACKS", "1")
+    whole = logging.LogRecord("flwr", logging.ERROR, "", 0, trace, None, None)
+    assert short.filter(whole) and whole.getMessage() == trace
