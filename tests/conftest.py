@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+# Flower writes its home folder (~/.flwr: telemetry's source id) on every simulation, even
+# with telemetry off: the suite points it at a temporary folder and writes nothing at home.
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("FLWR_HOME", tempfile.mkdtemp(prefix="fedunl-tests-flwr-home-"))
 
 
 @pytest.fixture(scope="session")
