@@ -142,7 +142,10 @@ def test_too_few_simulated_nodes_fail_within_seconds(tmp_path):
     assert "num-supernodes=9" in result.stdout
 
 
-def test_sigterm_stops_everything_the_run_started(tmp_path):
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_sigterm_and_ctrl_c_stop_everything_the_run_started(tmp_path, how):
+    """SIGTERM to the runner, or Ctrl-C as a terminal sends it (SIGINT to the runner's
+    whole foreground process group)."""
     import signal
     import time
 
@@ -151,7 +154,7 @@ def test_sigterm_stops_everything_the_run_started(tmp_path):
     runner = subprocess.Popen([sys.executable, "scripts/flwr_run.py", "-c",
                                "num-server-rounds=200 samples-per-client=100"],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
     log = []
     for line in runner.stdout:  # wait until the simulation trains
         log.append(line)
@@ -159,13 +162,16 @@ def test_sigterm_stops_everything_the_run_started(tmp_path):
             break
     started = _processes_with(str(tmp_path / ".flwr"))
     assert started, "".join(log[-50:])
-    runner.send_signal(signal.SIGTERM)
+    if how == "SIGTERM":
+        runner.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(runner.pid, signal.SIGINT)
     rest = runner.communicate(timeout=120)[0]
     assert runner.returncode == 130, rest[-2000:]
     time.sleep(2)
     left = [p for p in started if Path(f"/proc/{p}").exists()
             and "zombie" not in Path(f"/proc/{p}/status").read_text().lower()]
-    assert not left, f"still running after SIGTERM: {left}"
+    assert not left, f"still running after {how}: {left}"
     phases = list((tmp_path / "digits-real-noniid-offline").glob("train-*"))
     assert phases and not any((p / "summary.json").exists() for p in phases)
 
