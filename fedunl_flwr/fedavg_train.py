@@ -16,7 +16,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggre
 from flwr.supercore import log
 
 from fedunl_flwr import protocol
-from fedunl_flwr.federation import Federation, raise_on_errors
+from fedunl_flwr.federation import Federation, format_eta, raise_on_errors
 from fedunl_flwr.seeding import numpy_generator
 
 #: Aggregation name -> a client's weight from its train reply metrics.
@@ -56,16 +56,6 @@ def check_not_diverged(loss: float, arrays: ArrayRecord, where: str) -> None:
             f"{where}: the training diverged (train loss {loss:.3g}"
             f"{', non-finite ' + ', '.join(bad[:3]) if bad else ''}); lower learning-rate. "
             "The phase is not stored as complete.")
-
-
-def format_eta(seconds: float) -> str:
-    """``"1 h 02 min"``, ``"3 min 05 s"`` or ``"12 s"``: the time a phase still needs."""
-    seconds = max(0, round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds} s"
 
 
 class FedAvgTrain(FedAvg):

@@ -76,6 +76,54 @@ def summarize_error(reason: str, limit: int = 300) -> str:
     return last if len(last) <= limit else last[:limit] + "..."
 
 
+def format_eta(seconds: float) -> str:
+    """``"1 h 02 min"``, ``"3 min 05 s"`` or ``"12 s"``: the time a phase still needs."""
+    seconds = max(0, round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+#: A query still running after this many seconds logs each reply as it arrives, with an ETA.
+PROGRESS_AFTER = 5.0
+#: While no reply arrives, a "still waiting" line this often.
+WAITING_EVERY = 30.0
+
+
+def send_and_receive_with_progress(grid: Grid, messages: list[Message],
+                                   what: str) -> list[Message]:
+    """``grid.send_and_receive`` that shows progress on long client work.
+
+    Attribution, gradient statistics or an ascent can keep every client busy for minutes;
+    once the query has run ``PROGRESS_AFTER`` s, each arriving reply logs the count, the
+    elapsed time and an ETA (linear in the replies so far).
+    """
+    pending = set(grid.push_messages(messages))
+    total, start, replies = len(pending), time.monotonic(), []
+    last_log = start
+    while pending:
+        arrived = list(grid.pull_messages(pending))
+        now = time.monotonic()
+        elapsed = now - start
+        if arrived:
+            replies.extend(arrived)
+            pending.difference_update(m.metadata.reply_to_message_id for m in arrived)
+            if elapsed >= PROGRESS_AFTER:
+                left = elapsed / len(replies) * (total - len(replies))
+                log(INFO, "fedunl %s: %d/%d client(s) replied | %.1f s | ETA %s", what,
+                    len(replies), total, elapsed, format_eta(left))
+                last_log = now
+        elif now - last_log >= WAITING_EVERY:
+            log(INFO, "fedunl %s: %d/%d client(s) replied | %.1f s | waiting", what,
+                len(replies), total, elapsed)
+            last_log = now
+        if pending and not arrived:
+            time.sleep(0.2)
+    return replies
+
+
 def raise_on_errors(replies: list[Message], what: str, expected: list[int] | None = None,
                     federation: Federation | None = None) -> None:
     """Raise :class:`ClientError` unless every expected node replied without error.
@@ -179,7 +227,7 @@ def query_clients(grid: Grid, federation: Federation, partition_ids: list[int], 
             content["arrays"] = arrays
         messages.append(Message(content, dst_node_id=federation.clients[pid].node_id,
                                 message_type=f"query.{action}"))
-    replies = list(grid.send_and_receive(messages))
+    replies = send_and_receive_with_progress(grid, messages, f"query.{action}")
     raise_on_errors(replies, f"query {action!r}", federation.node_ids(partition_ids),
                     federation)
     by_node = {reply.metadata.src_node_id: reply.content for reply in replies}

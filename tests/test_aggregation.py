@@ -168,7 +168,7 @@ def test_a_simulation_with_too_few_nodes_fails_within_seconds() -> None:
 
 
 def test_eta_is_readable() -> None:
-    from fedunl_flwr.fedavg_train import format_eta
+    from fedunl_flwr.federation import format_eta
 
     assert format_eta(12.4) == "12 s"
     assert format_eta(185) == "3 min 05 s"
@@ -209,3 +209,33 @@ def test_a_client_failing_mid_training_is_named_and_nothing_is_stored(tmp_path,
     assert message.endswith("Message: injected failure'>")  # one line, no Ray traceback
     assert "\n" not in message
     assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_long_queries_log_each_reply_with_an_eta(monkeypatch) -> None:
+    """A fake grid (the property needed: replies arriving over several pulls) whose
+    three replies arrive one per pull; every arrival is logged with count and ETA."""
+    from types import SimpleNamespace
+
+    from fedunl_flwr import federation
+
+    class SlowGrid:
+        def __init__(self) -> None:
+            self.queue = [[SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i))]
+                          for i in ("a", "b", "c")]
+
+        def push_messages(self, messages):
+            return ["a", "b", "c"]
+
+        def pull_messages(self, ids):
+            assert ids  # never pulls once everything arrived
+            return self.queue.pop(0) if self.queue else []
+
+    lines = []
+    monkeypatch.setattr(federation, "PROGRESS_AFTER", 0.0)
+    monkeypatch.setattr(federation, "log", lambda level, text, *args: lines.append(text % args))
+    replies = federation.send_and_receive_with_progress(SlowGrid(), [1, 2, 3],
+                                                        "query.attribution")
+    assert [r.metadata.reply_to_message_id for r in replies] == ["a", "b", "c"]
+    assert [line.split(" | ")[0] for line in lines] == [
+        f"fedunl query.attribution: {k}/3 client(s) replied" for k in (1, 2, 3)]
+    assert lines[0].endswith("ETA 0 s") and "ETA" in lines[-1]
