@@ -107,20 +107,20 @@ def send_and_receive_with_progress(grid: Grid, messages: list[Message],
         arrived = list(grid.pull_messages(pending))
         now = time.monotonic()
         elapsed = now - start
-        if arrived:
-            replies.extend(arrived)
-            pending.difference_update(m.metadata.reply_to_message_id for m in arrived)
-            if elapsed >= PROGRESS_AFTER:
-                left = elapsed / len(replies) * (total - len(replies))
-                log(INFO, "fedunl %s: %d/%d client(s) replied | %.1f s | ETA %s", what,
-                    len(replies), total, elapsed, format_eta(left))
+        if not arrived:
+            if now - last_log >= WAITING_EVERY:
+                log(INFO, "fedunl %s: %d/%d client(s) replied | %.1f s | waiting", what,
+                    len(replies), total, elapsed)
                 last_log = now
-        elif now - last_log >= WAITING_EVERY:
-            log(INFO, "fedunl %s: %d/%d client(s) replied | %.1f s | waiting", what,
-                len(replies), total, elapsed)
-            last_log = now
-        if pending and not arrived:
             time.sleep(0.2)
+            continue
+        replies.extend(arrived)
+        pending.difference_update(m.metadata.reply_to_message_id for m in arrived)
+        if elapsed >= PROGRESS_AFTER:
+            left = elapsed / len(replies) * (total - len(replies))
+            log(INFO, "fedunl %s: %d/%d client(s) replied | %.1f s | ETA %s", what,
+                len(replies), total, elapsed, format_eta(left))
+            last_log = now
     return replies
 
 

@@ -60,7 +60,7 @@ class ShortTracebackFilter(logging.Filter):
         return True
 
 
-def quiet_flower_echo() -> None:
+def quiet_flower_log() -> None:
     """Install :class:`FlowerEchoFilter` and :class:`ShortTracebackFilter` on Flower's
     logger (once per process)."""
     for kind in (FlowerEchoFilter, ShortTracebackFilter):
@@ -107,7 +107,7 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         """Entry point of ``flwr run``."""
-        quiet_flower_echo()
+        quiet_flower_log()
         run(grid, load_run_config(context.run_config, overrides))
 
     return server_app

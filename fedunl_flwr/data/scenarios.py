@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from fedunl_flwr.data.partition import (cap_indices, dirichlet_partition, iid_pa
                                          top_up_test)
 from fedunl_flwr.data.sources import ImageDataset, load_dataset
 from fedunl_flwr.seeding import numpy_generator
+
+if TYPE_CHECKING:
+    from fedunl_flwr.config import RunConfig
 
 # Channels of each dataset's images, known without loading them.
 DATASET_CHANNELS = {
@@ -226,7 +230,7 @@ def build_federated_data(scenario_name: str, num_clients: int, alpha: float,
     return FederatedData(scenario, tuple(clients), class_names)
 
 
-def federated_data(config) -> FederatedData:
+def federated_data(config: RunConfig) -> FederatedData:
     """:func:`build_federated_data` with a ``RunConfig``'s settings."""
     return build_federated_data(config.scenario, config.num_clients, config.dirichlet_alpha,
                                 config.samples_per_client, config.test_samples_per_client,
