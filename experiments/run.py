@@ -28,6 +28,8 @@ The report goes to ``--out`` or ``<results-dir>/reports/<preset name>/``.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
 import tomllib
@@ -217,13 +219,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             _, preset = load_preset(name)
             print(f"{name:28s} {preset.get('description', '')}")
         return 0 if args.list else 2
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         run_preset(args.preset, parse_sets(args.sets), args.out, args.cpus_per_client,
                    args.dry_run)
     except PresetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Flower has stopped Ray by now, but its ServerApp thread keeps polling for
+        # replies (up to an hour) and would hold the interpreter open: leave at once.
+        # Phases write their summary last, so an interrupted phase is recomputed on rerun.
+        print("fedunl: interrupted; completed phases stay in the run store and a rerun "
+              "resumes from them", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
     return 0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

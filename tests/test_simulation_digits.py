@@ -142,17 +142,25 @@ def test_too_few_simulated_nodes_fail_within_seconds(tmp_path):
     assert "num-supernodes=9" in result.stdout
 
 
+STOPPABLE_RUNNERS = {
+    "flwr_run": ["scripts/flwr_run.py", "-c", "num-server-rounds=200 samples-per-client=100"],
+    "experiments.run": ["-m", "experiments.run", "fair-digits-cpu",
+                        "--set", "num-server-rounds=200", "--set", "samples-per-client=100"],
+}
+
+
+@pytest.mark.parametrize("runner_name", sorted(STOPPABLE_RUNNERS))
 @pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
-def test_sigterm_and_ctrl_c_stop_everything_the_run_started(tmp_path, how):
+def test_sigterm_and_ctrl_c_stop_everything_the_run_started(tmp_path, how, runner_name):
     """SIGTERM to the runner, or Ctrl-C as a terminal sends it (SIGINT to the runner's
-    whole foreground process group)."""
+    whole foreground process group), for both ways of running: the SuperLink-based
+    ``scripts/flwr_run.py`` and the in-process ``python -m experiments.run``."""
     import signal
     import time
 
     env = {**os.environ, "FEDUNL_RESULTS_DIR": str(tmp_path),
            "FLWR_HOME": str(tmp_path / ".flwr")}
-    runner = subprocess.Popen([sys.executable, "scripts/flwr_run.py", "-c",
-                               "num-server-rounds=200 samples-per-client=100"],
+    runner = subprocess.Popen([sys.executable, *STOPPABLE_RUNNERS[runner_name]],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     log = []
@@ -160,14 +168,17 @@ def test_sigterm_and_ctrl_c_stop_everything_the_run_started(tmp_path, how):
         log.append(line)
         if "fedunl train round 2/200" in line:
             break
-    started = _processes_with(str(tmp_path / ".flwr"))
+    started = _processes_with(str(tmp_path))
     assert started, "".join(log[-50:])
     if how == "SIGTERM":
         runner.send_signal(signal.SIGTERM)
     else:
         os.killpg(runner.pid, signal.SIGINT)
     rest = runner.communicate(timeout=120)[0]
-    assert runner.returncode == 130, rest[-2000:]
+    if how == "Ctrl-C" or runner_name == "flwr_run":
+        assert runner.returncode == 130, rest[-2000:]
+    else:  # Ray's own SIGTERM handler, installed by ray.init in this process, ends it
+        assert runner.returncode != 0, rest[-2000:]
     time.sleep(2)
     left = [p for p in started if Path(f"/proc/{p}").exists()
             and "zombie" not in Path(f"/proc/{p}/status").read_text().lower()]
@@ -177,8 +188,8 @@ def test_sigterm_and_ctrl_c_stop_everything_the_run_started(tmp_path, how):
 
 
 def _processes_with(text: str) -> list[int]:
-    """Processes whose environment mentions ``text`` (this run's FLWR_HOME): the
-    SuperLink, the SuperExec, the simulation and its Ray workers."""
+    """Processes whose environment mentions ``text`` (this run's results folder): the
+    runner, the SuperLink, the SuperExec, the simulation and its Ray workers."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
