@@ -10,10 +10,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     FEDUNL_DATA_DIR=/data \
     FEDUNL_RESULTS_DIR=/results
 
-COPY pyproject.toml README.md ./
-RUN pip install "torch==2.13.0" "torchvision==0.28.0" \
- && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+COPY pyproject.toml README.md requirements.lock ./
+# The lock's versions without its hashes and without its torch line: the lock pins the CPU
+# build (torch==2.13.0+cpu); this image takes PyPI's CUDA build of the same release.
+RUN python -c "import re; print('\n'.join(m for m in re.findall(r'^([A-Za-z0-9_.-]+==\S+)', open('requirements.lock').read(), re.M) if not m.startswith('torch==')))" > /tmp/pins.txt \
+ && pip install "torch==2.13.0" -r /tmp/pins.txt
 
 COPY fedunl_flwr ./fedunl_flwr
 COPY strategies ./strategies
