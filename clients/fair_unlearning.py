@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -33,8 +33,15 @@ from fedunl_flwr import protocol
 from fedunl_flwr.protocol import activation_key, encode_entries
 from fedunl_flwr.records import set_weights
 from fedunl_flwr.seeding import torch_generator
-from fedunl_flwr.unlearning.neurons import (integrated_gradient_attribution, mean_activations,
-                                            top_units_per_class)
+from fedunl_flwr.unlearning.neurons import (
+    integrated_gradient_attribution,
+    mean_activations,
+    top_units_per_class,
+)
+
+if TYPE_CHECKING:
+    from fedunl_flwr.config import RunConfig
+    from fedunl_flwr.models import SiteModel
 
 # Rows (samples x steps) x pixels per attribution pass: 1024 rows of 32x32 images.
 ATTRIBUTION_PIXEL_ROWS = 1024 * 32 * 32
@@ -54,6 +61,17 @@ class FairUnlearningWork:
     """
 
     QUERY_ACTIONS: ClassVar[tuple[str, ...]] = (protocol.ACTIVATIONS, protocol.ATTRIBUTION)
+
+    # What this mixin uses of ``BaseClient``, declared for the type checker (set there).
+    config: RunConfig
+    model: SiteModel
+    num_classes: int
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+
+    if TYPE_CHECKING:
+        @property
+        def partition_id(self) -> int: ...
 
     def query_activations(self, weights: list[np.ndarray] | None, config: dict
                           ) -> dict[str, Mapping[str, Any]]:

@@ -5,15 +5,17 @@ w_ref (the mean of the remaining clients' models) and, in its config, the ascent
 settings (:class:`fedunl_flwr.protocol.AscentSettings`) and the client's forget data
 (a real SuperNode answers only for its own ``forget-request``). The client starts from
 w_ref, maximises its cross-entropy loss on its own training data with SGD, projects the
-model back onto the l2 ball of radius ``radius`` around w_ref after every step, and stops early once its accuracy on that data is at or
-below ``stop-accuracy`` (checked on the whole data after every epoch, and whenever a
-batch's accuracy before its step is at or below it). It replies with the model and how
-far it went. Only the leaving client's own update leaves it, as in any training round.
+model back onto the l2 ball of radius ``radius`` around w_ref after every step, and stops
+early once its accuracy on that data is at or below ``stop-accuracy`` (checked on the
+whole data after every epoch, and whenever a batch's accuracy before its step is at or
+below it). It replies with the model and how far it went. Only the leaving client's own
+update leaves it, as in any training round.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -30,7 +32,7 @@ from fedunl_flwr.seeding import torch_generator
 ACTION = protocol.PROJECTED_ASCENT
 
 
-def project_to_ball(params: list[torch.Tensor], center: list[torch.Tensor],
+def project_to_ball(params: Sequence[torch.Tensor], center: Sequence[torch.Tensor],
                     radius: float) -> float:
     """Move ``params`` (in place) onto the l2 ball of ``radius`` around ``center``.
 
@@ -38,11 +40,12 @@ def project_to_ball(params: list[torch.Tensor], center: list[torch.Tensor],
     after projection.
     """
     with torch.no_grad():
-        distance = math.sqrt(sum(float((p - c).pow(2).sum()) for p, c in zip(params, center)))
+        distance = math.sqrt(sum(float((p - c).pow(2).sum())
+                                 for p, c in zip(params, center, strict=True)))
         if distance <= radius or distance == 0.0:
             return distance
         scale = radius / distance
-        for p, c in zip(params, center):
+        for p, c in zip(params, center, strict=True):
             p.copy_(c + (p - c) * scale)
     return radius
 
@@ -104,6 +107,6 @@ def projected_ascent(client, weights: list[np.ndarray] | None, config: dict) -> 
     result = projected_gradient_ascent(client.model, client.x_train[positions],
                                        client.y_train[positions], settings, generator,
                                        client.num_classes)
-    return {"arrays": dict(zip(state_keys(client.model), get_weights(client.model))),
+    return {"arrays": dict(zip(state_keys(client.model), get_weights(client.model), strict=True)),
             "metrics": {protocol.PARTITION_ID: client.partition_id,
                         "num-samples": len(positions), **result}}

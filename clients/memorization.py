@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -49,11 +49,31 @@ from fedunl_flwr.protocol import DataChange, ForgetSelection
 from fedunl_flwr.records import set_weights
 from fedunl_flwr.store import atomic_write_bytes
 
+if TYPE_CHECKING:
+    from fedunl_flwr.config import RunConfig
+    from fedunl_flwr.data.scenarios import ClientData
+    from fedunl_flwr.models import SiteModel
+
+
 class MemorizationWork:
     """Mixin for ``BaseClient``: mean gradients, per-sample evaluation, CSL."""
 
     QUERY_ACTIONS: ClassVar[tuple[str, ...]] = (protocol.MEAN_GRADIENT, protocol.PER_SAMPLE,
                                                 protocol.LOCAL_LOSS, protocol.CSL)
+
+    # What this mixin uses of ``BaseClient``, declared for the type checker (set there).
+    config: RunConfig
+    data: ClientData
+    model: SiteModel
+    num_classes: int
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+
+    if TYPE_CHECKING:
+        @property
+        def partition_id(self) -> int: ...
+
+        def training_set(self, config: dict) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     # --- which samples --------------------------------------------------------------
     def forget_positions(self, config: dict) -> np.ndarray:

@@ -8,7 +8,8 @@ original model and the same request. Output (CSV + Markdown each):
 - ``table5_forget_class``: every client's forget-class accuracy per route
   (Tables 5/6);
 - ``table7_per_class``: the first three clients (requesting ones first), every class
-  (at most 10, forget classes included), per route (Tables 7/8; the paper's "Our" column is FedCCCU);
+  (at most 10, forget classes included), per route (Tables 7/8; the paper's "Our" column
+  is FedCCCU);
 - ``cost``: what each route cost (client-epochs, clients that trained, seconds);
 - ``figure4_accuracy.png``: bars of global accuracy and of the requesting client's
   forget-class accuracy per route (Figure 4);
@@ -27,7 +28,7 @@ import pandas as pd
 
 from fedunl_flwr.data.scenarios import get_scenario
 from fedunl_flwr.store import atomic_write_bytes
-from fedunl_flwr.summaries import PhaseSummary
+from fedunl_flwr.summaries import AccuracySummary, PhaseSummary, RequestSummary
 
 # Route columns in the paper's order, then the unfair contrast.
 ROUTE_NAMES: dict[str, str] = {
@@ -63,11 +64,26 @@ def load_summaries(run_dirs: Mapping[str, Path]) -> dict[str, PhaseSummary]:
         if summary.training != first.training:
             raise ReportError(f"runs {first_label!r} and {label!r} start from different "
                               "original models (training settings differ)")
-        asked = (summary.request.scope, summary.request.clients, summary.request.classes)
-        if asked != (first.request.scope, first.request.clients, first.request.classes):
+        request, first_request = _asked(summary), _asked(first)
+        asked = (request.scope, request.clients, request.classes)
+        if asked != (first_request.scope, first_request.clients, first_request.classes):
             raise ReportError(f"runs {first_label!r} and {label!r} answer different "
                               f"requests: {first.request} vs {summary.request}")
     return summaries
+
+
+def _asked(summary: PhaseSummary) -> RequestSummary:
+    """The unlearning request of a summary (:func:`load_fair_summaries` checked it has one)."""
+    if summary.request is None:
+        raise ReportError(f"{summary.phase!r} summary has no unlearning request")
+    return summary.request
+
+
+def _before(summary: PhaseSummary) -> AccuracySummary:
+    """The original model's accuracy in an unlearning summary (checked on loading)."""
+    if summary.before is None:
+        raise ReportError(f"{summary.phase!r} summary has no original-model accuracy")
+    return summary.before
 
 
 def route_label(label: str, summary: PhaseSummary) -> str:
@@ -98,7 +114,7 @@ def _columns(summaries: Mapping[str, PhaseSummary]) -> list[tuple[str, PhaseSumm
 
 
 def _request(summaries: Mapping[str, PhaseSummary]) -> tuple[list[int], list[int]]:
-    request = next(iter(summaries.values())).request
+    request = _asked(next(iter(summaries.values())))
     return [int(c) for c in request.clients], [int(c) for c in request.classes]
 
 
@@ -119,15 +135,15 @@ def table4(summaries: Mapping[str, PhaseSummary]) -> pd.DataFrame:
     model = training["model"] or scenario.default_model
     row[("", "Model")] = model + (f" (width {training['model_width']})"
                                   if training["model_width"] else "")
-    row[("Global Accuracy", "Original")] = 100.0 * first.before.global_accuracy
+    row[("Global Accuracy", "Original")] = 100.0 * _before(first).global_accuracy
     for name, summary in columns:
         row[("Global Accuracy", name)] = 100.0 * summary.accuracy.global_accuracy
     for pid in clients:
         for class_id in classes:
-            group = f"Client {pid} ({class_label(class_id)}) Accuracy"
-            row[(group, "Original")] = first.before.class_accuracy(pid, class_id)
+            header = f"Client {pid} ({class_label(class_id)}) Accuracy"
+            row[(header, "Original")] = _before(first).class_accuracy(pid, class_id)
             for name, summary in columns:
-                row[(group, name)] = summary.accuracy.class_accuracy(pid, class_id)
+                row[(header, name)] = summary.accuracy.class_accuracy(pid, class_id)
     frame = pd.DataFrame([row], index=[scenario.name])
     frame.columns = pd.MultiIndex.from_tuples(frame.columns)
     return frame
@@ -144,8 +160,8 @@ def table5(summaries: Mapping[str, PhaseSummary]) -> pd.DataFrame:
             name = f"client {pid}" + (" (requesting)" if pid in clients else "")
             if len(classes) > 1:
                 name += f" {class_label(class_id)}"
-            rows[name] = {"test samples": first.before.test_count(pid, class_id),
-                          "Original": first.before.class_accuracy(pid, class_id),
+            rows[name] = {"test samples": _before(first).test_count(pid, class_id),
+                          "Original": _before(first).class_accuracy(pid, class_id),
                           **{col: s.accuracy.class_accuracy(pid, class_id)
                              for col, s in columns}}
     return pd.DataFrame.from_dict(rows, orient="index")
@@ -179,8 +195,8 @@ def table7(summaries: Mapping[str, PhaseSummary], count: int = TABLE7_CLIENTS,
         for class_id in table7_classes(len(first.class_names), classes, limit):
             label = class_label(class_id) + (" (↓)" if class_id in classes else "")
             rows[(f"Client {pid}", label)] = {
-                "test samples": first.before.test_count(pid, class_id),
-                "Before": first.before.class_accuracy(pid, class_id),
+                "test samples": _before(first).test_count(pid, class_id),
+                "Before": _before(first).class_accuracy(pid, class_id),
                 **{col: s.accuracy.class_accuracy(pid, class_id) for col, s in columns}}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index = pd.MultiIndex.from_tuples(frame.index, names=["Client", "Label"])
@@ -257,10 +273,10 @@ def figure4(summaries: Mapping[str, PhaseSummary], path: Path) -> Path:
     first = columns[0][1]
     clients, classes = _request(summaries)
     names = ["Original"] + [name for name, _ in columns]
-    global_acc = [100 * first.before.global_accuracy] + [
+    global_acc = [100 * _before(first).global_accuracy] + [
         100 * s.accuracy.global_accuracy for _, s in columns]
     pid, class_id = clients[0], classes[0]
-    forget_acc = [first.before.class_accuracy(pid, class_id)] + [
+    forget_acc = [_before(first).class_accuracy(pid, class_id)] + [
         s.accuracy.class_accuracy(pid, class_id) for _, s in columns]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colors = ["#7f7f7f"] + [f"C{i}" for i in range(len(columns))]
@@ -268,7 +284,7 @@ def figure4(summaries: Mapping[str, PhaseSummary], path: Path) -> Path:
                               (axes[1], forget_acc,
                                f"Client {pid} {class_label(class_id)} accuracy (forgotten)")):
         bars = ax.bar(names, np.nan_to_num(values), color=colors)
-        for bar, value in zip(bars, values):
+        for bar, value in zip(bars, values, strict=True):
             ax.annotate("-" if np.isnan(value) else f"{value:.1f}",
                         (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha="center", va="bottom", fontsize=8)

@@ -179,8 +179,8 @@ def _place(run: RunResult, table: str) -> tuple[str, str]:
         return f"{clients} (ρ = {config.get('rho', 0.0):g})", \
             _strategy_row(run)
     if table == "F6":
-        clients = len(run.summary.accuracy.per_client_accuracy) or config["num_clients"]
-        return f"{clients} Clients", _strategy_row(run)
+        count = len(run.summary.accuracy.per_client_accuracy) or config["num_clients"]
+        return f"{count} Clients", _strategy_row(run)
     return scenario_label(config), _strategy_row(run)
 
 
@@ -358,20 +358,23 @@ def floor_frame(grouped: Mapping[str, Mapping[str, list[RunResult]]]) -> pd.Data
     for section in sorted(grouped, key=_section_key):
         runs = [run for rows in grouped[section].values() for run in rows]
         sizes = np.mean([r.evaluation.memorization.group_sizes for r in runs], axis=0)
-        floors = [r.evaluation.memorization.retrain_noise_floor for r in runs]
-        floors = [f for f in floors if f is not None]
-        record = {"section": section, "what": "samples per group (mean over runs)"}
-        record.update({label: float(v) for label, v in zip(MEMORIZATION_GROUP_LABELS, sizes)})
+        floors = [f for f in (r.evaluation.memorization.retrain_noise_floor for r in runs)
+                  if f is not None]
+        record: dict[str, str | float] = {"section": section,
+                                           "what": "samples per group (mean over runs)"}
+        record.update({label: float(v)
+                       for label, v in zip(MEMORIZATION_GROUP_LABELS, sizes, strict=False)})
         record[DATASET_ROW_LABEL] = float(np.mean([r.evaluation.memorization.num_forget_samples
                                                    for r in runs]))
         records.append(record)
         if floors:
-            deltas = np.array([_floats(f.delta) for f in floors], dtype=float)
+            deltas = np.array([_floats(f.delta) for f in floors], dtype=np.float64)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(deltas, axis=0)
             record = {"section": section, "what": f"{FLOOR_ROW} Δ ({floors[0].compared})"}
-            record.update({label: float(v) for label, v in zip(ACCURACY_COLUMNS, mean)})
+            record.update({label: float(v)
+                           for label, v in zip(ACCURACY_COLUMNS, mean, strict=False)})
             records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -424,7 +427,7 @@ def time_figure(grouped: Mapping[str, Mapping[str, list[RunResult]]], path: Path
     rows = math.ceil(len(sections) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(max(6.5, 5.0 * cols), 3.8 * rows),
                              squeeze=False)
-    for ax, section in zip(axes.flat, sections):
+    for ax, section in zip(axes.flat, sections, strict=False):
         drawn_retrain = False
         for row in sorted(grouped[section], key=_row_key):
             run = grouped[section][row][0]

@@ -13,8 +13,7 @@ from flwr.clientapp import ClientApp
 from clients.fedunl_client import FedunlClient
 from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig, pyproject_defaults
-from fedunl_flwr.data.scenarios import (federated_data, get_scenario,
-                                        load_client_file)
+from fedunl_flwr.data.scenarios import federated_data, get_scenario, load_client_file
 from fedunl_flwr.protocol import ForgetSelection
 from fedunl_flwr.records import arrays_to_record, record_to_weights, state_keys, weights_to_record
 
@@ -155,7 +154,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         """Local training from the received global model."""
         client = get_client(context, overrides)
         weights, num_examples, metrics = client.fit(
-            record_to_weights(message.content["arrays"]), _config(message))
+            record_to_weights(message.content.array_records["arrays"]), _config(message))
         return _reply(message, RecordDict({
             "arrays": weights_to_record(state_keys(client.model), weights),
             "metrics": MetricRecord({**metrics, protocol.NUM_EXAMPLES: num_examples}),
@@ -166,7 +165,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         """Loss, accuracy and per-class counts on the client's test split."""
         client = get_client(context, overrides)
         loss, num_examples, metrics = client.evaluate(
-            record_to_weights(message.content["arrays"]), _config(message))
+            record_to_weights(message.content.array_records["arrays"]), _config(message))
         return _reply(message, RecordDict({
             "metrics": MetricRecord({**metrics, "loss": loss, protocol.NUM_EXAMPLES: num_examples}),
         }))

@@ -177,7 +177,8 @@ class RunConfig:
         """The settings that determine the original (FedAvg) model."""
         names = ("scenario", "num_clients", "dirichlet_alpha", "samples_per_client",
                  "test_samples_per_client", "min_test_per_class", "seed", "model",
-                 "model_width", "model_norm", "model_init", "augment", "aggregation", "target_error", "optimizer",
+                 "model_width", "model_norm", "model_init", "augment", "aggregation",
+                 "target_error", "optimizer",
                  "learning_rate", "local_epochs", "batch_size", "num_server_rounds",
                  "fraction_train")
         values = asdict(self)

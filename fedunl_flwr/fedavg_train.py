@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from logging import INFO
 
@@ -17,11 +17,12 @@ from flwr.supercore import log
 
 from fedunl_flwr import protocol
 from fedunl_flwr.federation import Federation, format_eta, raise_on_errors
+from fedunl_flwr.records import number_list, scalar
 from fedunl_flwr.seeding import numpy_generator
 
 #: Aggregation name -> a client's weight from its train reply metrics.
-AGGREGATION_WEIGHTS = {
-    "weighted": lambda metrics: float(metrics[protocol.NUM_EXAMPLES]),
+AGGREGATION_WEIGHTS: dict[str, Callable[[MetricRecord], float]] = {
+    "weighted": lambda metrics: float(scalar(metrics, protocol.NUM_EXAMPLES)),
     "mean": lambda metrics: 1.0,
 }
 
@@ -165,26 +166,28 @@ class FedAvgTrain(FedAvg):
         replies = list(replies)
         raise_on_errors(replies, f"{self.phase} round {server_round}", self.expected_train,
                         self.federation)
-        replies.sort(key=lambda r: int(r.content["metrics"][protocol.PARTITION_ID]))
+        replies.sort(key=lambda r: int(scalar(r.content.metric_records["metrics"],
+                                              protocol.PARTITION_ID)))
         weigh = AGGREGATION_WEIGHTS[self.aggregation]
         records = []
         for reply in replies:
-            metrics = reply.content["metrics"]
-            pid = int(metrics[protocol.PARTITION_ID])
-            check_not_diverged(float(metrics["train-loss"]), reply.content["arrays"],
+            metrics = reply.content.metric_records["metrics"]
+            reply_arrays = reply.content.array_records["arrays"]
+            pid = int(scalar(metrics, protocol.PARTITION_ID))
+            check_not_diverged(float(scalar(metrics, "train-loss")), reply_arrays,
                                f"{self.phase} round {server_round}, client {pid}")
-            self.client_arrays[pid] = reply.content["arrays"]
-            self.client_epochs += int(metrics.get(protocol.LOCAL_EPOCHS, 1))
+            self.client_arrays[pid] = reply_arrays
+            self.client_epochs += int(scalar(metrics, protocol.LOCAL_EPOCHS, 1))
             records.append(RecordDict({
-                "arrays": reply.content["arrays"],
+                "arrays": reply_arrays,
                 "metrics": MetricRecord({"weight": weigh(metrics),
-                                         "train-loss": float(metrics["train-loss"])})}))
+                                         "train-loss": float(scalar(metrics, "train-loss"))})}))
         self._trained = len(replies)
         if not records:  # converged: nothing was sent
             return None, None
         arrays = aggregate_arrayrecords(records, "weight")
         metrics = aggregate_metricrecords(records, "weight")
-        self._train_loss = float(metrics["train-loss"])
+        self._train_loss = float(scalar(metrics, "train-loss"))
         if not self._evaluates(server_round):
             self._log_round(server_round, math.nan)
         return arrays, metrics
@@ -216,8 +219,10 @@ class FedAvgTrain(FedAvg):
         raise_on_errors(replies, f"{self.phase} evaluation round {server_round}",
                         self.federation.node_ids(self.federation.partition_ids),
                         self.federation)
-        correct = sum(sum(r.content["metrics"]["class-correct"]) for r in replies)
-        total = sum(sum(r.content["metrics"]["class-total"]) for r in replies)
+        correct = sum(sum(number_list(r.content.metric_records["metrics"], "class-correct"))
+                      for r in replies)
+        total = sum(sum(number_list(r.content.metric_records["metrics"], "class-total"))
+                    for r in replies)
         accuracy = correct / max(1, total)
         self._log_round(server_round, accuracy)
         if self.target_error > 0 and 1.0 - accuracy <= self.target_error:

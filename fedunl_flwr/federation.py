@@ -14,6 +14,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedunl_flwr import protocol
+from fedunl_flwr.records import number_list, scalar, string_list
 
 
 class ClientError(RuntimeError):
@@ -69,7 +70,7 @@ def with_data(key: Mapping[str, Any], fingerprint: str) -> dict[str, Any]:
     return {**key, "data": fingerprint}
 
 
-def summarize_error(reason: str, limit: int = 300) -> str:
+def summarize_error(reason: str | None, limit: int = 300) -> str:
     """The last line of a client's error (Ray wraps it in its whole traceback)."""
     lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
     last = lines[-1] if lines else str(reason)
@@ -101,7 +102,8 @@ def send_and_receive_with_progress(grid: Grid, messages: list[Message],
     elapsed time and an ETA (linear in the replies so far).
     """
     pending = set(grid.push_messages(messages))
-    total, start, replies = len(pending), time.monotonic(), []
+    replies: list[Message] = []
+    total, start = len(pending), time.monotonic()
     last_log = start
     while pending:
         arrived = list(grid.pull_messages(pending))
@@ -190,16 +192,17 @@ def discover_federation(grid: Grid, expected_clients: int) -> Federation:
     clients: dict[int, ClientInfo] = {}
     class_names: set[tuple[str, ...]] = set()
     for reply in replies:
-        metrics = reply.content["metrics"]
-        pid = int(metrics[protocol.PARTITION_ID])
+        metrics = reply.content.metric_records["metrics"]
+        info = reply.content.config_records["info"]
+        pid = int(scalar(metrics, protocol.PARTITION_ID))
         if pid in clients:
             raise ValueError(f"two nodes report partition-id {pid}")
-        clients[pid] = ClientInfo(pid, reply.metadata.src_node_id, int(metrics["num-train"]),
-                                  int(metrics["num-test"]),
-                                  tuple(int(c) for c in metrics["train-class-counts"]),
-                                  str(reply.content["info"]["domain"]),
-                                  str(reply.content["info"][protocol.DATA_FINGERPRINT]))
-        class_names.add(tuple(reply.content["info"]["class-names"]))
+        clients[pid] = ClientInfo(pid, reply.metadata.src_node_id,
+                                  int(scalar(metrics, "num-train")),
+                                  int(scalar(metrics, "num-test")),
+                                  tuple(int(c) for c in number_list(metrics, "train-class-counts")),
+                                  str(info["domain"]), str(info[protocol.DATA_FINGERPRINT]))
+        class_names.add(tuple(string_list(info, "class-names")))
     if len(class_names) != 1:
         raise ValueError(f"clients disagree on the label space: {sorted(class_names)}")
     if sorted(clients) != list(range(expected_clients)):

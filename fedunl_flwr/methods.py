@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any
+from typing import Any, ClassVar, Protocol, cast
 
 #: Packages whose modules register methods (imported on the first lookup).
 METHOD_PACKAGES = ("strategies",)
@@ -56,12 +56,19 @@ class Option:
             raise ValueError(f"{self.key} {self.rule}, got {value!r}")
 
 
+class RegisteredStrategy(Protocol):
+    """A class once :func:`register_method` has set its ``name`` and ``scopes``."""
+
+    name: ClassVar[str]
+    scopes: ClassVar[tuple[str, ...]]
+
+
 @dataclass(frozen=True)
 class Method:
     """A registered unlearning method."""
 
     name: str
-    strategy: type
+    strategy: type[RegisteredStrategy]
     scopes: tuple[str, ...]
     doc: str
     options: tuple[Option, ...] = ()
@@ -92,8 +99,9 @@ def register_method(name: str, *, doc: str,
             if option.key in owners and _option(owners[option.key], option.key) != option:
                 raise ValueError(f"option {option.key!r} of {name!r} differs from "
                                  f"{owners[option.key].name!r}'s")
-        cls.name, cls.scopes = name, scopes
-        _METHODS[name] = Method(name, cls, scopes, doc, options, label)
+        registered = cast("type[RegisteredStrategy]", cls)  # it is one from the next line on
+        registered.name, registered.scopes = name, scopes
+        _METHODS[name] = Method(name, registered, scopes, doc, options, label)
         return cls
 
     return register

@@ -140,7 +140,7 @@ class ResNet(SiteModel):
         super().__init__()
         self.stem = ConvUnit(in_channels, stage_widths[0], norm=norm)
         stages, channels = [], stage_widths[0]
-        for index, (blocks, width) in enumerate(zip(blocks_per_stage, stage_widths)):
+        for index, (blocks, width) in enumerate(zip(blocks_per_stage, stage_widths, strict=True)):
             for block in range(blocks):
                 stride = 2 if index > 0 and block == 0 else 1
                 stages.append(BasicBlock(channels, width, stride, norm))
@@ -159,7 +159,8 @@ class VGG9(SiteModel):
     def __init__(self, in_channels: int, num_classes: int, width: int = 32,
                  norm: str = "batch") -> None:
         super().__init__()
-        plan = [width, 2 * width, "M", 4 * width, 4 * width, "M", 8 * width, 8 * width, "M"]
+        plan: list[int | str] = [width, 2 * width, "M", 4 * width, 4 * width, "M",
+                                 8 * width, 8 * width, "M"]
         layers: list[nn.Module] = []
         channels = in_channels
         for item in plan:
@@ -206,7 +207,7 @@ def _resnet(blocks: tuple[int, ...], base_widths: tuple[int, ...]) -> Callable[.
     return build
 
 
-MODELS: dict[str, tuple[Callable[..., nn.Module], int, str]] = {
+MODELS: dict[str, tuple[Callable[..., SiteModel], int, str]] = {
     # name -> (builder(in_channels, num_classes, width, norm), default width, default norm)
     "cnn": (SmallCNN, 32, "group"),
     "resnet18": (_resnet((2, 2, 2, 2), (64, 128, 256, 512)), 64, "batch"),

@@ -21,12 +21,20 @@ from fedunl_flwr.fedavg_train import FedAvgTrain
 from fedunl_flwr.federation import Federation, raise_on_errors, with_data
 from fedunl_flwr.metrics.evaluation import Evaluation, evaluate_model
 from fedunl_flwr.models import SiteModel, build_model, get_device
-from fedunl_flwr.records import (model_to_record, record_to_dict, record_to_weights,
-                                 set_weights, state_keys, weights_to_record)
+from fedunl_flwr.records import (
+    model_to_record,
+    number_list,
+    record_to_dict,
+    record_to_weights,
+    scalar,
+    set_weights,
+    state_keys,
+    weights_to_record,
+)
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
-from fedunl_flwr.summaries import to_json
 from fedunl_flwr.seeding import stream_seed
 from fedunl_flwr.store import PhaseStore, RunStore, check_arrays_match
+from fedunl_flwr.summaries import to_json
 
 
 @dataclass
@@ -98,10 +106,11 @@ def evaluate_clients(grid: Grid, federation: Federation, arrays: ArrayRecord,
     raise_on_errors(replies, "evaluation", federation.node_ids(partition_ids), federation)
     evaluations = {}
     for reply in replies:
-        metrics = reply.content["metrics"]
-        evaluations[int(metrics[protocol.PARTITION_ID])] = Evaluation(
-            float(metrics["loss-sum"]), np.asarray(metrics["class-correct"], dtype=np.int64),
-            np.asarray(metrics["class-total"], dtype=np.int64))
+        metrics = reply.content.metric_records["metrics"]
+        evaluations[int(scalar(metrics, protocol.PARTITION_ID))] = Evaluation(
+            float(scalar(metrics, "loss-sum")),
+            np.asarray(number_list(metrics, "class-correct"), dtype=np.int64),
+            np.asarray(number_list(metrics, "class-total"), dtype=np.int64))
     return evaluations
 
 

@@ -90,7 +90,7 @@ class DataChange:
     def encode(self) -> dict[str, str]:
         """Message config entries (only the non-empty ones)."""
         values = (self.exclude_classes, self.exclude_samples, self.relabel_classes)
-        return {key: encode_ids(ids) for key, ids in zip(self.KEYS, values) if ids}
+        return {key: encode_ids(ids) for key, ids in zip(self.KEYS, values, strict=True) if ids}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DataChange:
@@ -212,7 +212,7 @@ def decode_entries(metrics: Mapping[str, Any], info: Mapping[str, Any]
         raise ValueError(f"attribution reply lists differ in length: {len(classes)} classes, "
                          f"{len(units)} units, {len(scores)} scores, {len(sites)} sites")
     lists: dict[int, list[Entry]] = {}
-    for class_id, site, unit, score in zip(classes, sites, units, scores):
+    for class_id, site, unit, score in zip(classes, sites, units, scores, strict=True):
         lists.setdefault(class_id, []).append((site, unit, score))
     return lists
 
@@ -231,7 +231,7 @@ class AscentSettings:
 
     def encode(self) -> dict[str, float | int]:
         return dict(zip(self.KEYS, (self.learning_rate, self.epochs, self.radius,
-                                    self.stop_accuracy, self.batch_size)))
+                                    self.stop_accuracy, self.batch_size), strict=True))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AscentSettings:

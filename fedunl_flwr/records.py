@@ -1,4 +1,5 @@
-"""Conversions between models, NumPy weight lists and Flower ArrayRecords."""
+"""Conversions between models, NumPy weight lists and Flower ArrayRecords, and typed reads
+of the values in a client reply's records."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
 from torch import nn
 
 
@@ -27,7 +28,7 @@ def set_weights(model: nn.Module, weights: Sequence[np.ndarray]) -> None:
     if len(keys) != len(weights):
         raise ValueError(f"model has {len(keys)} state entries, got {len(weights)} arrays")
     state = model.state_dict()
-    for key, value in zip(keys, weights):
+    for key, value in zip(keys, weights, strict=True):
         if tuple(state[key].shape) != tuple(np.shape(value)):
             raise ValueError(f"shape mismatch for {key}: model {tuple(state[key].shape)}, "
                              f"arrays {tuple(np.shape(value))}")
@@ -37,7 +38,7 @@ def set_weights(model: nn.Module, weights: Sequence[np.ndarray]) -> None:
 
 def weights_to_record(keys: Sequence[str], weights: Sequence[np.ndarray]) -> ArrayRecord:
     """Named ArrayRecord (so server-side code can address tensors by name)."""
-    return arrays_to_record(dict(zip(keys, weights)))
+    return arrays_to_record(dict(zip(keys, weights, strict=True)))
 
 
 def arrays_to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
@@ -59,3 +60,32 @@ def record_to_weights(record: ArrayRecord) -> list[np.ndarray]:
 def record_to_dict(record: ArrayRecord) -> dict[str, np.ndarray]:
     """The record as an ordered ``name -> array`` dict."""
     return {k: v.numpy() for k, v in record.items()}
+
+
+def scalar(record: MetricRecord | ConfigRecord, key: str,
+           default: int | float | str | None = None) -> int | float | str:
+    """``record[key]`` (or ``default`` when given and the key is absent), checked to be one
+    number or string rather than a list (``bool`` counts as a number)."""
+    if default is not None and key not in record:
+        return default
+    value = record[key]
+    if not isinstance(value, int | float | str):
+        raise TypeError(f"record value {key!r} is a {type(value).__name__}, "
+                        "expected a number or a string")
+    return value
+
+
+def number_list(record: MetricRecord, key: str) -> list[int] | list[float]:
+    """``record[key]``, checked to be a list (of numbers: a MetricRecord holds no other)."""
+    value = record[key]
+    if not isinstance(value, list):
+        raise TypeError(f"record value {key!r} is a {type(value).__name__}, expected a list")
+    return value
+
+
+def string_list(record: ConfigRecord, key: str) -> list[str]:
+    """``record[key]``, checked to be a list of strings."""
+    value = record[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"record value {key!r} is not a list of strings")
+    return [str(v) for v in value]

@@ -24,6 +24,7 @@ from fedunl_flwr.store import RunStore
 from strategies import get_strategy
 from strategies.unlearning import check_request_shape
 
+
 class FlowerEchoFilter(logging.Filter):
     """Drops what Flower's ``Strategy.start`` repeats of fedunl's own progress lines: the
     per-round aggregated metrics and the end-of-run dump of every round's numbers."""

@@ -107,7 +107,8 @@ class PhaseStore:
         import io
 
         buffer = io.BytesIO()
-        np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+        # allow_pickle=False: read_arrays refuses pickled arrays, so never write one.
+        np.savez(buffer, allow_pickle=False, **{k: np.asarray(v) for k, v in arrays.items()})
         atomic_write_bytes(self.path / f"{name}.npz", buffer.getvalue())
 
     def read_arrays(self, name: str) -> dict[str, np.ndarray]:
@@ -158,7 +159,7 @@ def check_arrays_match(stored: Mapping[str, np.ndarray], keys: list[str],
     if list(stored) != keys:
         raise CheckpointError(f"checkpoint in {where} does not match the model's "
                               "parameters (another model or configuration)")
-    for key, shape in zip(keys, shapes):
+    for key, shape in zip(keys, shapes, strict=True):
         if tuple(stored[key].shape) != tuple(shape):
             raise CheckpointError(f"checkpoint in {where}: {key} has shape "
                                   f"{stored[key].shape}, model expects {shape}")

@@ -9,9 +9,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def from_json(cls: type[T], data: typing.Mapping[str, Any]) -> T:
@@ -39,7 +42,8 @@ def _convert(hint: Any, value: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return _convert(inner[0], value) if len(inner) == 1 else value
-    if dataclasses.is_dataclass(hint) and isinstance(value, typing.Mapping):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value,
+                                                                                 typing.Mapping):
         return from_json(hint, value)
     if origin is list and args and dataclasses.is_dataclass(args[0]):
         return [_convert(args[0], v) for v in value]

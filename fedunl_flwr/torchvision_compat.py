@@ -14,7 +14,7 @@ def _define_missing_detection_ops() -> None:
     with ``operator torchvision::nms does not exist``. Declaring the schemas lets the
     import go on; fedunl never calls these detection operators.
     """
-    lib = torch.library.Library("torchvision", "DEF")  # noqa: F841 (kept alive below)
+    lib = torch.library.Library("torchvision", "DEF")
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define(
         "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"

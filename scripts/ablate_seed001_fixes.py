@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{fme['floor']:5.1f} (n={fme['size']}) | test FT {ft['test']:.1f} FME "
               f"{fme['test']:.1f} | {row['undone']}", flush=True)
         if "rescored" in fme:
-            print(f"ABLATION rescored: {json.dumps({s: row[s]['rescored'] for s in row if s in ('finetune', 'fedmemeraser')})}",
-                  flush=True)
+            rescored = {s: row[s]["rescored"] for s in row if s in ("finetune", "fedmemeraser")}
+            print(f"ABLATION rescored: {json.dumps(rescored)}", flush=True)
     return 0
 
 

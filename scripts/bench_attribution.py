@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 
+import bench_utils  # noqa: F401  (puts the project on sys.path)
 import numpy as np
 import torch
 from torch import nn
-
-import bench_utils  # noqa: F401  (puts the project on sys.path)
 
 from fedunl_flwr.models import MODELS, NeuronSite, build_model, get_device
 from fedunl_flwr.unlearning.neurons import integrated_gradient_attribution
@@ -139,8 +139,8 @@ def main() -> None:
     for site in sites:
         k = min(args.naive_units, site.num_units)
         units = np.linspace(0, site.num_units - 1, k).round().astype(int).tolist()
-        t_site = _timed(lambda site=site, units=units: naive_per_unit_attribution(
-            model, inputs, labels, m, site, units, bs), device)
+        t_site = _timed(functools.partial(naive_per_unit_attribution,
+                                          model, inputs, labels, m, site, units, bs), device)
         t_naive_measured += t_site
         t_naive += t_site * site.num_units / k
         timed_units += k

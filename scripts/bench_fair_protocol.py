@@ -22,7 +22,6 @@ import os
 import tempfile
 
 import bench_utils  # noqa: F401  (puts the project on sys.path)
-
 import pandas as pd
 
 from experiments.simulate import simulate
@@ -34,6 +33,8 @@ def measure(overrides: dict, strategies: list[str]) -> pd.DataFrame:
     for strategy in strategies:
         paths = simulate({**overrides, "strategy": strategy})
         summary = PhaseSummary.load(paths["unlearn"] / "summary.json")
+        if summary.request is None:
+            raise RuntimeError(f"{strategy}: the unlearn summary has no request")
         requesting = set(summary.request.clients)
         by_client = summary.extra.get("client_epochs_by_client", {})
         rows[strategy] = {

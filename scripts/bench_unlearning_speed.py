@@ -138,10 +138,10 @@ def print_table(results: list[dict]) -> None:
             f"{r['peak_rss_mib']:.0f}", f"{r['wall_s'] / base['wall_s']:.2f}",
             f"{r['peak_rss_mib'] / base['peak_rss_mib']:.2f}"))
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
     for row in rows:
-        print(" | ".join(v.ljust(w) for v, w in zip(row, widths)))
+        print(" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
     print("speedup = retrain time to peak / unlearning time to peak (the paper's measure); "
           "phase x = whole retraining phase / whole unlearning phase (seconds)")
     print()

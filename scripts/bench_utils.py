@@ -23,7 +23,7 @@ def plain_fedavg_round(global_model, local, data, settings, generators, weights)
     start = {k: v.clone() for k, v in global_model.state_dict().items()}
     total = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in start.items()}
     norm = float(sum(weights))
-    for (x, y), generator, weight in zip(data, generators, weights):
+    for (x, y), generator, weight in zip(data, generators, weights, strict=True):
         local.load_state_dict(start)
         train_epochs(local, x, y, settings, generator)
         for key, value in local.state_dict().items():

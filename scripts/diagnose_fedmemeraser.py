@@ -40,8 +40,11 @@ from fedunl_flwr.phases import model_for
 from fedunl_flwr.seeding import torch_generator
 from fedunl_flwr.store import RunStore
 from fedunl_flwr.summaries import MemorizationEvaluation, from_json
-from fedunl_flwr.unlearning.parameter_selection import (adaptive_rho, reinitialize_parameters,
-                                                        select_redundant_parameters)
+from fedunl_flwr.unlearning.parameter_selection import (
+    adaptive_rho,
+    reinitialize_parameters,
+    select_redundant_parameters,
+)
 
 
 def folder_config(folder: Path, results: Path) -> RunConfig:
@@ -86,9 +89,9 @@ def main() -> None:
     groups = np.array([MEMORIZATION_GROUP_LABELS.index(g) if g in MEMORIZATION_GROUP_LABELS
                        else -1 for g in samples["group"]])
     du_x = torch.cat([images_to_tensor(fed.clients[int(c)].x_train[[int(p)]], channels)
-                      for c, p in zip(samples["client"], samples["position"])])
+                      for c, p in zip(samples["client"], samples["position"], strict=True)])
     du_y = torch.tensor([int(fed.clients[int(c)].y_train[int(p)])
-                         for c, p in zip(samples["client"], samples["position"])])
+                         for c, p in zip(samples["client"], samples["position"], strict=True)])
     tests = [(images_to_tensor(x, channels), labels_to_tensor(y))
              for _, x, y in scenario_test_sets(config.scenario, str(config.resolved_data_dir()))]
 
@@ -97,7 +100,7 @@ def main() -> None:
         test = [evaluate_model(model, x, y, fed.num_classes) for x, y in tests]
         accuracy = sum(int(r.class_correct.sum()) for r in test) / sum(r.num_examples for r in test)
         return {"model": label, **dict(zip(MEMORIZATION_GROUP_LABELS,
-                                           100 * group_accuracies(correct, groups))),
+                                           100 * group_accuracies(correct, groups), strict=True)),
                 "D_u": 100 * correct.mean(), "test": 100 * accuracy}
 
     store = RunStore(config.resolved_results_dir())
@@ -114,7 +117,8 @@ def main() -> None:
     model, local = model_for(config, fed.num_classes), model_for(config, fed.num_classes)
     model.load_state_dict(original_state)
     rows = [row(model, "original")]
-    rows += [{"model": f"retrained {j}", **dict(zip([*MEMORIZATION_GROUP_LABELS, "D_u"], r))}
+    rows += [{"model": f"retrained {j}",
+              **dict(zip([*MEMORIZATION_GROUP_LABELS, "D_u"], r, strict=False))}
              for j, r in enumerate(retrained)]
     include_1d = (args.reset_tensors or config.option("reset-tensors")) == "all"
     scheme = args.reset_scheme or config.model_init

@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -89,10 +90,8 @@ def stop_process_group(process: subprocess.Popen) -> None:
     groups = {process.pid} | descendant_groups(process.pid) - {os.getpgrp()}
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for group in groups:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, sig)
-            except ProcessLookupError:
-                pass
         try:
             process.wait(timeout=10)
             if sig == signal.SIGTERM:
@@ -175,12 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     write_flower_config(Path(env["FLWR_HOME"]), port)
     state = tempfile.mkdtemp(prefix="fedunl-superlink-")
-    superlink = subprocess.Popen(
-        ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
-         "--disable-runtime-dependency-installation",
-         "--host", "127.0.0.1", "--port", str(port), "--database", str(Path(state) / "state.db")],
-        env=env, cwd=ROOT, start_new_session=True,
-        stdout=open(Path(state) / "superlink.log", "w"), stderr=subprocess.STDOUT)
+    # The SuperLink writes its own copy of the log handle; ours closes once it started.
+    with open(Path(state) / "superlink.log", "w") as superlink_log:
+        superlink = subprocess.Popen(
+            ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+             "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
+             "--port", str(port), "--database", str(Path(state) / "state.db")],
+            env=env, cwd=ROOT, start_new_session=True,
+            stdout=superlink_log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, superlink, Path(state) / "superlink.log")
         federation = (f"num-supernodes={num_supernodes} "
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         print("+", " ".join(command), flush=True)
         run = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
+        if run.stdout is None:
+            raise RuntimeError("flwr run started without its output pipe")
         run_id, request_error = None, None
         try:
             for line in run.stdout:

@@ -32,9 +32,15 @@ from fedunl_flwr.federation import Federation, raise_on_errors
 from fedunl_flwr.methods import Option
 from fedunl_flwr.phases import TrainedModel
 from fedunl_flwr.protocol import DataChange
+from fedunl_flwr.records import scalar
 from fedunl_flwr.store import RunStore
-from strategies.unlearning import (UnlearningOutcome, UnlearningRequest, UnlearningRun,
-                                   UnlearningStrategyMixin, unlearn_config)
+from strategies.unlearning import (
+    UnlearningOutcome,
+    UnlearningRequest,
+    UnlearningRun,
+    UnlearningStrategyMixin,
+    unlearn_config,
+)
 
 
 def cached_models(original: TrainedModel, partition_ids: Iterable[int]) -> dict[int, ArrayRecord]:
@@ -161,15 +167,16 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
                         self.federation)
         trained = []
         for reply in replies:
-            metrics = reply.content["metrics"]
-            examples = int(metrics[protocol.NUM_EXAMPLES])
+            reply_metrics = reply.content.metric_records["metrics"]
+            examples = int(scalar(reply_metrics, protocol.NUM_EXAMPLES))
             if examples > 0:  # a client left with no sample trains nothing
                 trained.append(reply)
-                pid = int(metrics[protocol.PARTITION_ID])
-                epochs = int(metrics.get(protocol.LOCAL_EPOCHS, 1))
+                pid = int(scalar(reply_metrics, protocol.PARTITION_ID))
+                epochs = int(scalar(reply_metrics, protocol.LOCAL_EPOCHS, 1))
                 self.epochs_by_client[pid] += epochs
                 self.samples_trained += examples * epochs
-        trained_weight = sum(int(r.content["metrics"][protocol.NUM_EXAMPLES]) for r in trained)
+        trained_weight = sum(int(scalar(r.content.metric_records["metrics"],
+                                        protocol.NUM_EXAMPLES)) for r in trained)
         arrays, metrics = super().aggregate_train(server_round, trained)
         if not self.fair:
             return arrays, metrics

@@ -25,6 +25,7 @@ from flwr.app import RecordDict
 from fedunl_flwr import protocol
 from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.protocol import decode_entries
+from fedunl_flwr.records import scalar
 from fedunl_flwr.unlearning.neurons import Entry, dominance_ratios, select_dominant_units
 from strategies.neuron_editing import EDITING_OPTIONS, ZERO_UNITS, NeuronEditRoute
 
@@ -116,7 +117,8 @@ class FedCCCU(NeuronEditRoute):
                 protocol.SAMPLES_PER_CLASS: config.option(ATTRIBUTION_SAMPLES.key)}
 
     def select(self, replies: dict[int, RecordDict]) -> list[dict]:
-        lists = {pid: decode_entries(content["metrics"], content["info"])
+        lists = {pid: decode_entries(content.metric_records["metrics"],
+                                     content.config_records["info"])
                  for pid, content in replies.items()}
         request = self.run.request
         for pid in request.clients:
@@ -128,10 +130,11 @@ class FedCCCU(NeuronEditRoute):
                                     self.run.config.option(ZERO_UNITS.key))
 
     def extra(self) -> dict:
-        seconds = {str(pid): float(content["metrics"]["attribution-seconds"])
+        seconds = {str(pid): float(scalar(content.metric_records["metrics"],
+                                          "attribution-seconds"))
                    for pid, content in sorted(self.replies.items())}
         return {"attribution_seconds": sum(seconds.values()),
                 "attribution_seconds_by_client": seconds,
                 "attribution_samples_by_client": {
-                    str(pid): int(content["metrics"]["num-samples"])
+                    str(pid): int(scalar(content.metric_records["metrics"], "num-samples"))
                     for pid, content in sorted(self.replies.items())}}

@@ -46,13 +46,14 @@ from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.federation import Federation
 from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.seeding import torch_generator
-from fedunl_flwr.unlearning.parameter_selection import (SELECTION_STRATEGIES,
-                                                        reinitialize_parameters,
-                                                        select_parameters)
+from fedunl_flwr.unlearning.parameter_selection import (
+    SELECTION_STRATEGIES,
+    reinitialize_parameters,
+    select_parameters,
+)
 from strategies.finetune import fine_tune
 from strategies.memorization_eval import MemorizationEvaluated, mean_gradient
-from strategies.remaining import (RemainingDataStrategy, forget_holders,
-                                  remaining_participants)
+from strategies.remaining import RemainingDataStrategy, forget_holders, remaining_participants
 from strategies.unlearning import UnlearningOutcome, UnlearningRequest, UnlearningRun
 
 #: Selection strategies that rank by the forget data's gradient (Table F4 baselines).
@@ -198,15 +199,17 @@ class FedMemEraser(MemorizationEvaluated, RemainingDataStrategy):
             if settings.selection == "redundant":
                 statistic = mean_gradient(grid, federation, remaining, original,
                                           {p: request.removal(p).encode() for p in remaining})
-            reset(original, statistic)
+            reset_arrays = reset(original, statistic)
             located = time.perf_counter() - start
             log(INFO, "fedunl: fedmemeraser reset %d of %d eligible entries (rho %.2f, %s) "
                 "in %.1f s", *_counts(reset), settings.rho, settings.selection, located)
-            tuned = fine_tune(cls, grid, run, reset.reset_arrays, offset=located)
+            tuned = fine_tune(cls, grid, run, reset_arrays, offset=located)
         else:
             located = time.perf_counter() - start
             tuned = fine_tune(cls, grid, run, original, offset=located,
                               after_aggregate=ResetAfterFirstRound(original, reset))
+        if reset.reset_arrays is None:
+            raise RuntimeError("fedmemeraser: the reset never ran (no fine-tuning round 1)")
         run.store.write_arrays("reset", {k: v.numpy() for k, v in reset.reset_arrays.items()})
         run.store.write_arrays("reset-mask", {k: m.cpu().numpy() for k, m in reset.masks.items()})
         extra = {"reset": reset.summary(), "unlearn_seconds": tuned.seconds,

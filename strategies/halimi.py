@@ -36,7 +36,7 @@ from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.metrics.forgetting import chance_target
 from fedunl_flwr.phases import model_for
 from fedunl_flwr.protocol import AscentSettings
-from fedunl_flwr.records import get_weights, record_to_dict, state_keys
+from fedunl_flwr.records import get_weights, record_to_dict, scalar, state_keys
 from strategies.fair_protocol import WeightedSum, cached_models
 from strategies.finetune import fine_tune
 from strategies.memorization_eval import MemorizationEvaluated
@@ -110,7 +110,7 @@ class Halimi(MemorizationEvaluated, RemainingDataStrategy):
         num_classes = federation.num_classes
         trainable = [name for name, _ in model_for(config, num_classes).named_parameters()]
         references = record_to_dict(reference)
-        randoms = [dict(zip(state_keys(model), get_weights(model))) for model in
+        randoms = [dict(zip(state_keys(model), get_weights(model), strict=True)) for model in
                    (model_for(config, num_classes, f"halimi-radius-{k}")
                     for k in range(RADIUS_SAMPLES))]
         radius = ball_radius(references, randoms, trainable, config.option(RADIUS.key))
@@ -122,13 +122,14 @@ class Halimi(MemorizationEvaluated, RemainingDataStrategy):
         reply = query_clients(grid, federation, [pid], protocol.PROJECTED_ASCENT, reference, {
             pid: {**settings.encode(), **request.forget_selection(pid).encode(),
                   protocol.PHASE: "unlearn-halimi"}})[pid]
-        ascent = {"client": pid, **{k: float(v) for k, v in reply["metrics"].items()
+        metrics = reply.metric_records["metrics"]
+        ascent = {"client": pid, **{k: float(scalar(metrics, k)) for k in metrics
                                     if k != protocol.PARTITION_ID}}
         log(INFO, "fedunl halimi: client %d ascended %d epoch(s), %d step(s): accuracy on its "
             "data %.2f%%, distance %.3g of radius %.3g", pid, ascent["epochs"], ascent["steps"],
             100 * ascent["accuracy"], ascent["distance"], radius)
         ascended = time.perf_counter() - start
-        tuned = fine_tune(cls, grid, run, reply["arrays"], offset=ascended)
+        tuned = fine_tune(cls, grid, run, reply.array_records["arrays"], offset=ascended)
         return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, {
             "unlearn_seconds": tuned.seconds, "unlearn_rounds": config.unlearn_rounds,
             "radius": radius, "ascent": ascent, "ascent_seconds": ascended})

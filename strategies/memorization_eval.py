@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from logging import INFO, WARNING
 
 import numpy as np
@@ -38,15 +38,30 @@ from fedunl_flwr import protocol
 from fedunl_flwr.federation import Federation, query_clients
 from fedunl_flwr.metrics.evaluation import Evaluation
 from fedunl_flwr.metrics.fairness import LOCAL_FAIRNESS_REPORT_SCALE, local_fairness, loss_changes
-from fedunl_flwr.metrics.memorization import (DATASET_ROW_LABEL, MEMORIZATION_GROUP_LABELS,
-                                              assign_memorization_groups, group_accuracies,
-                                              grouped_memorization_table, memorization_scores)
+from fedunl_flwr.metrics.memorization import (
+    DATASET_ROW_LABEL,
+    MEMORIZATION_GROUP_LABELS,
+    assign_memorization_groups,
+    group_accuracies,
+    grouped_memorization_table,
+    memorization_scores,
+)
 from fedunl_flwr.metrics.timing import csl_memorization_agreement, speedup, time_to_peak
 from fedunl_flwr.phases import TrainedModel, central_test_accuracies
+from fedunl_flwr.records import number_list, scalar
 from fedunl_flwr.reports.accuracy import global_accuracy
-from fedunl_flwr.summaries import (CslAgreement, DuAccuracy, GroupAccuracy, LocalFairness,
-                                   MemorizationEvaluation, MemorizationGroups, NoiseFloor,
-                                   TestAccuracy, TimeAnalysis, to_json)
+from fedunl_flwr.summaries import (
+    CslAgreement,
+    DuAccuracy,
+    GroupAccuracy,
+    LocalFairness,
+    MemorizationEvaluation,
+    MemorizationGroups,
+    NoiseFloor,
+    TestAccuracy,
+    TimeAnalysis,
+    to_json,
+)
 from strategies.remaining import forget_holders, remaining_participants
 from strategies.retrain import RetrainedModels, obtain_retrained
 from strategies.unlearning import UnlearningRequest, UnlearningRun
@@ -67,13 +82,13 @@ def per_sample(grid: Grid, federation: Federation, request: UnlearningRequest,
     parts: dict[str, list] = {"client": [], "position": [], "true_prob": [], "correct": [],
                               "loss": []}
     for pid in holders:
-        metrics = replies[pid]["metrics"]
-        positions = list(metrics["positions"])
+        metrics = replies[pid].metric_records["metrics"]
+        positions = list(number_list(metrics, "positions"))
         parts["client"] += [pid] * len(positions)
         parts["position"] += positions
-        parts["true_prob"] += list(metrics["true-prob"])
-        parts["correct"] += list(metrics["correct"])
-        parts["loss"] += list(metrics["loss"])
+        parts["true_prob"] += list(number_list(metrics, "true-prob"))
+        parts["correct"] += list(number_list(metrics, "correct"))
+        parts["loss"] += list(number_list(metrics, "loss"))
     return {"client": np.asarray(parts["client"], dtype=np.int64),
             "position": np.asarray(parts["position"], dtype=np.int64),
             "true_prob": np.clip(np.asarray(parts["true_prob"], dtype=np.float64), 0.0, 1.0),
@@ -86,15 +101,18 @@ def local_losses(grid: Grid, federation: Federation, request: UnlearningRequest,
     """Mean loss of ``arrays`` on each client's remaining training data."""
     replies = query_clients(grid, federation, list(clients), protocol.LOCAL_LOSS, arrays,
                          {p: request.removal(p).encode() for p in clients})
-    return {str(p): float(replies[p]["metrics"]["loss-sum"])
-            / max(1, int(replies[p]["metrics"][protocol.NUM_EXAMPLES])) for p in clients}
+    metrics = {p: replies[p].metric_records["metrics"] for p in clients}
+    return {str(p): float(scalar(metrics[p], "loss-sum"))
+            / max(1, int(scalar(metrics[p], protocol.NUM_EXAMPLES))) for p in clients}
 
 
 def mean_gradient(grid: Grid, federation: Federation, clients: Sequence[int],
                   arrays: ArrayRecord, configs: dict[int, dict]) -> dict[str, torch.Tensor]:
     """Unweighted mean over ``clients`` of their mean-loss gradients (Alg. 1 eq. 13)."""
-    replies = query_clients(grid, federation, list(clients), protocol.MEAN_GRADIENT, arrays, configs)
-    return unweighted_mean([{name: value.numpy() for name, value in replies[pid]["arrays"].items()}
+    replies = query_clients(grid, federation, list(clients), protocol.MEAN_GRADIENT, arrays,
+                            configs)
+    return unweighted_mean([{name: value.numpy()
+                             for name, value in replies[pid].array_records["arrays"].items()}
                             for pid in clients])
 
 
@@ -341,14 +359,15 @@ def _csl_agreement(grid: Grid, federation: Federation, request: UnlearningReques
                    mem: np.ndarray) -> dict:
     replies = query_clients(grid, federation, list(holders), protocol.CSL, None,
                          {p: request.forget_selection(p).encode() for p in holders})
-    missing = [p for p in holders if not int(replies[p]["metrics"]["csl-available"])]
+    metrics = {p: replies[p].metric_records["metrics"] for p in holders}
+    missing = [p for p in holders if not int(scalar(metrics[p], "csl-available"))]
     if missing:
         return {"available": False,
                 "reason": f"client(s) {missing} hold no CSL for this original model (it was "
                           "trained before CSL tracking, or their client-state folder is gone)"}
-    values = np.concatenate([np.asarray(replies[p]["metrics"]["csl"], dtype=np.float64)
+    values = np.concatenate([np.asarray(number_list(metrics[p], "csl"), dtype=np.float64)
                              for p in holders])
-    positions = np.concatenate([np.asarray(replies[p]["metrics"]["positions"], dtype=np.int64)
+    positions = np.concatenate([np.asarray(number_list(metrics[p], "positions"), dtype=np.int64)
                                 for p in holders])
     if not np.array_equal(positions, reference["position"]):
         return {"available": False, "reason": "CSL positions differ from D_u"}
@@ -357,7 +376,7 @@ def _csl_agreement(grid: Grid, federation: Federation, request: UnlearningReques
     except ValueError as err:
         return {"available": False, "reason": str(err), "values": values}
     return {"available": True, "top_fraction": CSL_TOP_FRACTION, **agreement,
-            "rounds": int(min(int(replies[p]["metrics"]["csl-rounds"]) for p in holders)),
+            "rounds": int(min(int(scalar(metrics[p], "csl-rounds")) for p in holders)),
             "values": values}
 
 

@@ -24,7 +24,7 @@ from fedunl_flwr.federation import raise_on_errors
 from fedunl_flwr.methods import Option
 from fedunl_flwr.metrics.forgetting import chance_target, forget_class_accuracy
 from fedunl_flwr.phases import evaluate_clients, model_for
-from fedunl_flwr.records import model_to_record, record_to_weights, set_weights
+from fedunl_flwr.records import model_to_record, record_to_weights, scalar, set_weights
 from fedunl_flwr.unlearning.neurons import zero_units
 from strategies.unlearning import UnlearningOutcome, UnlearningRun, UnlearningStrategyMixin
 
@@ -139,7 +139,9 @@ class NeuronEditRoute(UnlearningStrategyMixin, Strategy):
         federation = self.run.federation
         raise_on_errors(replies, f"query {self.action!r}",
                         federation.node_ids(self.query_clients()), federation)
-        self.replies = {int(r.content["metrics"][protocol.PARTITION_ID]): r.content for r in replies}
+        self.replies = {
+            int(scalar(r.content.metric_records["metrics"], protocol.PARTITION_ID)): r.content
+            for r in replies}
         self.selected = self.select(self.replies)
         units = [(item["site"], int(item["unit"])) for item in self.selected]
         log(INFO, "fedunl %s: zeroing %d unit(s): %s", self.name, len(units),
@@ -168,7 +170,8 @@ class NeuronEditRoute(UnlearningStrategyMixin, Strategy):
         """
         strategy = cls(run)
         result = strategy.start(grid, run.original.arrays, num_rounds=1)
-        arrays, steps = result.arrays, []
+        arrays = result.arrays
+        steps: list[dict] = []
         if run.config.option(ZERO_STOP.key):
             arrays, steps, chosen = zero_until_forgotten(grid, run, strategy.selected)
             strategy.selected = chosen

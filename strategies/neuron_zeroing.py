@@ -1,4 +1,5 @@
-"""Neuron-Zeroing (seed 000, Table 4 "Zeroing"): zero the units most activated by the forget class."""
+"""Neuron-Zeroing (seed 000, Table 4 "Zeroing"): zero the units most activated by the forget
+class."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from flwr.app import RecordDict
 from fedunl_flwr import protocol
 from fedunl_flwr.methods import register_method
 from fedunl_flwr.protocol import split_activation_key
+from fedunl_flwr.records import number_list
 from fedunl_flwr.unlearning.neurons import top_units
 from strategies.neuron_editing import EDITING_OPTIONS, ZERO_UNITS, NeuronEditRoute
 
 
-def pooled_activations(replies: Mapping[int, Mapping[str, object]], class_id: int
+def pooled_activations(replies: Mapping[int, RecordDict], class_id: int
                        ) -> tuple[dict[str, np.ndarray], int]:
     """Mean activation per unit over all replying clients' samples of ``class_id``.
 
@@ -26,14 +28,14 @@ def pooled_activations(replies: Mapping[int, Mapping[str, object]], class_id: in
     total = 0
     for pid in sorted(replies):
         content = replies[pid]
-        metrics = content["metrics"]
-        counts = dict(zip((int(c) for c in metrics["classes"]),
-                          (int(n) for n in metrics["class-samples"])))
+        metrics = content.metric_records["metrics"]
+        counts = dict(zip((int(c) for c in number_list(metrics, "classes")),
+                          (int(n) for n in number_list(metrics, "class-samples")), strict=False))
         count = counts.get(class_id, 0)
         if count == 0:
             continue
         total += count
-        for key, array in content["arrays"].items():
+        for key, array in content.array_records["arrays"].items():
             key_class, site = split_activation_key(key)
             if key_class == class_id:
                 value = np.asarray(array.numpy(), dtype=np.float64) * count
@@ -41,7 +43,7 @@ def pooled_activations(replies: Mapping[int, Mapping[str, object]], class_id: in
     return {site: value / total for site, value in sums.items()}, total
 
 
-def select_activation_units(replies: Mapping[int, Mapping[str, object]],
+def select_activation_units(replies: Mapping[int, RecordDict],
                             classes: list[int], n: int) -> list[dict]:
     """The ``n`` units with the largest pooled mean activation, per forget class.
 

@@ -20,8 +20,8 @@ from fedunl_flwr.metrics.forgetting import collateral_damage
 from fedunl_flwr.phases import TrainedModel, model_for, run_phase
 from fedunl_flwr.protocol import DataChange, ForgetSelection
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
-from fedunl_flwr.summaries import to_json
 from fedunl_flwr.store import PhaseStore, RunStore
+from fedunl_flwr.summaries import to_json
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""NoT (Khalil et al., CVPR 2025), a seed 001 baseline: negate early layers' weights, then fine-tune.
+"""NoT (Khalil et al., CVPR 2025), a seed 001 baseline: negate early layers' weights, then
+fine-tune.
 
 "NoT: Federated Unlearning via Weight Negation" (arXiv 2503.05657): multiplying a
 layer's weights by -1 breaks the co-adaptation between that layer and the next, which

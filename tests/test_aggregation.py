@@ -3,12 +3,16 @@ in partition-id order whatever order the replies arrive in."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
 
 from fedunl_flwr.fedavg_train import FedAvgTrain, TrainingDiverged
 from fedunl_flwr.federation import ClientError, ClientInfo, Federation
+from fedunl_flwr.records import scalar
 
 
 def federation(n: int) -> Federation:
@@ -20,11 +24,20 @@ class Reply:
 
     def __init__(self, content: RecordDict) -> None:
         self.content = content
-        pid = int(content["metrics"]["partition-id"])
+        pid = int(scalar(content.metric_records["metrics"], "partition-id"))
         self.metadata = type("Meta", (), {"src_node_id": 100 + pid})()
 
     def has_error(self) -> bool:
         return False
+
+
+def as_messages(*fakes: object) -> list[Message]:
+    """Fake replies where the code takes Messages (it reads only what the fakes have)."""
+    return cast(list[Message], list(fakes))
+
+
+#: Where a Grid is passed but never used.
+NO_GRID = cast(Grid, None)
 
 
 def reply(pid: int, value: float, examples: int, loss: float | None = None) -> Reply:
@@ -42,7 +55,9 @@ def reply(pid: int, value: float, examples: int, loss: float | None = None) -> R
 ])
 def test_weighted_and_unweighted_mean(aggregation: str, expected: float) -> None:
     strategy = FedAvgTrain(federation(2), [0, 1], 1, aggregation=aggregation)
-    arrays, metrics = strategy.aggregate_train(1, [reply(0, 1.0, 10), reply(1, 4.0, 30)])
+    arrays, metrics = strategy.aggregate_train(1, as_messages(reply(0, 1.0, 10),
+                                                              reply(1, 4.0, 30)))
+    assert arrays is not None and metrics is not None
     np.testing.assert_allclose(arrays["w"].numpy(), [expected, expected], rtol=1e-6)
     assert metrics["train-loss"] == pytest.approx(expected)
     assert set(metrics) == {"train-loss"}  # no averaged partition ids or epochs
@@ -53,8 +68,9 @@ def test_arrival_order_does_not_change_the_sum() -> None:
     replies = [reply(p, v, 1, loss=0.5) for p, v in enumerate(values)]
     first = FedAvgTrain(federation(5), list(range(5)), 1, aggregation="mean")
     second = FedAvgTrain(federation(5), list(range(5)), 1, aggregation="mean")
-    a, _ = first.aggregate_train(1, replies)
-    b, _ = second.aggregate_train(1, list(reversed(replies)))
+    a, _ = first.aggregate_train(1, as_messages(*replies))
+    b, _ = second.aggregate_train(1, as_messages(*reversed(replies)))
+    assert a is not None and b is not None
     assert np.array_equal(a["w"].numpy(), b["w"].numpy())
 
 
@@ -66,7 +82,8 @@ def test_arrival_order_does_not_change_the_sum() -> None:
 def test_a_diverged_client_stops_the_phase(loss: float, value: float, message: str) -> None:
     strategy = FedAvgTrain(federation(2), [0, 1], 1)
     with pytest.raises(TrainingDiverged, match=f"train round 1, client 1: .*{message}"):
-        strategy.aggregate_train(1, [reply(0, 1.0, 10), reply(1, value, 10, loss=loss)])
+        strategy.aggregate_train(1, as_messages(reply(0, 1.0, 10),
+                                                reply(1, value, 10, loss=loss)))
 
 
 def test_unknown_aggregation_is_rejected() -> None:
@@ -99,17 +116,17 @@ def test_a_lost_client_is_named_by_partition_and_node_id() -> None:
 
     fed = federation(3)
     ok = [reply(0, 1.0, 1), reply(2, 1.0, 1)]
-    for r, pid in zip(ok, (0, 2)):
+    for r, pid in zip(ok, (0, 2), strict=True):
         r.metadata = type("Meta", (), {"src_node_id": 100 + pid})()
     with pytest.raises(ClientError, match=r"unlearn round 2 failed \(2 of 3 replied\): no valid "
                                           r"reply from partition 1 \(node 101\); errors: "
                                           r"Node Unavailable"):
-        raise_on_errors([*ok, Failed("Node Unavailable")], "unlearn round 2",
+        raise_on_errors(as_messages(*ok, Failed("Node Unavailable")), "unlearn round 2",
                         fed.node_ids([0, 1, 2]), fed)
     # A reply that never came is as much an error as an error reply.
     with pytest.raises(ClientError, match=r"2 of 3 replied.*partition 1 \(node 101\)"):
-        raise_on_errors(ok, "evaluation", fed.node_ids([0, 1, 2]), fed)
-    raise_on_errors(ok, "evaluation", fed.node_ids([0, 2]), fed)  # all expected replied
+        raise_on_errors(as_messages(*ok), "evaluation", fed.node_ids([0, 1, 2]), fed)
+    raise_on_errors(as_messages(*ok), "evaluation", fed.node_ids([0, 2]), fed)  # all replied
 
 
 def eval_reply(pid: int, correct: int, total: int) -> Reply:
@@ -134,18 +151,19 @@ def test_convergence_rule_stops_at_the_first_round_below_epsilon(monkeypatch) ->
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
     accuracies = [(6, 10), (7, 10), (9, 10), (10, 10)]  # errors .4 .3 .1 0
     for server_round, (correct, total) in enumerate(accuracies, start=1):
-        sent = strategy.configure_train(server_round, arrays, ConfigRecord(), None)
+        sent = strategy.configure_train(server_round, arrays, ConfigRecord(), NO_GRID)
         if server_round <= 3:
             assert len(list(sent)) == 2
-            strategy.aggregate_train(server_round, [reply(0, 1.0, 1), reply(1, 1.0, 1)])
+            strategy.aggregate_train(server_round, as_messages(reply(0, 1.0, 1), reply(1, 1.0, 1)))
             # every round is evaluated under the rule, whatever evaluate-every says
-            assert list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(), None))
-            strategy.aggregate_evaluate(server_round, [eval_reply(0, correct, total),
-                                                       eval_reply(1, correct, total)])
+            assert list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(),
+                                                    NO_GRID))
+            strategy.aggregate_evaluate(server_round, as_messages(eval_reply(0, correct, total),
+                                                                  eval_reply(1, correct, total)))
         else:
             assert list(sent) == [] and strategy.aggregate_train(server_round, []) == (None, None)
             assert list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(),
-                                                    None)) == []
+                                                    NO_GRID)) == []
     assert strategy.converged_round == 3
     assert [row["round"] for row in strategy.history_rows()] == [1, 2, 3]
 
@@ -162,9 +180,9 @@ def test_a_simulation_with_too_few_nodes_fails_within_seconds() -> None:
     start = time.monotonic()
     with pytest.raises(TimeoutError, match=r"expected 9 clients, 2 connected.*"
                                            r"num-supernodes=9"):
-        wait_for_nodes(InMemoryGrid(), 9, timeout=0.5)
+        wait_for_nodes(cast(Grid, InMemoryGrid()), 9, timeout=0.5)
     assert time.monotonic() - start < 5
-    assert wait_for_nodes(InMemoryGrid(), 2) == [1, 2]
+    assert wait_for_nodes(cast(Grid, InMemoryGrid()), 2) == [1, 2]
 
 
 def test_eta_is_readable() -> None:
@@ -233,8 +251,8 @@ def test_long_queries_log_each_reply_with_an_eta(monkeypatch) -> None:
     lines = []
     monkeypatch.setattr(federation, "PROGRESS_AFTER", 0.0)
     monkeypatch.setattr(federation, "log", lambda level, text, *args: lines.append(text % args))
-    replies = federation.send_and_receive_with_progress(SlowGrid(), [1, 2, 3],
-                                                        "query.attribution")
+    replies = federation.send_and_receive_with_progress(cast(Grid, SlowGrid()),
+                                                        as_messages(1, 2, 3), "query.attribution")
     assert [r.metadata.reply_to_message_id for r in replies] == ["a", "b", "c"]
     assert [line.split(" | ")[0] for line in lines] == [
         f"fedunl query.attribution: {k}/3 client(s) replied" for k in (1, 2, 3)]

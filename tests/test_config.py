@@ -6,7 +6,13 @@ from dataclasses import asdict, fields
 
 import pytest
 
-from fedunl_flwr.config import ConfigError, RunConfig, config_hash, parse_int_list, pyproject_defaults
+from fedunl_flwr.config import (
+    ConfigError,
+    RunConfig,
+    config_hash,
+    parse_int_list,
+    pyproject_defaults,
+)
 
 
 def test_pyproject_defaults_equal_dataclass_and_method_defaults():

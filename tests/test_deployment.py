@@ -49,7 +49,7 @@ def make_certificates(folder: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def write_key(key, path: Path) -> None:
         path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
@@ -118,9 +118,10 @@ def test_tls_deployment_with_authenticated_data_file_nodes(tmp_path, data_dir) -
     started: list[subprocess.Popen] = []
 
     def start(name: str, command: list[str]) -> subprocess.Popen:
-        process = subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True,
-                                   stdout=open(tmp_path / f"{name}.log", "w"),
-                                   stderr=subprocess.STDOUT)
+        # The process writes its own copy of the log handle; ours closes once it started.
+        with open(tmp_path / f"{name}.log", "w") as log_file:
+            process = subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True,
+                                       stdout=log_file, stderr=subprocess.STDOUT)
         started.append(process)
         return process
 
@@ -171,7 +172,9 @@ def test_tls_deployment_with_authenticated_data_file_nodes(tmp_path, data_dir) -
         assert run_id, output[-3000:]
         listing = flwr("ls", "tls-local", "--run-id", run_id.group(1), "--format", "json",
                        timeout=60)
-        status = json.loads(re.search(r"\{.*\}", listing.stdout, re.S).group(0))["runs"][0]
+        listed = re.search(r"\{.*\}", listing.stdout, re.S)
+        assert listed, listing.stdout[-3000:]
+        status = json.loads(listed.group(0))["runs"][0]
         assert status["status"] == "finished:completed", output[-3000:]
         assert "2 clients connected" in output
         # The SuperNode with an unregistered key never joined.
@@ -192,6 +195,7 @@ def test_tls_deployment_with_authenticated_data_file_nodes(tmp_path, data_dir) -
         watchdog = threading.Timer(600, lambda: os.killpg(failing.pid, signal.SIGKILL))
         watchdog.start()
         lines = []
+        assert failing.stdout is not None
         try:
             for line in failing.stdout:
                 lines.append(line)

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from fedunl_flwr.metrics.evaluation import Evaluation
-from fedunl_flwr.metrics.forgetting import (chance_target, collateral_damage,
-                                            forget_class_accuracy)
+from fedunl_flwr.metrics.forgetting import chance_target, collateral_damage, forget_class_accuracy
 
 
 def ev(correct: list[int], total: list[int]) -> Evaluation:

@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cnn_state() -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in build_model("cnn", 1, 10, 8, norm="group").state_dict().items()}
+    state = build_model("cnn", 1, 10, 8, norm="group").state_dict()
+    return {k: v.clone() for k, v in state.items()}
 
 
 def test_pytorch_rules_match_the_layers_own_defaults() -> None:
@@ -44,7 +45,9 @@ def test_kaiming_relu_rules_are_the_authors() -> None:
     probe = torch.empty(64, 16, 3, 3)
     torch.nn.init.kaiming_uniform_(probe, nonlinearity="relu",
                                    generator=torch.Generator().manual_seed(0))
-    bound = init_rule("w", {"w": probe}, "kaiming-relu").bound
+    rule = init_rule("w", {"w": probe}, "kaiming-relu")
+    assert rule is not None
+    bound = rule.bound
     assert probe.abs().max() <= bound < probe.abs().max() / 0.98
 
 
@@ -67,7 +70,9 @@ def test_reset_redraws_from_the_models_own_scheme(scheme: str) -> None:
     reset = reinitialize_parameters(state, masks, torch.Generator().manual_seed(9), scheme)
     # same distribution: equal spread (uniform variance bound^2/3) within sampling noise
     assert reset[name].std().item() == pytest.approx(built[name].std().item(), rel=0.05)
-    assert reset[name].abs().max() <= init_rule(name, state, scheme).bound
+    rule = init_rule(name, state, scheme)
+    assert rule is not None
+    assert reset[name].abs().max() <= rule.bound
 
 
 def test_reset_is_independent_of_the_initialisation_stream() -> None:

@@ -3,6 +3,8 @@ the mean gradient, the server's mean and the update statistic."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pytest
 import torch
@@ -12,9 +14,14 @@ from torch import nn
 from clients.local_training import mean_loss_gradient
 from fedunl_flwr.config import RunConfig
 from fedunl_flwr.phases import TrainedModel
+from fedunl_flwr.store import PhaseStore
 from strategies.fedmemeraser import Reset, ResetAfterFirstRound
-from strategies.memorization_eval import (retrain_noise_floor, split_retrained,
-                                          time_analysis, unweighted_mean)
+from strategies.memorization_eval import (
+    retrain_noise_floor,
+    split_retrained,
+    time_analysis,
+    unweighted_mean,
+)
 from strategies.retrain import RetrainedModels
 
 
@@ -24,7 +31,9 @@ def history(accuracies: list[float], seconds_per_round: float) -> list[dict]:
 
 
 def retrained(accuracies: list[float], seconds_per_round: float = 10.0) -> RetrainedModels:
-    model = TrainedModel(None, {}, history(accuracies, seconds_per_round), None)
+    # Only the history is read: no arrays, no phase store.
+    model = TrainedModel(cast(ArrayRecord, None), {}, history(accuracies, seconds_per_round),
+                         cast(PhaseStore, None))
     return RetrainedModels([model], [{"global_accuracy": accuracies[-1]}], [True])
 
 
@@ -68,11 +77,13 @@ def test_noise_floor_row() -> None:
                         [False, False, True, True],   # reference set
                         [False, False, True, False]])
     floor = retrain_noise_floor(correct, [0], [1, 2], groups)
+    assert floor is not None
     assert floor.compared.startswith("scoring set")
     assert floor.accuracy[0] == pytest.approx(50.0)
     assert floor.delta[0] == pytest.approx(50.0)   # 50 vs 0
     assert floor.delta[4] == pytest.approx(25.0)   # 100 vs 75
     in_sample = retrain_noise_floor(correct, [0, 1, 2], [0, 1, 2], groups)
+    assert in_sample is not None
     assert in_sample.compared.startswith("retrained model 0")
     assert retrain_noise_floor(correct[:1], [0], [0], groups) is None
 

@@ -30,7 +30,8 @@ def test_memorization_scores_subtract_mean_of_retrained() -> None:
     p_original = np.array([0.9, 0.5, 0.2])
     p_retrained = np.array([[0.1, 0.5, 0.4], [0.3, 0.3, 0.2]])  # means 0.2, 0.4, 0.3
     np.testing.assert_allclose(memorization_scores(p_original, p_retrained), [0.7, 0.1, -0.1])
-    np.testing.assert_allclose(memorization_scores(p_original, np.array([0.9, 0.0, 0.2])), [0.0, 0.5, 0.0])
+    np.testing.assert_allclose(memorization_scores(p_original, np.array([0.9, 0.0, 0.2])),
+                               [0.0, 0.5, 0.0])
     with pytest.raises(ValueError, match="p_retrained"):
         memorization_scores(p_original, np.ones((2, 4)) * 0.5)
     with pytest.raises(ValueError, match="probabilities"):
@@ -106,7 +107,8 @@ def test_grouped_table_means_stds_and_delta() -> None:
 
 def test_grouped_table_single_run_and_empty_group() -> None:
     groups = np.array([0, 4, 4])
-    table = grouped_memorization_table(np.array([True, True, False]), np.array([[False, True, True]]), groups)
+    table = grouped_memorization_table(np.array([True, True, False]),
+                                       np.array([[False, True, True]]), groups)
     assert table.loc["(95%,100%]", "unlearned_std"] == 0.0
     assert table.loc["(95%,100%]", "delta"] == pytest.approx(100.0)
     assert table.loc["(90%,95%]"].isna().all()
@@ -128,7 +130,8 @@ def test_loss_changes_and_local_fairness() -> None:
 def test_time_to_peak_first_round_reaching_peak() -> None:
     times = [10.0, 20.0, 30.0, 40.0, 50.0]
     accuracies = [0.40, 0.70, 0.79, 0.80, 0.80]
-    assert time_to_peak(times, accuracies) == PeakResult(round_index=3, time=40.0, peak_accuracy=0.80)
+    assert time_to_peak(times, accuracies) == PeakResult(round_index=3, time=40.0,
+                                                         peak_accuracy=0.80)
     assert time_to_peak(times, accuracies, tolerance=0.015) == PeakResult(2, 30.0, 0.80)
     with pytest.raises(ValueError, match="equal length"):
         time_to_peak(times, accuracies[:-1])

@@ -23,7 +23,7 @@ def test_every_strategy_module_registers_its_method_once() -> None:
 
 
 def test_unknown_method_fails_before_any_work_and_lists_the_names() -> None:
-    with pytest.raises(ValueError, match="unknown strategy 'halimi-typo'.*fedmemeraser"):
+    with pytest.raises(ValueError, match=r"unknown strategy 'halimi-typo'.*fedmemeraser"):
         check_names(RunConfig(strategy="halimi-typo"))
     with pytest.raises(ValueError, match="unknown strategy"):
         get_method("nope")
@@ -56,7 +56,7 @@ def test_method_owned_keys_are_typed_and_validated_by_their_rule() -> None:
         RunConfig.from_mapping({"zero-units": 1.5})
     with pytest.raises(ConfigError, match="fair-others must be 'global' or 'cached'"):
         RunConfig.from_mapping({"fair-others": "mine"})
-    with pytest.raises(ConfigError, match="unknown run-config key 'rh0'.*rho"):
+    with pytest.raises(ConfigError, match=r"unknown run-config key 'rh0'.*rho"):
         RunConfig.from_mapping({"rh0": 0.4})
     with pytest.raises(KeyError, match="no method owns"):
         RunConfig().option("no-such-key")

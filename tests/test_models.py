@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from fedunl_flwr.models import MODELS, build_model
-from fedunl_flwr.records import get_weights, record_to_weights, set_weights, state_keys, \
-    weights_to_record
+from fedunl_flwr.records import (
+    get_weights,
+    record_to_weights,
+    set_weights,
+    state_keys,
+    weights_to_record,
+)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -22,8 +27,8 @@ def test_seeded_models_are_identical_and_seeds_differ():
     a = get_weights(build_model("resnet18", 3, 10, 4, seed=1))
     b = get_weights(build_model("resnet18", 3, 10, 4, seed=1))
     c = get_weights(build_model("resnet18", 3, 10, 4, seed=2))
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 def test_neuron_sites_are_unique_and_in_forward_order():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedunl_flwr.models import NeuronSite, build_model
+from fedunl_flwr.models import NeuronSite, SiteModel, build_model
 from fedunl_flwr.unlearning.neurons import (
     dominance_ratios,
     integrated_gradient_attribution,
@@ -30,6 +30,7 @@ def _randomize_bn(model: nn.Module, seed: int) -> None:
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
+                assert module.running_mean is not None and module.running_var is not None
                 shape = module.running_mean.shape
                 module.running_mean.copy_(torch.randn(shape, generator=gen) * 0.1)
                 module.running_var.copy_(torch.rand(shape, generator=gen) + 0.5)
@@ -37,7 +38,7 @@ def _randomize_bn(model: nn.Module, seed: int) -> None:
                 module.bias.copy_(torch.randn(shape, generator=gen) * 0.1)
 
 
-def _tiny(name: str, in_channels: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+def _tiny(name: str, in_channels: int) -> tuple[SiteModel, torch.Tensor, torch.Tensor]:
     model = build_model(name, in_channels, 3, width=2, seed=0).double()
     _randomize_bn(model, 1)
     model.eval()
@@ -47,7 +48,7 @@ def _tiny(name: str, in_channels: int) -> tuple[nn.Module, torch.Tensor, torch.T
     return model, inputs, labels
 
 
-def naive_attribution_reference(model: nn.Module, inputs: torch.Tensor,
+def naive_attribution_reference(model: SiteModel, inputs: torch.Tensor,
                                 labels: torch.Tensor, steps: int
                                 ) -> dict[int, dict[str, np.ndarray]]:
     """Slow reference: one forward/backward per site, unit and step.
@@ -104,7 +105,9 @@ def test_batched_attribution_matches_naive_reference(name: str, in_channels: int
 def test_attribution_deterministic_and_restores_model() -> None:
     model, inputs, labels = _tiny("cnn", 1)
     model.train()
-    model.classifier.weight.requires_grad_(False)
+    classifier = model.classifier
+    assert isinstance(classifier, nn.Linear)
+    classifier.weight.requires_grad_(False)
     hooks_before = sum(len(m._forward_hooks) for m in model.modules())
     first = integrated_gradient_attribution(model, inputs.numpy(), labels.numpy(), STEPS)
     second = integrated_gradient_attribution(model, inputs, labels, STEPS, batch_size=1)
@@ -116,8 +119,8 @@ def test_attribution_deterministic_and_restores_model() -> None:
         for site in first[c]:
             np.testing.assert_array_equal(first[c][site], again[c][site])
     assert model.training
-    assert not model.classifier.weight.requires_grad
-    assert model.classifier.bias.requires_grad
+    assert not classifier.weight.requires_grad
+    assert classifier.bias.requires_grad
     assert all(p.grad is None for p in model.parameters())
     assert sum(len(m._forward_hooks) for m in model.modules()) == hooks_before
 
@@ -136,7 +139,7 @@ def test_attribution_subset_of_sites_and_empty() -> None:
 
 
 def _site_output(model: nn.Module, site: str, inputs: torch.Tensor) -> torch.Tensor:
-    captured = {}
+    captured: dict[str, torch.Tensor] = {}
     handle = dict(model.named_modules())[site].register_forward_hook(
         lambda _m, _a, out: captured.__setitem__("out", out.detach().clone()))
     try:
@@ -176,7 +179,7 @@ def test_zero_units_errors_leave_model_untouched() -> None:
     state = copy.deepcopy(model.state_dict())
     with pytest.raises(ValueError, match="nope"):
         zero_units(model, [("features.0.act", 0), ("nope", 0)])
-    with pytest.raises(ValueError, match="hidden.act"):
+    with pytest.raises(ValueError, match=r"hidden\.act"):
         zero_units(model, [("hidden.act", 8)])
     with pytest.raises(ValueError, match="-1"):
         zero_units(model, [("hidden.act", -1)])
@@ -219,7 +222,7 @@ def test_mean_activations_default_sites() -> None:
     got = mean_activations(model, torch.rand(5, 1, 8, 8))
     assert [s.name for s in model.neuron_sites()] == list(got)  # cnn: no repeats
     assert all(v.shape == (s.num_units,) and (v >= 0).all()
-               for s, v in zip(model.neuron_sites(), got.values()))
+               for s, v in zip(model.neuron_sites(), got.values(), strict=True))
 
 
 def test_top_units_ranking() -> None:

@@ -111,7 +111,8 @@ def test_localized_picks_channels_per_layer() -> None:
     conv_grad[1].view(-1)[:] = torch.tensor([10.0, 0, 0, 0, 0, 0])  # top-5 mean 2.0
     conv_grad[2].fill_(0.1)  # score 0.1
     conv_grad[3].view(-1)[:] = torch.tensor([3.0, 3.0, 3.0, 0, 0, 0])  # top-5 mean 1.8
-    grads = {"conv.weight": conv_grad, "fc.weight": torch.tensor([[0.1, 0.2, 0.3], [1.0, 1.0, 1.0]])}
+    grads = {"conv.weight": conv_grad,
+             "fc.weight": torch.tensor([[0.1, 0.2, 0.3], [1.0, 1.0, 1.0]])}
     masks = select_localized_parameters(weights, grads, 0.5)
     # conv: 2 of 4 channels with the highest score -> channels 1 (2.0) and 3 (1.8)
     chosen_conv = [bool(masks["conv.weight"][c].all()) for c in range(4)]
@@ -195,7 +196,9 @@ def test_reinitialize_touches_only_masked_entries() -> None:
         keep = ~mask
         assert torch.equal(new[name][keep], params[name][keep])  # bit-identical
         redrawn = new[name][mask]
-        bound = init_rule(name, params, "kaiming-relu").bound
+        rule = init_rule(name, params, "kaiming-relu")
+        assert rule is not None
+        bound = rule.bound
         assert redrawn.abs().max().item() <= bound
         assert not torch.equal(redrawn, params[name][mask])
     assert new["conv.bias"][masks["conv.bias"]].abs().max().item() <= 0.1
@@ -214,7 +217,8 @@ def test_reinitialize_variance_is_uniform_variance() -> None:
 
 def test_reinitialize_is_deterministic_per_seed() -> None:
     params = {"fc.weight": torch.zeros(20, 10), "fc.bias": torch.zeros(20)}
-    masks = {"fc.weight": torch.ones(20, 10, dtype=torch.bool), "fc.bias": torch.ones(20, dtype=torch.bool)}
+    masks = {"fc.weight": torch.ones(20, 10, dtype=torch.bool),
+             "fc.bias": torch.ones(20, dtype=torch.bool)}
     first = reinitialize_parameters(params, masks, torch.Generator().manual_seed(5))
     second = reinitialize_parameters(params, masks, torch.Generator().manual_seed(5))
     third = reinitialize_parameters(params, masks, torch.Generator().manual_seed(6))
@@ -239,7 +243,8 @@ def test_dispatcher_routes_and_validates() -> None:
     assert all(torch.equal(by_name[k], direct[k]) for k in direct)
     salun = select_parameters("salun", rho=0.3, forget_grad_stats=grads)
     assert salun["conv.weight"].tolist() == [[False, False], [True, False]]
-    with pytest.raises(ValueError, match="valid strategies: deep, localized, redundant, salun, shallow"):
+    with pytest.raises(ValueError,
+                       match="valid strategies: deep, localized, redundant, salun, shallow"):
         select_parameters("magnitude", rho=0.3, grad_stats=grads)
     with pytest.raises(ValueError, match="grad_stats"):
         select_parameters("redundant", rho=0.3)

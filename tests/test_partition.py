@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedunl_flwr.data.partition import (cap_indices, dirichlet_partition, iid_partition,
-                                        split_by_proportions, top_up_test)
+from fedunl_flwr.data.partition import (
+    cap_indices,
+    dirichlet_partition,
+    iid_partition,
+    split_by_proportions,
+    top_up_test,
+)
 
 
 def test_iid_partition_covers_every_sample_once_with_near_equal_sizes():
@@ -20,8 +25,8 @@ def test_iid_partition_is_seeded():
     a = iid_partition(50, 5, np.random.default_rng(3))
     b = iid_partition(50, 5, np.random.default_rng(3))
     c = iid_partition(50, 5, np.random.default_rng(4))
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 def test_split_by_proportions_follows_the_shares_exactly():
@@ -46,7 +51,7 @@ def test_dirichlet_partition_no_overlap_full_cover_and_skew():
     top_share = [np.bincount(train[p], minlength=10).max() / len(p) for p in train_parts]
     assert np.mean(top_share) > 0.4
     # test split follows the same per-client label shares as the train split
-    for tr, te in zip(train_parts, test_parts):
+    for tr, te in zip(train_parts, test_parts, strict=True):
         ptr = np.bincount(train[tr], minlength=10) / len(tr)
         pte = np.bincount(test[te], minlength=10) / max(1, len(te))
         assert np.abs(ptr - pte).sum() < 0.5
@@ -56,7 +61,7 @@ def test_dirichlet_large_alpha_is_near_uniform_and_seeded():
     labels = np.repeat(np.arange(10), 500)
     a, _ = dirichlet_partition(labels, labels, 5, 1000.0, 10, np.random.default_rng(2))
     b, _ = dirichlet_partition(labels, labels, 5, 1000.0, 10, np.random.default_rng(2))
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert all(abs(len(p) - 1000) < 60 for p in a)
 
 

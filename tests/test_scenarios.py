@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedunl_flwr.data.scenarios import (build_federated_data, get_scenario,
-                                        load_client_file)
+from fedunl_flwr.data.scenarios import build_federated_data, get_scenario, load_client_file
 from fedunl_flwr.data.sources import DatasetNotFoundError
 from fedunl_flwr.data.tensors import images_to_tensor
 
@@ -34,8 +33,10 @@ def test_partition_is_seeded(data_dir):
     a = build_federated_data("cifar10-dir0.3", 5, 0.5, 100, 20, 1, str(data_dir))
     b = build_federated_data.__wrapped__("cifar10-dir0.3", 5, 0.5, 100, 20, 1, str(data_dir))
     c = build_federated_data("cifar10-dir0.3", 5, 0.5, 100, 20, 2, str(data_dir))
-    assert all(np.array_equal(x.y_train, y.y_train) for x, y in zip(a.clients, b.clients))
-    assert not all(np.array_equal(x.y_train, y.y_train) for x, y in zip(a.clients, c.clients))
+    assert all(np.array_equal(x.y_train, y.y_train)
+               for x, y in zip(a.clients, b.clients, strict=True))
+    assert not all(np.array_equal(x.y_train, y.y_train)
+                   for x, y in zip(a.clients, c.clients, strict=True))
     assert len(a.clients) == 5
 
 
@@ -111,7 +112,7 @@ def test_real_partition_tests_every_trained_class_and_trains_on_the_same_split(d
     topped = build_federated_data("digits-real-noniid-offline", 0, 0.5, 200, 30, 0,
                                   str(data_dir), False, 10)
     thin = 0
-    for a, b in zip(plain.clients, topped.clients):
+    for a, b in zip(plain.clients, topped.clients, strict=True):
         np.testing.assert_array_equal(a.y_train, b.y_train)
         held = np.unique(b.y_train)
         thin += int(np.sum(np.bincount(a.y_test, minlength=10)[held] < 10))

@@ -208,7 +208,7 @@ def test_corrupt_checkpoint_stops_the_run_and_is_kept(tmp_path, data_dir):
     paths = simulate(overrides)
     checkpoint = paths["train"] / "global.npz"
     checkpoint.write_bytes(b"garbage")
-    with pytest.raises(Exception, match="global.npz is corrupt"):
+    with pytest.raises(Exception, match=r"global.npz is corrupt"):
         simulate(overrides)
     assert checkpoint.read_bytes() == b"garbage"
 

@@ -9,8 +9,16 @@ import pytest
 
 from fedunl_flwr.metrics.evaluation import Evaluation
 from fedunl_flwr.reports.accuracy import accuracy_summary
-from fedunl_flwr.summaries import (CslAgreement, GroupAccuracy, MemorizationGroups,
-                                   NoiseFloor, PhaseSummary, TimeAnalysis, from_json, to_json)
+from fedunl_flwr.summaries import (
+    CslAgreement,
+    GroupAccuracy,
+    MemorizationGroups,
+    NoiseFloor,
+    PhaseSummary,
+    TimeAnalysis,
+    from_json,
+    to_json,
+)
 
 
 def evaluations() -> dict[int, Evaluation]:
@@ -26,6 +34,7 @@ def test_a_phase_summary_splits_accuracy_from_what_the_strategy_added() -> None:
             "before": to_json(accuracy), "zeroed_units": [["fc", 3]], **to_json(accuracy)}
     summary = PhaseSummary.parse(data)
     assert summary.accuracy == accuracy and summary.before == accuracy
+    assert summary.request is not None
     assert summary.request.clients == [0] and summary.training == {"seed": 1}
     assert summary.extra == {"zeroed_units": [["fc", 3]]}
     assert summary.accuracy.clients == [0, 1]

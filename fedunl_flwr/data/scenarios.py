@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedunl_flwr.data.partition import (cap_indices, dirichlet_partition, iid_partition,
-                                         top_up_test)
+from fedunl_flwr.data.partition import cap_indices, dirichlet_partition, iid_partition, top_up_test
 from fedunl_flwr.data.sources import ImageDataset, load_dataset
 from fedunl_flwr.seeding import numpy_generator
 
@@ -109,7 +108,8 @@ _SINGLE = re.compile(r"^(?P<dataset>[a-z0-9-]+?)-(?P<split>iid|dir)(?P<alpha>[0-
 
 
 def get_scenario(name: str) -> Scenario:
-    """Look up a named scenario or build a single-dataset one (``cifar10-iid``, ``mnist-dir0.1``)."""
+    """Look up a named scenario or build a single-dataset one (``cifar10-iid``,
+    ``mnist-dir0.1``)."""
     if name in SCENARIOS:
         return SCENARIOS[name]
     match = _SINGLE.match(name)
@@ -209,7 +209,7 @@ def build_federated_data(scenario_name: str, num_clients: int, alpha: float,
     rng = numpy_generator(seed, "partition")
     top_up_rng = numpy_generator(seed, "test-top-up")
     clients: list[ClientData] = []
-    for group, domain in zip(scenario.groups, domains):
+    for group, domain in zip(scenario.groups, domains, strict=True):
         x_train, y_train, x_test, y_test = _restrict(domain, shared)
         count = group.num_clients or num_clients or 10
         if scenario.partitioner == "iid":
@@ -218,7 +218,7 @@ def build_federated_data(scenario_name: str, num_clients: int, alpha: float,
         else:
             train_parts, test_parts = dirichlet_partition(
                 y_train, y_test, count, alpha, len(shared), rng)
-        for train_idx, test_idx in zip(train_parts, test_parts):
+        for train_idx, test_idx in zip(train_parts, test_parts, strict=True):
             train_idx = cap_indices(train_idx, samples_per_client, rng)
             test_idx = cap_indices(test_idx, test_samples_per_client, rng)
             if min_test_per_class > 0:
@@ -265,7 +265,7 @@ def scenario_test_sets(scenario_name: str, data_dir: str, download: bool = False
     domains = [load_domain(name, Path(data_dir), download) for name in datasets]
     shared = shared_classes(domains)
     sets = []
-    for name, domain in zip(datasets, domains):
+    for name, domain in zip(datasets, domains, strict=True):
         _, _, x_test, y_test = _restrict(domain, shared)
         sets.append((name, x_test, y_test))
     return tuple(sets)

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -170,6 +170,13 @@ class _Splits(NamedTuple):
     y_test: np.ndarray
     class_names: tuple[str, ...] | None = None
 
+    @classmethod
+    def of(cls, arrays: Sequence[np.ndarray],
+           class_names: tuple[str, ...] | None = None) -> _Splits:
+        """The splits from the four arrays in field order (x_train, y_train, x_test, y_test)."""
+        x_train, y_train, x_test, y_test = arrays
+        return cls(x_train, y_train, x_test, y_test, class_names)
+
 
 # ---------------------------------------------------------------------------
 # Public helpers
@@ -294,10 +301,7 @@ def _splits_from_npz(path: Path) -> _Splits:
     if names is not None and (names.ndim != 1 or names.dtype.kind not in "US"):
         raise ValueError(f"npz file {path}: class_names must be a 1-D string array")
     class_names = None if names is None else tuple(str(s) for s in names.tolist())
-    return _Splits(
-        *(arrays[k] for k in _NPZ_KEYS),
-        class_names=class_names,
-    )
+    return _Splits.of([arrays[k] for k in _NPZ_KEYS], class_names=class_names)
 
 
 def _write_npz_atomic(
@@ -356,10 +360,10 @@ def _read_idx_splits(
         Subtracted from the stored labels.
     """
     for folder in dirs:
-        found = [_find_file(folder, f) for f in files]
-        if any(p is None for p in found):
+        found = [p for p in (_find_file(folder, f) for f in files) if p is not None]
+        if len(found) != len(files):
             continue
-        arrays = [read_idx(p) for p in found]  # type: ignore[arg-type]
+        arrays = [read_idx(p) for p in found]
         out = []
         for i, arr in enumerate(arrays):
             if i % 2 == 0:  # images
@@ -370,7 +374,7 @@ def _read_idx_splits(
                 )
             else:
                 out.append(arr.reshape(-1).astype(np.int64) - label_offset)
-        return _Splits(*out)
+        return _Splits.of(out)
     return None
 
 
@@ -388,7 +392,8 @@ def _raw_mnist(data_dir: Path) -> _Splits | None:
 
 
 def _raw_fashion(data_dir: Path) -> _Splits | None:
-    """Fashion-MNIST idx files in the data folder (or its ``FashionMNIST/raw``, ``fashion-mnist``)."""
+    """Fashion-MNIST idx files in the data folder (or its ``FashionMNIST/raw``,
+    ``fashion-mnist``)."""
     return _read_idx_splits(_search_dirs(data_dir, ("", "FashionMNIST/raw", "fashion-mnist")),
                             _MNIST_IDX)
 
@@ -445,7 +450,7 @@ def _raw_svhn(data_dir: Path) -> _Splits | None:
                 np.ascontiguousarray(np.transpose(x, (3, 0, 1, 2)).astype(np.uint8)),
                 labels,
             ]
-        return _Splits(*out)
+        return _Splits.of(out)
     return None
 
 
@@ -456,7 +461,7 @@ class _ArrayUnpickler(pickle.Unpickler):
     tampered file in the data folder from running code.
     """
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy.core.numeric", "_frombuffer"),
@@ -789,18 +794,19 @@ def _load_uncached(name: str, directory: Path) -> ImageDataset:
                 )
             arr = arr.astype(dtype)
         arrays.append(arr)
-    splits = _Splits(*arrays, class_names=tuple(class_names))
+    names = tuple(class_names)
+    splits = _Splits.of(arrays, class_names=names)
 
     if from_raw and spec.write_cache:
         target = directory / spec.npz_names[0]
         try:
-            _write_npz_atomic(target, splits, splits.class_names)
+            _write_npz_atomic(target, splits, names)
         except OSError as err:
             _LOG.warning("could not write npz cache %s: %s", target, err)
 
     for arr in splits[:4]:
         arr.flags.writeable = False
-    return ImageDataset(name, *splits[:4], class_names=splits.class_names)
+    return ImageDataset(name, *splits[:4], class_names=names)
 
 
 @functools.lru_cache(maxsize=8)
@@ -886,9 +892,10 @@ def _load_shared_cached(directory: str, target: str) -> ImageDataset:
         x_kept.flags.writeable = False
         y_kept.flags.writeable = False
         split_arrays += [x_kept, y_kept]
+    x_train, y_train, x_test, y_test = split_arrays
     return ImageDataset(
         f"tinyimagenet-subset-{target}",
-        *split_arrays,
+        x_train, y_train, x_test, y_test,
         class_names=_SHARED_TARGETS[target],
     )
 

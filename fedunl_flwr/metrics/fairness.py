@@ -74,7 +74,8 @@ def local_fairness(
     ValueError
         If no change is given or one is not finite.
     """
-    values = list(delta_losses.values()) if isinstance(delta_losses, Mapping) else list(delta_losses)
+    values = (list(delta_losses.values()) if isinstance(delta_losses, Mapping)
+              else list(delta_losses))
     if not values:
         raise ValueError("local fairness needs the loss change of at least one remaining client")
     values = [float(v) for v in values]

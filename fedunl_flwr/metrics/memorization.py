@@ -18,7 +18,8 @@ __all__ = [
 
 #: Percentile ranges ``(a, b]`` of the memorization score within D_u, most memorized first
 #: (FedMemEraser App. E.2). The group index used everywhere is the position in this tuple.
-MEMORIZATION_GROUPS: tuple[tuple[int, int], ...] = ((95, 100), (90, 95), (85, 90), (80, 85), (0, 80))
+MEMORIZATION_GROUPS: tuple[tuple[int, int], ...] = (
+    (95, 100), (90, 95), (85, 90), (80, 85), (0, 80))
 
 #: Labels of :data:`MEMORIZATION_GROUPS` as the paper prints them, e.g. ``"(95%,100%]"``.
 MEMORIZATION_GROUP_LABELS: tuple[str, ...] = tuple(f"({a}%,{b}%]" for a, b in MEMORIZATION_GROUPS)
@@ -37,7 +38,8 @@ TABLE_COLUMNS: tuple[str, ...] = (
 
 
 def _check_probabilities(values: np.ndarray, what: str) -> None:
-    if not np.all(np.isfinite(values)) or values.min(initial=0.0) < 0.0 or values.max(initial=0.0) > 1.0:
+    if (not np.all(np.isfinite(values)) or values.min(initial=0.0) < 0.0
+            or values.max(initial=0.0) > 1.0):
         raise ValueError(f"{what} must be probabilities in [0, 1] (no NaN)")
 
 
@@ -66,9 +68,11 @@ def memorization_scores(p_original: np.ndarray, p_retrained: np.ndarray) -> np.n
         raise ValueError(f"p_original must be 1-D [N], got shape {p_original.shape}")
     if p_retrained.ndim == 1:
         p_retrained = p_retrained[None, :]
-    if p_retrained.ndim != 2 or p_retrained.shape[1] != p_original.shape[0] or p_retrained.shape[0] == 0:
+    if (p_retrained.ndim != 2 or p_retrained.shape[1] != p_original.shape[0]
+            or p_retrained.shape[0] == 0):
         raise ValueError(
-            f"p_retrained must be [J, N] with J >= 1 and N = {p_original.shape[0]}, got {p_retrained.shape}"
+            f"p_retrained must be [J, N] with J >= 1 and N = {p_original.shape[0]}, "
+            f"got {p_retrained.shape}"
         )
     _check_probabilities(p_original, "p_original")
     _check_probabilities(p_retrained, "p_retrained")
@@ -161,7 +165,8 @@ def _per_run_accuracies(correct: np.ndarray, groups: np.ndarray, what: str) -> n
     if correct.ndim == 1:
         correct = correct[None, :]
     if correct.ndim != 2 or correct.shape[0] == 0:
-        raise ValueError(f"{what} must be [runs, N] or [N] with at least one run, got {correct.shape}")
+        raise ValueError(
+            f"{what} must be [runs, N] or [N] with at least one run, got {correct.shape}")
     if correct.shape[1] == 0:
         raise ValueError(f"{what} holds no samples")
     rows = []

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["PeakResult", "csl_memorization_agreement", "speedup", "time_to_peak"]
 
@@ -58,7 +59,8 @@ def time_to_peak(
     t = np.asarray(times, dtype=np.float64)
     acc = np.asarray(accuracies, dtype=np.float64)
     if t.ndim != 1 or acc.ndim != 1 or t.size != acc.size:
-        raise ValueError(f"times and accuracies must be 1-D of equal length, got {t.shape} and {acc.shape}")
+        raise ValueError(f"times and accuracies must be 1-D of equal length, "
+                         f"got {t.shape} and {acc.shape}")
     if t.size == 0:
         raise ValueError("time_to_peak needs at least one round")
     if not (np.isfinite(t).all() and np.isfinite(acc).all()):
@@ -110,7 +112,7 @@ def _top_indices(values: np.ndarray, count: int) -> set[int]:
 
 
 def csl_memorization_agreement(
-    csl: Sequence[float], mem: Sequence[float], top_fraction: float = 0.2
+    csl: ArrayLike, mem: ArrayLike, top_fraction: float = 0.2
 ) -> dict[str, float]:
     """Agreement of the cumulative sample loss (CSL) with memorization scores (App. H.2).
 

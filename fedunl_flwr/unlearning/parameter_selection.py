@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from fedunl_flwr.initialization import BUFFER_NAME_SUFFIXES, init_rule, is_buffer_name
+from fedunl_flwr.initialization import init_rule, is_buffer_name
 
 __all__ = [
     "SELECTION_STRATEGIES",
@@ -79,7 +79,8 @@ def eligible_parameter_names(
     names: list[str] = []
     for name, tensor in params.items():
         if not torch.is_tensor(tensor):
-            raise TypeError(f"params[{name!r}] is a {type(tensor).__name__}, expected a torch.Tensor")
+            raise TypeError(
+                f"params[{name!r}] is a {type(tensor).__name__}, expected a torch.Tensor")
         if not tensor.is_floating_point() or is_buffer_name(name):
             continue
         if tensor.ndim >= 2 or (include_1d and tensor.ndim == 1):
@@ -245,7 +246,8 @@ def select_salun_parameters(
 
 def _channel_scores(weight: Tensor, grad: Tensor, top_k: int) -> Tensor:
     """Mean of the ``top_k`` largest ``|w * g|`` entries of each output channel (row 0 axis)."""
-    product = (weight.detach().to("cpu", torch.float64) * grad.detach().to("cpu", torch.float64)).abs()
+    product = (weight.detach().to("cpu", torch.float64)
+               * grad.detach().to("cpu", torch.float64)).abs()
     rows = product.reshape(product.shape[0], -1) if product.ndim >= 2 else product.reshape(-1, 1)
     k = min(top_k, rows.shape[1])
     return torch.topk(rows, k, dim=1).values.mean(dim=1)
@@ -308,7 +310,8 @@ def select_localized_parameters(
         weight, grad = weights[name], grads[name]
         if weight.shape != grad.shape:
             raise ValueError(
-                f"shape mismatch for {name!r}: weight {tuple(weight.shape)} vs grad {tuple(grad.shape)}"
+                f"shape mismatch for {name!r}: weight {tuple(weight.shape)} "
+                f"vs grad {tuple(grad.shape)}"
             )
         if weight.ndim == 0:
             raise ValueError(f"{name!r} is a scalar; it has no output channels")
@@ -417,7 +420,8 @@ def select_depth_parameters(
     ranked = _resolve_names(forget_grad_stats, names, include_1d, "forget_grad_stats")
     split = len(ranked) // 2 if split_index is None else split_index
     if isinstance(split, bool) or not isinstance(split, int) or not 0 <= split <= len(ranked):
-        raise ValueError(f"split_index must be an integer in [0, {len(ranked)}], got {split_index!r}")
+        raise ValueError(
+            f"split_index must be an integer in [0, {len(ranked)}], got {split_index!r}")
     inside = ranked[split:] if part == "deep" else ranked[:split]
     if not inside:
         raise ValueError(
@@ -523,12 +527,14 @@ def reinitialize_parameters(
                 raise ValueError(f"mask for {name!r} must be a bool tensor, got {mask.dtype}")
             if mask.shape != tensor.shape:
                 raise ValueError(
-                    f"mask for {name!r} has shape {tuple(mask.shape)}, the tensor {tuple(tensor.shape)}"
+                    f"mask for {name!r} has shape {tuple(mask.shape)}, "
+                    f"the tensor {tuple(tensor.shape)}"
                 )
             rule = init_rule(name, params, scheme)
             if rule is None:
                 if bool(mask.any()):
-                    raise ValueError(f"{name!r} ({tensor.dtype}, ndim {tensor.ndim}) cannot be re-drawn")
+                    raise ValueError(
+                        f"{name!r} ({tensor.dtype}, ndim {tensor.ndim}) cannot be re-drawn")
             else:
                 fresh = rule.draw(tensor.shape, generator).to(tensor.device, tensor.dtype)
                 copy = torch.where(mask.to(tensor.device), fresh, copy)
@@ -590,7 +596,8 @@ def select_parameters(
             raise ValueError("strategy 'redundant' needs grad_stats (remaining clients' gradient)")
         return select_redundant_parameters(grad_stats, rho, include_1d=include_1d)
     if forget_grad_stats is None:
-        raise ValueError(f"strategy {strategy!r} needs forget_grad_stats (gradient on the forget data)")
+        raise ValueError(
+            f"strategy {strategy!r} needs forget_grad_stats (gradient on the forget data)")
     if strategy == "salun":
         return select_salun_parameters(forget_grad_stats, rho, include_1d=include_1d)
     if strategy == "localized":
