@@ -1,4 +1,4 @@
-"""Run the fedunl app as a Flower/Ray simulation in this process and find its results."""
+"""Run the fedunl app as a Flower simulation in this process and find its results."""
 
 from __future__ import annotations
 
@@ -9,20 +9,27 @@ from typing import Any
 
 from fedunl_flwr.client_app import build_client_app, load_run_config
 from fedunl_flwr.data.scenarios import get_scenario
+from fedunl_flwr.inprocess import run_in_process
 from fedunl_flwr.server_app import build_server_app
 from fedunl_flwr.store import RunStore
 
+ENGINES = ("ray", "inprocess")
+
 
 def simulate(overrides: Mapping[str, Any], num_supernodes: int | None = None,
-             cpus_per_client: float = 1.0) -> dict[str, Path]:
-    """One ``run_simulation`` of the app with run-config ``overrides``.
+             cpus_per_client: float = 1.0, engine: str = "ray") -> dict[str, Path]:
+    """One simulated run of the app with run-config ``overrides``.
 
-    Returns the phase folders the server listed in the run store's index; raises
-    ``RuntimeError`` if the run did not complete (``run_simulation`` itself only logs a
-    failed ServerApp).
+    ``engine="ray"`` is Flower's ``run_simulation`` (Ray virtual clients);
+    ``engine="inprocess"`` runs the same ServerApp and ClientApp over
+    :class:`fedunl_flwr.inprocess.InProcessGrid` (real Flower messages, no Ray: seconds
+    instead of a Ray start). Returns the phase folders the server listed in the run
+    store's index; raises ``RuntimeError`` if the run did not complete
+    (``run_simulation`` itself only logs a failed ServerApp; in process, the ServerApp's
+    own exception propagates).
     """
-    from flwr.simulation import run_simulation
-
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     config = load_run_config({}, overrides)
     count = num_supernodes or get_scenario(config.scenario).num_clients(config.num_clients)
     gpus = 0.0
@@ -30,11 +37,17 @@ def simulate(overrides: Mapping[str, Any], num_supernodes: int | None = None,
         gpus = 1.0 / min(count, 4)
     store = RunStore(config.resolved_results_dir())
     store.index_path(config.run_key()).unlink(missing_ok=True)  # only this run's listing counts
-    run_simulation(build_server_app(dict(overrides)), build_client_app(dict(overrides)),
-                   num_supernodes=count,
-                   backend_config={"client_resources": {"num_cpus": cpus_per_client,
-                                                        "num_gpus": gpus},
-                                   "init_args": {"log_to_driver": True}})
+    if engine == "inprocess":
+        run_in_process(build_server_app(dict(overrides)), build_client_app(dict(overrides)),
+                       count)
+    else:
+        from flwr.simulation import run_simulation
+
+        run_simulation(build_server_app(dict(overrides)), build_client_app(dict(overrides)),
+                       num_supernodes=count,
+                       backend_config={"client_resources": {"num_cpus": cpus_per_client,
+                                                            "num_gpus": gpus},
+                                       "init_args": {"log_to_driver": True}})
     paths = store.read_index(config.run_key())
     missing = [str(p) for p in (paths or {}).values() if not (p / "summary.json").exists()]
     if paths is None or missing:

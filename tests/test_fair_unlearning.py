@@ -1,4 +1,5 @@
-"""Cross-domain fair unlearning (seed 000): selection glue, client work, protocol, routes, report."""
+"""Cross-domain fair unlearning (seed 000): selection glue, client work, protocol, routes,
+report."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
-from fedunl_flwr.protocol import decode_entries, encode_entries, split_activation_key
 from clients.fedunl_client import FedunlClient, relabel_to_other_classes
 from experiments.fair_tables import build_fair_report
 from experiments.run import PresetError, load_preset, parse_sets, plan_runs, run_preset
@@ -23,6 +23,7 @@ from fedunl_flwr.data.scenarios import federated_data, get_scenario
 from fedunl_flwr.data.tensors import images_to_tensor
 from fedunl_flwr.federation import ClientInfo, Federation
 from fedunl_flwr.phases import model_for
+from fedunl_flwr.protocol import decode_entries, encode_entries, split_activation_key
 from fedunl_flwr.records import get_weights, set_weights, state_keys
 from fedunl_flwr.store import PhaseStore
 from strategies import get_strategy
@@ -36,7 +37,7 @@ BASE = {
     "scenario": SCENARIO, "samples-per-client": 150, "test-samples-per-client": 60,
     "num-server-rounds": 4, "local-epochs": 2, "unlearn-rounds": ROUNDS,
     "unlearn-local-epochs": EPOCHS, "forget-scope": "class", "forget-clients": "0",
-    "zero-units": 5, "attribution-top-n": 20, "attribution-steps": 4,
+    "zero-units": 40, "attribution-top-n": 20, "attribution-steps": 4,
     "attribution-samples": 16,
 }
 ROUTES = ("delete-retrain", "relabel-poison", "neuron-zeroing", "fedcccu",
@@ -228,7 +229,7 @@ def test_client_attribution_reply_holds_only_top_n_per_class(real_client):
 def test_client_activation_reply_is_per_class_means(real_client, data_dir):
     cls = forget_class(data_dir)
     missing = [c for c in range(10) if not bool((real_client.y_train == c).any())]
-    classes = [cls] + missing[:1]
+    classes = [cls, *missing[:1]]
     reply = real_client.query_activations(get_weights(real_client.model),
                                           {"classes": ",".join(map(str, classes))})
     sites = {s.name: s.num_units for s in real_client.model.neuron_sites()}
@@ -245,7 +246,7 @@ def runs(tmp_path_factory, data_dir) -> dict[str, dict[str, Path]]:
     results = tmp_path_factory.mktemp("fair-runs")
     cls = forget_class(data_dir)
     return {name: simulate({**BASE, "results-dir": str(results), "strategy": name,
-                            "forget-classes": str(cls)})
+                            "forget-classes": str(cls)}, engine="inprocess")
             for name in ROUTES}
 
 
@@ -284,7 +285,8 @@ def test_fair_protocol_others_keep_the_global_model_or_their_cached_one(runs, da
     assert default["others_contribute"] == "the original global model"
     results = Path(runs["delete-retrain"]["train"]).parents[1]
     cached = simulate({**BASE, "results-dir": str(results), "strategy": "delete-retrain",
-                       "forget-classes": str(forget_class(data_dir)), "fair-others": "cached"})
+                       "forget-classes": str(forget_class(data_dir)), "fair-others": "cached"},
+                      engine="inprocess")
     assert cached["train"] == runs["delete-retrain"]["train"]  # same original model
     assert summary(cached["unlearn"])["others_contribute"] == "their cached final local models"
     with np.load(cached["unlearn"] / "global.npz") as a, \
@@ -352,17 +354,40 @@ def test_zeroed_units_are_zero_in_the_stored_model(runs, name, data_dir):
 @pytest.mark.simulation
 @pytest.mark.parametrize("name", ["neuron-zeroing", "fedcccu"])
 def test_editing_routes_forget_on_the_requesting_client(runs, name, data_dir):
-    """The requester's forget-class test accuracy drops (seed 000 Table 5, client 0).
+    """The requester's forget-class test accuracy drops to the stopping rule's target
+    (chance, 10%) well before the cap (seed 000 Table 5, client 0).
+
+    Measured with 1 and with 2 torch threads (two reduction orders): both routes go
+    50% -> 0-10% with 7-8 units of the 40 allowed. A cap of 5, as before, left FedCCCU at
+    40% or 50% depending on the CPU: one test sample of ten decided the verdict.
 
     The retraining routes are not asserted to forget: under the fair protocol the other
-    clients keep the class in the aggregate, which is seed 000's own finding (Delete
-    keeps the class under Real-Noniid); at this test scale they leave it unchanged."""
+    clients keep the class in the aggregate, which is seed 000's own finding (Delete keeps
+    the class under Real-Noniid); at this test scale they leave it unchanged."""
     result = summary(runs[name]["unlearn"])
     cls = str(forget_class(data_dir))
     before = result["before"]["per_client_class_accuracy"]["0"][cls]
     after = result["per_client_class_accuracy"]["0"][cls]
-    print(name, "client 0 forget-class accuracy", before, "->", after)
-    assert after < before
+    units = len(result["zeroed_units"])
+    print(name, "client 0 forget-class accuracy", before, "->", after, "with", units, "units")
+    assert before >= 0.4
+    assert after <= result["forget_target"]
+    assert units <= BASE["zero-units"] // 2  # the target, not the cap, stopped it
+
+
+@pytest.mark.simulation
+@pytest.mark.parametrize("name", ["neuron-zeroing", "fedcccu"])
+def test_the_unit_cap_stops_the_editing_routes(runs, name, data_dir):
+    """With a cap below what the target needs, the route zeroes exactly the cap."""
+    results = Path(runs[name]["train"]).parents[1]
+    capped = simulate({**BASE, "results-dir": str(results), "strategy": name,
+                       "forget-classes": str(forget_class(data_dir)), "zero-units": 2},
+                      engine="inprocess")
+    assert capped["train"] == runs[name]["train"]  # the same original model
+    result = summary(capped["unlearn"])
+    assert len(result["zeroed_units"]) == 2
+    assert [s["units"] for s in result["zeroing_steps"]] == [0, 1, 2]
+    assert result["zeroing_steps"][-1]["forget_accuracy"] > result["forget_target"]
 
 
 @pytest.mark.simulation
@@ -401,7 +426,8 @@ def test_fair_protocol_with_two_requesting_clients(runs, tmp_path, data_dir):
     assert shared, "clients 0 and 1 share no class at these sizes"
     results_dir = Path(runs["delete-retrain"]["train"]).parents[1]
     paths = simulate({**BASE, "results-dir": str(results_dir), "strategy": "delete-retrain",
-                      "forget-clients": "0,1", "forget-classes": str(shared[0])})
+                      "forget-clients": "0,1", "forget-classes": str(shared[0])},
+                     engine="inprocess")
     result = summary(paths["unlearn"])
     assert result["trained_clients"] == [0, 1]
     assert result["client_epochs"] == ROUNDS * EPOCHS * 2
@@ -434,13 +460,9 @@ def test_bad_requests_are_rejected_before_any_training(case, tmp_path, data_dir)
         pid, cls = _not_held(data_dir)
         request = {"forget-clients": str(pid), "forget-classes": str(cls)}
         message = rf"client {pid} holds no training sample of class\(es\) \[{cls}\]"
-    # The ServerApp's error surfaces from run_simulation (or, should a Flower version
-    # only log it, simulate reports the missing summary).
-    with pytest.raises((ConfigError, RuntimeError)) as raised:
+    with pytest.raises(ConfigError, match=message):
         simulate({**BASE, "results-dir": str(tmp_path), "strategy": "delete-retrain",
-                  **request})
-    if isinstance(raised.value, ConfigError):
-        assert raised.match(message)
+                  **request}, engine="inprocess")
     written = list(tmp_path.rglob("*"))
     assert not [p for p in written if p.name.startswith(("train-", "unlearn-"))], written
 
@@ -497,7 +519,7 @@ def test_runner_validates_every_run_before_running(tmp_path):
     bad.write_text('report = "fair"\n[base]\nscenario = "digits-real-noniid-offline"\n'
                    'forget-clients = "0"\nforget-classes = "0"\n'
                    '[[runs]]\nstrategy = "delete-retrain"\n[[runs]]\nstrategy = "nope"\n')
-    with pytest.raises(PresetError, match="run 2 .*unknown strategy 'nope'"):
+    with pytest.raises(PresetError, match=r"run 2 .*unknown strategy 'nope'"):
         run_preset(str(bad), {"results-dir": str(tmp_path / "results")})
     assert not (tmp_path / "results").exists()  # nothing ran
     with pytest.raises(PresetError, match="unknown run-config key 'nope'"):
@@ -513,13 +535,13 @@ def test_runner_runs_a_preset_and_writes_its_report(runs, tmp_path, data_dir):
     base = {**BASE, "forget-classes": str(forget_class(data_dir))}
     lines = ['description = "tiny"', 'report = "fair"', "[base]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in base.items()]
-    lines += ["[[runs]]", 'strategy = "neuron-zeroing"', 'label = "zero-5"']
+    lines += ["[[runs]]", 'strategy = "neuron-zeroing"', 'label = "zeroing"']
     preset.write_text("\n".join(lines) + "\n")
     written = run_preset(str(preset), {"results-dir": str(results_dir)})
     out = results_dir / "reports" / "tiny"
     assert (out / "table4_global.csv") in written and (out / "report.md").exists()
     table5 = pd.read_csv(out / "table5_forget_class.csv", index_col=0)
-    assert list(table5.columns) == ["test samples", "Original", "zero-5"]
+    assert list(table5.columns) == ["test samples", "Original", "zeroing"]
 
 
 def test_table4_markdown_has_one_row_per_model_and_one_column_per_accuracy():

@@ -1,4 +1,5 @@
-"""Halimi et al. (seed 001 baseline): the ball projection, the ascent, and a real run that forgets."""
+"""Halimi et al. (seed 001 baseline): the ball projection, the ascent, and a real run that
+forgets."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from flwr.app import Array, ArrayRecord
 from torch import nn
 
 from clients.halimi import project_to_ball, projected_gradient_ascent
-from fedunl_flwr.protocol import AscentSettings
 from fedunl_flwr.config import ConfigError, RunConfig
+from fedunl_flwr.protocol import AscentSettings
 from strategies.halimi import ball_radius, l2_distance, mean_arrays
 
 
@@ -59,7 +60,7 @@ def _fitted_model() -> nn.Module:
 def _moved(model: nn.Module, start: list[torch.Tensor]) -> float:
     with torch.no_grad():
         return math.sqrt(sum(float((p - s).pow(2).sum())
-                             for p, s in zip(model.parameters(), start)))
+                             for p, s in zip(model.parameters(), start, strict=True)))
 
 
 def test_ascent_unlearns_inside_the_ball_and_stops_at_the_target() -> None:
@@ -133,11 +134,12 @@ def test_halimi_run_forgets_the_leaving_clients_data(tmp_path, data_dir) -> None
         "model-width": 16, "local-epochs": 2, "unlearn-rounds": 2, "retrain-seeds": 1,
         "forget-scope": "client", "forget-clients": "0", "strategy": "halimi",
         "halimi-epochs": 1,
-        "results-dir": str(tmp_path), "data-dir": str(data_dir)})
+        "results-dir": str(tmp_path), "data-dir": str(data_dir)}, engine="inprocess")
     summary = json.loads((paths["unlearn"] / "summary.json").read_text())
     ascent = summary["ascent"]
     assert ascent["client"] == 0 and ascent["distance"] <= summary["radius"] * (1 + 1e-4)
     du = summary["du_accuracy"]  # percentages
+    print("Halimi ascent", ascent, "D_u", du, "test", summary["test_accuracy"])
     assert 100 * ascent["accuracy"] < du["original"] - 10  # the ascent forgot
     assert du["unlearned"] < du["original"]  # and post-training did not relearn it all
     assert summary["test_accuracy"]["unlearned"] > 40  # post-training recovered the task

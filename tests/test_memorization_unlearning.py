@@ -52,7 +52,7 @@ def test_leaving_every_client_is_rejected(strategy) -> None:
 def test_unknown_sample_ids_and_clients_are_rejected() -> None:
     config = config_with(strategy="fedmemeraser", forget_scope="samples",
                          forget_samples="0:1,2,100")
-    with pytest.raises(ConfigError, match="outside 0..99"):
+    with pytest.raises(ConfigError, match=r"outside 0..99"):
         FedMemEraser.validate_request(config, FOUR)
     config = config_with(strategy="fedmemeraser", forget_scope="samples",
                          forget_samples="7:1")
@@ -156,7 +156,7 @@ def test_client_queries_answer_on_the_right_samples(tiny_client: FedunlClient) -
     assert forget["metrics"]["num-samples"] == 40
     loss = tiny_client.query_local_loss(weights, {"exclude-samples": "0,1"})["metrics"]
     assert loss["num-examples"] == 38 and loss["loss-sum"] > 0
-    with pytest.raises(ValueError, match="outside 0..39"):
+    with pytest.raises(ValueError, match=r"outside 0..39"):
         tiny_client.query_per_sample(weights, {"forget-samples": "40"})
 
 
@@ -175,14 +175,13 @@ def runs(tmp_path_factory, data_dir) -> dict[str, dict[str, Path]]:
 
     results = tmp_path_factory.mktemp("memorization-results")
     base = {**BASE, "results-dir": str(results), "data-dir": str(data_dir)}
-    out = {"fedmemeraser": simulate({**base, "strategy": "fedmemeraser"})}
-    out["finetune"] = simulate({**base, "strategy": "finetune"})
-    out["retrain"] = simulate({**base, "strategy": "retrain"})
+    out = {name: simulate({**base, "strategy": name}, engine="inprocess")
+           for name in ("fedmemeraser", "finetune", "retrain")}
     out["samples"] = simulate({**base, "strategy": "fedmemeraser", "forget-scope": "samples",
                                "forget-clients": "", "gradient-source": "gradient",
                                "reset-tensors": "weights", "rho": 0.4,
                                "forget-samples": "0:" + ",".join(map(str, range(20)))
-                               + ";2:5,6,7"})
+                               + ";2:5,6,7"}, engine="inprocess")
     return out
 
 
@@ -268,7 +267,9 @@ def test_update_statistic_resets_every_tensor_kind_after_round_one(runs) -> None
     assert sum(int(m.sum()) for m in masks.values()) == selection_count(0.6, total)
     tensors = {k: __import__("torch").from_numpy(v) for k, v in reset.items()}
     for name, mask in masks.items():
-        bound = init_rule(name, tensors, "kaiming-relu").bound
+        rule = init_rule(name, tensors, "kaiming-relu")
+        assert rule is not None
+        bound = rule.bound
         assert np.abs(reset[name][mask]).max() <= bound + 1e-7
     # The unmasked entries are the round-1 aggregate, not the original: one round trained.
     weight = "hidden.fc.weight"
@@ -282,18 +283,32 @@ def test_update_statistic_resets_every_tensor_kind_after_round_one(runs) -> None
 
 @pytest.mark.simulation
 def test_fedmemeraser_forgets_more_than_fine_tuning(runs) -> None:
-    """The route forgets: on its most memorized group FedMemEraser ends below the original
-    and below fine-tuning (which keeps what it memorized), and on D_u below fine-tuning.
-    (At this CI scale the original is still improving, so D_u may rise above it.)"""
+    """The route forgets: on its most memorized samples FedMemEraser ends below the
+    original, below fine-tuning (which keeps what it memorized) and closer to the
+    retrained model, and on D_u below fine-tuning. (At this CI scale the original is
+    still improving, so D_u may rise above it.)
+
+    The most memorized samples are the top two groups pooled (20 samples): the top group
+    alone holds 10, and FedMemEraser's 20% against fine-tuning's 30% there was one sample.
+    Measured with 1 and 2 torch threads: top two 30% (FedMemEraser) vs 50% (fine-tuning)
+    vs 30% (retrained), i.e. 4 samples apart; D_u 55-56% vs 62% (12+ of 200 samples)."""
     memeraser, finetune = _summary(runs["fedmemeraser"]), _summary(runs["finetune"])
     ours = memeraser["memorization"]["group_accuracy"]
     tuned = finetune["memorization"]["group_accuracy"]
-    print("top group / D_u: original", ours["original"][0], ours["original"][-1],
-          "fedmemeraser", ours["unlearned"][0], ours["unlearned"][-1],
-          "finetune", tuned["unlearned"][0], tuned["unlearned"][-1],
-          "retrained", ours["retrained"])
-    assert ours["unlearned"][0] < ours["original"][0]
-    assert ours["unlearned"][0] < tuned["unlearned"][0]
+    sizes = memeraser["memorization"]["group_sizes"]
+
+    def top_two(accuracies: list[float]) -> float:
+        return (accuracies[0] * sizes[0] + accuracies[1] * sizes[1]) / (sizes[0] + sizes[1])
+
+    retrained = top_two(ours["retrained"][0])
+    print("top two groups / D_u: original", top_two(ours["original"]), ours["original"][-1],
+          "fedmemeraser", top_two(ours["unlearned"]), ours["unlearned"][-1],
+          "finetune", top_two(tuned["unlearned"]), tuned["unlearned"][-1],
+          "retrained", retrained, "group sizes", sizes)
+    assert top_two(ours["unlearned"]) < top_two(ours["original"])
+    assert top_two(ours["unlearned"]) < top_two(tuned["unlearned"])
+    assert abs(top_two(ours["unlearned"]) - retrained) < abs(top_two(tuned["unlearned"])
+                                                            - retrained)
     assert ours["unlearned"][-1] < tuned["unlearned"][-1]
 
 
@@ -370,5 +385,5 @@ def test_bad_request_leaves_nothing_on_disk(tmp_path: Path, data_dir) -> None:
     overrides = {**BASE, "strategy": "fedmemeraser", "forget-clients": "0,1,2,3",
                  "results-dir": str(tmp_path), "data-dir": str(data_dir)}
     with pytest.raises(ConfigError, match="nobody would remain"):
-        simulate(overrides)
+        simulate(overrides, engine="inprocess")
     assert not list(tmp_path.rglob("*.npz"))

@@ -49,7 +49,7 @@ def test_not_run_forgets_the_leaving_clients_data(tmp_path, data_dir) -> None:
         "test-samples-per-client": 50, "num-server-rounds": 4, "model": "cnn",
         "model-width": 16, "local-epochs": 2, "unlearn-rounds": 2, "retrain-seeds": 1,
         "forget-scope": "client", "forget-clients": "0", "strategy": "not",
-        "results-dir": str(tmp_path), "data-dir": str(data_dir)})
+        "results-dir": str(tmp_path), "data-dir": str(data_dir)}, engine="inprocess")
     summary = json.loads((paths["unlearn"] / "summary.json").read_text())
     (negated,) = summary["negated"]  # the input layer's weight, by default
     assert negated.endswith("weight")
