@@ -1,11 +1,12 @@
 """The registry of unlearning methods: every strategy module registers itself here.
 
-A method is one Flower ``Strategy`` subclass in a module of a method package
-(``strategies/``), decorated with :func:`register_method`: its run-config name, the
-request scopes it handles, one line of documentation and the run-config keys it owns
-(:class:`Option`: default, validation, one line of documentation). The core looks
-methods up by name only; the packages are imported on the first lookup, so the core
-never imports a method module itself.
+A method is one small class in a module of a method package (``strategies/``; its base
+is ``strategies.unlearning.UnlearningMethod``), decorated with :func:`register_method`:
+its run-config name, the request scopes it handles, one line of documentation, its table
+label and the run-config keys it owns (:class:`Option`: default, validation, one line of
+documentation). The registry holds one instance of it; the Flower strategies it runs
+are separate classes. The core looks methods up by name only; the packages are imported
+on the first lookup, so the core never imports a method module itself.
 
 Flower only accepts ``--run-config`` keys listed in ``pyproject.toml``, and the README
 documents every method and key: ``scripts/method_tables.py --write`` regenerates both
@@ -56,8 +57,8 @@ class Option:
             raise ValueError(f"{self.key} {self.rule}, got {value!r}")
 
 
-class RegisteredStrategy(Protocol):
-    """A class once :func:`register_method` has set its ``name`` and ``scopes``."""
+class RegisteredMethod(Protocol):
+    """A method class once :func:`register_method` has set its ``name`` and ``scopes``."""
 
     name: ClassVar[str]
     scopes: ClassVar[tuple[str, ...]]
@@ -68,7 +69,7 @@ class Method:
     """A registered unlearning method."""
 
     name: str
-    strategy: type[RegisteredStrategy]
+    implementation: RegisteredMethod
     scopes: tuple[str, ...]
     doc: str
     options: tuple[Option, ...] = ()
@@ -91,17 +92,18 @@ def register_method(name: str, *, doc: str,
     ``label`` is its row name in the tables (default: ``name``)."""
     def register(cls: type) -> type:
         known = _METHODS.get(name)
-        if known is not None and known.strategy.__qualname__ != cls.__qualname__:
-            raise ValueError(f"method {name!r} is registered twice: {known.strategy.__qualname__} "
+        known_class = type(known.implementation) if known is not None else None
+        if known_class is not None and known_class.__qualname__ != cls.__qualname__:
+            raise ValueError(f"method {name!r} is registered twice: {known_class.__qualname__} "
                              f"and {cls.__qualname__}")
         owners = {o.key: m for m in _METHODS.values() if m.name != name for o in m.options}
         for option in options:
             if option.key in owners and _option(owners[option.key], option.key) != option:
                 raise ValueError(f"option {option.key!r} of {name!r} differs from "
                                  f"{owners[option.key].name!r}'s")
-        registered = cast("type[RegisteredStrategy]", cls)  # it is one from the next line on
+        registered = cast("type[RegisteredMethod]", cls)  # it is one from the next line on
         registered.name, registered.scopes = name, scopes
-        _METHODS[name] = Method(name, registered, scopes, doc, options, label)
+        _METHODS[name] = Method(name, registered(), scopes, doc, options, label)
         return cls
 
     return register

@@ -21,8 +21,8 @@ from fedunl_flwr.models import MODELS
 from fedunl_flwr.phases import train_original
 from fedunl_flwr.reports.accuracy import accuracy_frame, frame_to_markdown
 from fedunl_flwr.store import RunStore
-from strategies import get_strategy
-from strategies.unlearning import check_request_shape
+from strategies import get_unlearning_method
+from strategies.unlearning import check_request_shape, run_unlearning, validate_request
 
 
 class FlowerEchoFilter(logging.Filter):
@@ -75,26 +75,26 @@ def check_names(config: RunConfig) -> None:
     scenario = get_scenario(config.scenario)
     if config.model and config.model not in MODELS:
         raise ValueError(f"unknown model {config.model!r}; choose one of {sorted(MODELS)}")
-    get_strategy(config.strategy)
+    get_unlearning_method(config.strategy)
     check_request_shape(config, scenario.num_clients(config.num_clients))
 
 
 def run(grid: Grid, config: RunConfig) -> dict:
     """All phases of one run; returns paths of what was written."""
     check_names(config)
-    strategy_cls = get_strategy(config.strategy)
+    method = get_unlearning_method(config.strategy)
     scenario = get_scenario(config.scenario)
     federation = discover_federation(grid, scenario.num_clients(config.num_clients))
-    request = strategy_cls.validate_request(config, federation) if strategy_cls else None
+    request = validate_request(method, config, federation) if method else None
     store = RunStore(config.resolved_results_dir())
     original = train_original(grid, config, federation, store)
     table = accuracy_frame(original.evaluations, federation.class_names)
     log(INFO, "fedunl: original model, per-client per-class test accuracy (%%):\n%s",
         frame_to_markdown(table, digits=1))
     outputs = {"train": original.store.path}
-    if strategy_cls is not None:
-        outputs["unlearn"] = strategy_cls.run_unlearning(grid, config, federation, request,
-                                                         original, store)
+    if method is not None and request is not None:
+        outputs["unlearn"] = run_unlearning(method, grid, config, federation, request,
+                                            original, store)
     index = store.write_index(config.run_key(), outputs)
     log(INFO, "fedunl: results in %s (listed in %s)",
         ", ".join(map(str, outputs.values())), index)

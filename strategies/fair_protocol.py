@@ -33,12 +33,11 @@ from fedunl_flwr.methods import Option
 from fedunl_flwr.phases import TrainedModel
 from fedunl_flwr.protocol import DataChange
 from fedunl_flwr.records import scalar
-from fedunl_flwr.store import RunStore
 from strategies.unlearning import (
+    UnlearningMethod,
     UnlearningOutcome,
     UnlearningRequest,
     UnlearningRun,
-    UnlearningStrategyMixin,
     unlearn_config,
 )
 
@@ -100,28 +99,27 @@ class WeightedSum:
         return ArrayRecord(out)
 
 
-class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
-    """Base of the retraining routes: R FedAvg rounds from the original global model.
+class FairRetrainFedAvg(FedAvgTrain):
+    """R FedAvg rounds from the original global model in which the requesting clients
+    train without (``relabel=False``) or with relabelled (``relabel=True``) forget-class
+    samples, sent as a :class:`fedunl_flwr.protocol.DataChange`.
 
-    Subclasses set ``name``, ``fair`` and ``relabel`` (what a requesting client does
-    with its forget-class samples: False deletes them, True relabels them; sent as a
-    :class:`fedunl_flwr.protocol.DataChange`).
+    ``fair=True`` (the fair protocol): only they train and every other client's
+    contribution is the cached term described in the module docstring. ``fair=False``:
+    every client trains, only the requesting ones with the change.
     """
 
-    scopes: ClassVar[tuple[str, ...]] = ("class",)
-    fair: ClassVar[bool] = True
-    relabel: ClassVar[bool] = False
-
-    def __init__(self, run: UnlearningRun) -> None:
+    def __init__(self, run: UnlearningRun, name: str, fair: bool, relabel: bool) -> None:
+        self.fair = fair
         self.request: UnlearningRequest = run.request
         self.requesting = sorted(run.request.clients)
         participants = self.requesting if self.fair else run.federation.partition_ids
         super().__init__(run.federation, participants, run.config.unlearn_rounds,
                          fraction_train=1.0, evaluate_every=run.config.evaluate_every,
-                         seed=run.config.seed, phase=f"unlearn-{self.name}",
+                         seed=run.config.seed, phase=f"unlearn-{name}",
                          target_error=run.config.target_error)
         classes = run.request.classes
-        self.removal = (DataChange(relabel_classes=classes) if self.relabel
+        self.removal = (DataChange(relabel_classes=classes) if relabel
                         else DataChange(exclude_classes=classes)).encode()
         self.cached = WeightedSum()
         self.cached_clients: list[int] = []
@@ -182,21 +180,29 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
             return arrays, metrics
         return self.cached.average_with(arrays, trained_weight), metrics
 
-    # --- unlearning phase -----------------------------------------------------
-    @classmethod
-    def run_unlearning(cls, grid: Grid, config: RunConfig, federation: Federation,
-                       request: UnlearningRequest, original: TrainedModel,
-                       run_store: RunStore):
-        """Check the cached client models before the phase folder is created."""
-        if cls.fair and config.option(FAIR_OTHERS.key) == "cached":
+
+
+class RetrainRoute(UnlearningMethod):
+    """Base of the retraining routes: R rounds of :class:`FairRetrainFedAvg`.
+
+    Subclasses set ``fair`` and ``relabel`` (what a requesting client does with its
+    forget-class samples: False deletes them, True relabels them).
+    """
+
+    scopes: ClassVar[tuple[str, ...]] = ("class",)
+    fair: ClassVar[bool] = True
+    relabel: ClassVar[bool] = False
+
+    def check_stored(self, config: RunConfig, request: UnlearningRequest,
+                     federation: Federation, original: TrainedModel) -> None:
+        """The cached client models exist (checked before the phase folder is created)."""
+        if self.fair and config.option(FAIR_OTHERS.key) == "cached":
             cached_models(original, [p for p in federation.partition_ids
                                      if p not in request.clients])
-        return super().run_unlearning(grid, config, federation, request, original, run_store)
 
-    @classmethod
-    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+    def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
         """R rounds from the original global model (R = 0 keeps it)."""
-        strategy = cls(run)
+        strategy = FairRetrainFedAvg(run, self.name, self.fair, self.relabel)
         arrays = run.original.arrays
         if run.config.unlearn_rounds > 0:
             result = strategy.start(grid, run.original.arrays,
@@ -205,10 +211,10 @@ class RetrainRoute(UnlearningStrategyMixin, FedAvgTrain):
             arrays = result.arrays
         trained = sorted(p for p, e in strategy.epochs_by_client.items() if e > 0)
         return UnlearningOutcome(arrays, strategy.history_rows(), strategy.client_epochs, {
-            "protocol": "fair" if cls.fair else "all-clients",
+            "protocol": "fair" if self.fair else "all-clients",
             "others_contribute": (("the original global model" if strategy.others == "global"
                                    else "their cached final local models")
-                                  if cls.fair else "their own retraining"),
+                                  if self.fair else "their own retraining"),
             "trained_clients": trained,
             "cached_clients": strategy.cached_clients,
             "client_epochs_by_client": {str(p): e for p, e in

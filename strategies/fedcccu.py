@@ -27,7 +27,8 @@ from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.protocol import decode_entries
 from fedunl_flwr.records import scalar
 from fedunl_flwr.unlearning.neurons import Entry, dominance_ratios, select_dominant_units
-from strategies.neuron_editing import EDITING_OPTIONS, ZERO_UNITS, NeuronEditRoute
+from strategies.neuron_editing import EDITING_OPTIONS, ZERO_UNITS, NeuronEditing
+from strategies.unlearning import UnlearningRun
 
 ATTRIBUTION_TOP_N = Option("attribution-top-n", 50,
                            "top-N (unit, score) entries each client uploads per class (N)",
@@ -94,7 +95,7 @@ def select_fedcccu_units(lists: Mapping[int, Mapping[int, list[Entry]]],
                  "(stopping rule, n = cap)"),
                  options=(*EDITING_OPTIONS, ATTRIBUTION_TOP_N, ATTRIBUTION_STEPS,
                           ATTRIBUTION_SAMPLES))
-class FedCCCU(NeuronEditRoute):
+class FedCCCU(NeuronEditing):
     """Cross-client-constrained unlearning by rank-based selection of dominant units.
 
     Messages: ``query.attribution`` to every client, carrying the global model,
@@ -107,34 +108,34 @@ class FedCCCU(NeuronEditRoute):
 
     action = protocol.ATTRIBUTION
 
-    def query_clients(self) -> list[int]:
-        return self.run.federation.partition_ids
+    def query_clients(self, run: UnlearningRun) -> list[int]:
+        return run.federation.partition_ids
 
-    def query_config(self) -> dict:
-        config = self.run.config
+    def query_config(self, run: UnlearningRun) -> dict:
+        config = run.config
         return {protocol.STEPS: config.option(ATTRIBUTION_STEPS.key),
                 protocol.TOP_N: config.option(ATTRIBUTION_TOP_N.key),
                 protocol.SAMPLES_PER_CLASS: config.option(ATTRIBUTION_SAMPLES.key)}
 
-    def select(self, replies: dict[int, RecordDict]) -> list[dict]:
+    def select(self, run: UnlearningRun, replies: dict[int, RecordDict]) -> list[dict]:
         lists = {pid: decode_entries(content.metric_records["metrics"],
                                      content.config_records["info"])
                  for pid, content in replies.items()}
-        request = self.run.request
+        request = run.request
         for pid in request.clients:
             for class_id in request.classes:
                 if not lists.get(pid, {}).get(class_id):
                     raise RuntimeError(f"client {pid} sent no attribution entries for "
                                        f"forget class {class_id}")
         return select_fedcccu_units(lists, list(request.clients), list(request.classes),
-                                    self.run.config.option(ZERO_UNITS.key))
+                                    run.config.option(ZERO_UNITS.key))
 
-    def extra(self) -> dict:
+    def extra(self, run: UnlearningRun, replies: dict[int, RecordDict]) -> dict:
         seconds = {str(pid): float(scalar(content.metric_records["metrics"],
                                           "attribution-seconds"))
-                   for pid, content in sorted(self.replies.items())}
+                   for pid, content in sorted(replies.items())}
         return {"attribution_seconds": sum(seconds.values()),
                 "attribution_seconds_by_client": seconds,
                 "attribution_samples_by_client": {
                     str(pid): int(scalar(content.metric_records["metrics"], "num-samples"))
-                    for pid, content in sorted(self.replies.items())}}
+                    for pid, content in sorted(replies.items())}}

@@ -32,12 +32,13 @@ Stage 3 (fine-tune). ``unlearn-rounds`` FedAvg rounds on the remaining data
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from logging import INFO
+from typing import Any
 
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
@@ -51,10 +52,17 @@ from fedunl_flwr.unlearning.parameter_selection import (
     reinitialize_parameters,
     select_parameters,
 )
-from strategies.finetune import fine_tune
-from strategies.memorization_eval import MemorizationEvaluated, mean_gradient
-from strategies.remaining import RemainingDataStrategy, forget_holders, remaining_participants
-from strategies.unlearning import UnlearningOutcome, UnlearningRequest, UnlearningRun
+from strategies.finetune import fine_tune, fine_tuning_strategy
+from strategies.memorization_eval import mean_gradient, memorization_summary
+from strategies.remaining import RemainingDataFedAvg
+from strategies.unlearning import (
+    UnlearningMethod,
+    UnlearningOutcome,
+    UnlearningRequest,
+    UnlearningRun,
+    forget_holders,
+    remaining_participants,
+)
 
 #: Selection strategies that rank by the forget data's gradient (Table F4 baselines).
 NEEDS_FORGET_GRADIENT = ("salun", "localized", "deep", "shallow")
@@ -144,24 +152,34 @@ class Reset:
         }
 
 
-class ResetAfterFirstRound:
-    """The ``after_aggregate`` hook of the update statistic (the authors' code).
+class ResetFedAvg(RemainingDataFedAvg):
+    """Fine-tuning whose round-1 aggregate is reset by the round's own update (the
+    ``gradient-source = update`` statistic of the authors' code).
 
-    After fine-tuning round 1 the statistic is the global update ``w_1 - w_0`` of the
-    remaining clients (w_0: the original model); the aggregate is reset by it. Later
-    rounds pass through unchanged.
+    After round 1 the statistic is the global update ``w_1 - w_0`` of the remaining
+    clients (w_0: the original model) and the aggregate is reset by it; later rounds are
+    plain FedAvg on D_r.
     """
 
-    def __init__(self, original: ArrayRecord, reset: Reset) -> None:
+    def __init__(self, *args: Any, original: ArrayRecord, reset: Reset, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.original = original.to_torch_state_dict()
         self.reset = reset
 
-    def __call__(self, server_round: int, aggregate: ArrayRecord) -> ArrayRecord:
-        if server_round != 1:
-            return aggregate
-        update = {name: value - self.original[name]
-                  for name, value in aggregate.to_torch_state_dict().items()}
-        return self.reset(aggregate, update)
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is None or server_round != 1:
+            return arrays, metrics
+        return reset_by_update(self.original, arrays, self.reset), metrics
+
+
+def reset_by_update(original: Mapping[str, torch.Tensor], aggregate: ArrayRecord,
+                    reset: Reset) -> ArrayRecord:
+    """``aggregate`` reset by its own update from ``original`` (``w_1 - w_0``)."""
+    update = {name: value - original[name]
+              for name, value in aggregate.to_torch_state_dict().items()}
+    return reset(aggregate, update)
 
 
 @register_method("fedmemeraser", doc=(
@@ -170,18 +188,19 @@ class ResetAfterFirstRound:
                  "update (or, `gradient-source='gradient'`, by a fresh mean gradient), then "
                  "fine-tune on the remaining data"),
                  options=(RHO, GRADIENT_SOURCE, RESET_TENSORS, SELECTION))
-class FedMemEraser(MemorizationEvaluated, RemainingDataStrategy):
+class FedMemEraser(UnlearningMethod):
     """Reset the rho fraction of parameters least used by the remaining data, fine-tune."""
 
-    @classmethod
-    def validate_request(cls, config: RunConfig, federation: Federation) -> UnlearningRequest:
+    evaluations = (memorization_summary,)
+    trains_on_remaining = True
+
+    def validate(self, config: RunConfig, request: UnlearningRequest,
+                 federation: Federation) -> None:
         if config.option(GRADIENT_SOURCE.key) == "update" and config.unlearn_rounds < 1:
             raise ConfigError("gradient-source 'update' takes the statistic from the first "
                               "fine-tuning round: unlearn-rounds must be >= 1")
-        return super().validate_request(config, federation)
 
-    @classmethod
-    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+    def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
         config, federation, request = run.config, run.federation, run.request
         settings = ResetSettings.of(config)
         original = run.original.arrays
@@ -203,11 +222,12 @@ class FedMemEraser(MemorizationEvaluated, RemainingDataStrategy):
             located = time.perf_counter() - start
             log(INFO, "fedunl: fedmemeraser reset %d of %d eligible entries (rho %.2f, %s) "
                 "in %.1f s", *_counts(reset), settings.rho, settings.selection, located)
-            tuned = fine_tune(cls, grid, run, reset_arrays, offset=located)
+            tuned = fine_tune(grid, run, reset_arrays, offset=located)
         else:
             located = time.perf_counter() - start
-            tuned = fine_tune(cls, grid, run, original, offset=located,
-                              after_aggregate=ResetAfterFirstRound(original, reset))
+            tuned = fine_tune(grid, run, original, offset=located,
+                              strategy=fine_tuning_strategy(run, ResetFedAvg,
+                                                            original=original, reset=reset))
         if reset.reset_arrays is None:
             raise RuntimeError("fedmemeraser: the reset never ran (no fine-tuning round 1)")
         run.store.write_arrays("reset", {k: v.numpy() for k, v in reset.reset_arrays.items()})

@@ -16,9 +16,9 @@ from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from fedunl_flwr.methods import register_method
-from strategies.memorization_eval import MemorizationEvaluated
-from strategies.remaining import AfterAggregate, RemainingDataFedAvg, RemainingDataStrategy
-from strategies.unlearning import UnlearningOutcome, UnlearningRun, unlearn_config
+from strategies.memorization_eval import memorization_summary
+from strategies.remaining import RemainingDataFedAvg
+from strategies.unlearning import UnlearningMethod, UnlearningOutcome, UnlearningRun, unlearn_config
 
 
 @dataclass
@@ -31,20 +31,28 @@ class FineTuned:
     seconds: float
 
 
-def fine_tune(strategy_cls: type[RemainingDataFedAvg], grid: Grid, run: UnlearningRun,
-              arrays: ArrayRecord, offset: float = 0.0,
-              after_aggregate: AfterAggregate | None = None) -> FineTuned:
-    """``unlearn-rounds`` FedAvg rounds on D_r from ``arrays``.
+def fine_tuning_strategy(run: UnlearningRun,
+                         strategy_cls: type[RemainingDataFedAvg] = RemainingDataFedAvg,
+                         **kwargs: object) -> RemainingDataFedAvg:
+    """The Flower strategy of ``unlearn-rounds`` FedAvg rounds on D_r (``kwargs`` go to a
+    subclass's own constructor parameters)."""
+    config = run.config
+    return strategy_cls(run.federation, run.request, config.unlearn_rounds,
+                        fraction_train=config.fraction_train,
+                        evaluate_every=config.evaluate_every, seed=config.seed,
+                        phase="unlearn", aggregation=config.aggregation, **kwargs)
+
+
+def fine_tune(grid: Grid, run: UnlearningRun, arrays: ArrayRecord, offset: float = 0.0,
+              strategy: RemainingDataFedAvg | None = None) -> FineTuned:
+    """``unlearn-rounds`` FedAvg rounds on D_r from ``arrays`` (with ``strategy``, default
+    :func:`fine_tuning_strategy`).
 
     ``offset`` (seconds already spent, e.g. locating and resetting parameters) is added
     to each history row's ``elapsed`` so that the curve starts when unlearning started.
     """
     config = run.config
-    strategy = strategy_cls(run.federation, run.request, config.unlearn_rounds,
-                            fraction_train=config.fraction_train,
-                            evaluate_every=config.evaluate_every, seed=config.seed,
-                            phase="unlearn", after_aggregate=after_aggregate,
-                            aggregation=config.aggregation)
+    strategy = strategy or fine_tuning_strategy(run)
     start = time.perf_counter()
     if config.unlearn_rounds > 0:
         arrays = strategy.start(grid, arrays, num_rounds=config.unlearn_rounds,
@@ -59,11 +67,13 @@ def fine_tune(strategy_cls: type[RemainingDataFedAvg], grid: Grid, run: Unlearni
 @register_method("finetune", doc=(
                  "FedAvg on the remaining data from the original model for `unlearn-rounds` (= "
                  "FedMemEraser with rho 0)"))
-class FineTune(MemorizationEvaluated, RemainingDataStrategy):
+class FineTune(UnlearningMethod):
     """FedAvg on the remaining data from the original model, ``unlearn-rounds`` rounds."""
 
-    @classmethod
-    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
-        tuned = fine_tune(cls, grid, run, run.original.arrays)
+    evaluations = (memorization_summary,)
+    trains_on_remaining = True
+
+    def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+        tuned = fine_tune(grid, run, run.original.arrays)
         return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, {
             "unlearn_seconds": tuned.seconds, "unlearn_rounds": run.config.unlearn_rounds})

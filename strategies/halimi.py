@@ -39,9 +39,13 @@ from fedunl_flwr.protocol import AscentSettings
 from fedunl_flwr.records import get_weights, record_to_dict, scalar, state_keys
 from strategies.fair_protocol import WeightedSum, cached_models
 from strategies.finetune import fine_tune
-from strategies.memorization_eval import MemorizationEvaluated
-from strategies.remaining import RemainingDataStrategy
-from strategies.unlearning import UnlearningOutcome, UnlearningRequest, UnlearningRun
+from strategies.memorization_eval import memorization_summary
+from strategies.unlearning import (
+    UnlearningMethod,
+    UnlearningOutcome,
+    UnlearningRequest,
+    UnlearningRun,
+)
 
 #: Random initialisations the radius is measured against.
 RADIUS_SAMPLES = 3
@@ -90,19 +94,19 @@ def ball_radius(reference: Mapping[str, np.ndarray], random_models: Sequence[Map
                  "inside an l2 ball around it; then the remaining clients post-train for "
                  "`unlearn-rounds`"),
                  options=(LEARNING_RATE, EPOCHS, RADIUS, STOP_ACCURACY))
-class Halimi(MemorizationEvaluated, RemainingDataStrategy):
+class Halimi(UnlearningMethod):
     """Projected gradient ascent at the leaving client, then FedAvg post-training."""
 
-    @classmethod
-    def validate_request(cls, config: RunConfig, federation: Federation) -> UnlearningRequest:
-        request = super().validate_request(config, federation)
+    evaluations = (memorization_summary,)
+    trains_on_remaining = True
+
+    def validate(self, config: RunConfig, request: UnlearningRequest,
+                 federation: Federation) -> None:
         if len(request.clients) != 1:
             raise ConfigError(f"strategy 'halimi' erases one client (the paper's setting); "
                               f"forget-clients names {len(request.clients)}")
-        return request
 
-    @classmethod
-    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+    def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
         config, federation, request = run.config, run.federation, run.request
         start = time.perf_counter()
         remaining = request.remaining_clients(federation)
@@ -129,7 +133,7 @@ class Halimi(MemorizationEvaluated, RemainingDataStrategy):
             "data %.2f%%, distance %.3g of radius %.3g", pid, ascent["epochs"], ascent["steps"],
             100 * ascent["accuracy"], ascent["distance"], radius)
         ascended = time.perf_counter() - start
-        tuned = fine_tune(cls, grid, run, reply.array_records["arrays"], offset=ascended)
+        tuned = fine_tune(grid, run, reply.array_records["arrays"], offset=ascended)
         return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, {
             "unlearn_seconds": tuned.seconds, "unlearn_rounds": config.unlearn_rounds,
             "radius": radius, "ascent": ascent, "ascent_seconds": ascended})

@@ -1,7 +1,7 @@
 """Server side of seed 001's evaluation: Grouped Memorization Evaluation and the rest.
 
-After a seed 001 method (``finetune``, ``fedmemeraser``, ``halimi``: the
-:class:`MemorizationEvaluated` ones) produced the unlearned model, this module
+After a seed 001 method (``finetune``, ``fedmemeraser``, ``halimi``, ``not``: those that
+declare :func:`memorization_summary`) produced the unlearned model, this module
 obtains the J retrained models (``strategies.retrain.obtain_retrained``: loaded from
 the run store, trained if missing) and measures, for the summary:
 
@@ -62,9 +62,13 @@ from fedunl_flwr.summaries import (
     TimeAnalysis,
     to_json,
 )
-from strategies.remaining import forget_holders, remaining_participants
 from strategies.retrain import RetrainedModels, obtain_retrained
-from strategies.unlearning import UnlearningRequest, UnlearningRun
+from strategies.unlearning import (
+    UnlearningRequest,
+    UnlearningRun,
+    forget_holders,
+    remaining_participants,
+)
 
 #: Share of D_u forming the "most memorized" sets compared for CSL (App. H.2: top 20%).
 CSL_TOP_FRACTION = 0.2
@@ -412,12 +416,9 @@ def _log_result(table: pd.DataFrame, result: MemorizationEvaluation) -> None:
         log(WARNING, "fedunl: CSL agreement not computed: %s", result.csl_agreement.reason)
 
 
-class MemorizationEvaluated:
-    """Mixin for the seed 001 methods: their summary carries :func:`memorization_evaluation`."""
-
-    @classmethod
-    def evaluate_unlearned(cls, grid: Grid, run: UnlearningRun, unlearned: TrainedModel
-                           ) -> dict:
-        return to_json(memorization_evaluation(grid, run, unlearned.arrays,
-                                               accuracy_curve(unlearned.history),
-                                               unlearned.evaluations))
+def memorization_summary(grid: Grid, run: UnlearningRun, unlearned: TrainedModel) -> dict:
+    """The seed 001 methods' declared evaluation: :func:`memorization_evaluation` of the
+    unlearned model, as summary entries."""
+    return to_json(memorization_evaluation(grid, run, unlearned.arrays,
+                                           accuracy_curve(unlearned.history),
+                                           unlearned.evaluations))

@@ -26,7 +26,7 @@ from fedunl_flwr.metrics.forgetting import chance_target, forget_class_accuracy
 from fedunl_flwr.phases import evaluate_clients, model_for
 from fedunl_flwr.records import model_to_record, record_to_weights, scalar, set_weights
 from fedunl_flwr.unlearning.neurons import zero_units
-from strategies.unlearning import UnlearningOutcome, UnlearningRun, UnlearningStrategyMixin
+from strategies.unlearning import UnlearningMethod, UnlearningOutcome, UnlearningRun
 
 #: The run-config keys of every model-editing route.
 ZERO_UNITS = Option("zero-units", 50,
@@ -80,18 +80,65 @@ def zero_until_forgotten(grid: Grid, run: UnlearningRun, ranked: list[dict]
     return arrays, steps, ranked
 
 
-class NeuronEditRoute(UnlearningStrategyMixin, Strategy):
-    """One query round to ``query_clients()``, then zero ``select()``'s units.
+class NeuronEditing(UnlearningMethod):
+    """Base of the model-editing methods: one :class:`UnitQuery` round, then zero units.
 
-    Subclasses set ``name`` and ``action`` and implement ``query_clients``,
-    ``query_config`` and ``select`` (replies by partition id -> list of dicts with at
-    least ``site`` and ``unit``, in selection order).
+    Subclasses set ``action`` and implement ``query_clients``, ``query_config`` and
+    ``select`` (replies by partition id -> list of dicts with at least ``site`` and
+    ``unit``, in selection order).
     """
 
     scopes: ClassVar[tuple[str, ...]] = ("class",)
     action: ClassVar[str] = ""
 
-    def __init__(self, run: UnlearningRun) -> None:
+    def query_clients(self, run: UnlearningRun) -> list[int]:
+        raise NotImplementedError
+
+    def query_config(self, run: UnlearningRun) -> dict:
+        raise NotImplementedError
+
+    def select(self, run: UnlearningRun, replies: dict[int, RecordDict]) -> list[dict]:
+        raise NotImplementedError
+
+    def extra(self, run: UnlearningRun, replies: dict[int, RecordDict]) -> dict:
+        """Method-specific entries for ``summary.json``."""
+        return {}
+
+    def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+        """One query round from the original global model; no client trains.
+
+        With ``zero-stop`` the ranked units are zeroed one at a time until the requesting
+        clients report (their own test data, an evaluation round) forget-class accuracy
+        at or below the target; ``zero-units`` caps the count.
+        """
+        strategy = UnitQuery(self, run)
+        result = strategy.start(grid, run.original.arrays, num_rounds=1)
+        steps: list[dict] = []
+        arrays, selected = result.arrays, strategy.selected
+        if run.config.option(ZERO_STOP.key):
+            arrays, steps, selected = zero_until_forgotten(grid, run, selected)
+        zeroed = sorted({(item["site"], int(item["unit"])) for item in selected})
+        return UnlearningOutcome(arrays, [], 0, {
+            "zero_stop": run.config.option(ZERO_STOP.key),
+            "forget_target": chance_target(run.config.option(FORGET_TARGET.key),
+                                           run.federation.num_classes),
+            "zeroing_steps": steps,
+            "trained_clients": [],
+            "queried_clients": self.query_clients(run),
+            "zeroed_units": [[site, unit] for site, unit in zeroed],
+            "selected_units": selected,
+            "query_seconds": strategy.query_seconds,
+            **self.extra(run, strategy.replies),
+        })
+
+
+class UnitQuery(Strategy):
+    """A one-round Flower strategy: ``configure_train`` sends ``query.<action>`` (global
+    model + the method's query settings) to the method's clients, ``aggregate_train``
+    selects units from the replies and returns the global model with them zeroed."""
+
+    def __init__(self, method: NeuronEditing, run: UnlearningRun) -> None:
+        self.method = method
         self.run = run
         self.selected: list[dict] = []
         self.replies: dict[int, RecordDict] = {}
@@ -99,37 +146,22 @@ class NeuronEditRoute(UnlearningStrategyMixin, Strategy):
         self._arrays: ArrayRecord | None = None
         self._sent = 0.0
 
-    # --- to implement -----------------------------------------------------------
-    def query_clients(self) -> list[int]:
-        raise NotImplementedError
-
-    def query_config(self) -> dict:
-        raise NotImplementedError
-
-    def select(self, replies: dict[int, RecordDict]) -> list[dict]:
-        raise NotImplementedError
-
-    def extra(self) -> dict:
-        """Strategy-specific entries for ``summary.json``."""
-        return {}
-
-    # --- Flower Strategy hooks ----------------------------------------------------
     def summary(self) -> None:
-        log(INFO, "\t├──> %s: query.%s to clients %s, then zero units", type(self).__name__,
-            self.action, self.query_clients())
+        log(INFO, "\t├──> %s: query.%s to clients %s, then zero units", self.method.name,
+            self.method.action, self.method.query_clients(self.run))
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         """The query message: the global model and the query settings."""
         self._arrays = arrays
         config[protocol.SERVER_ROUND] = server_round
-        config[protocol.PHASE] = f"unlearn-{self.name}"
-        for key, value in self.query_config().items():
+        config[protocol.PHASE] = f"unlearn-{self.method.name}"
+        for key, value in self.method.query_config(self.run).items():
             config[key] = value
         record = RecordDict({"arrays": arrays, "config": config})
         self._sent = time.perf_counter()
-        return [Message(record, dst_node_id=node, message_type=f"query.{self.action}")
-                for node in self.run.federation.node_ids(self.query_clients())]
+        return [Message(record, dst_node_id=node, message_type=f"query.{self.method.action}")
+                for node in self.run.federation.node_ids(self.method.query_clients(self.run))]
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -137,16 +169,17 @@ class NeuronEditRoute(UnlearningStrategyMixin, Strategy):
         replies = list(replies)
         self.query_seconds = time.perf_counter() - self._sent
         federation = self.run.federation
-        raise_on_errors(replies, f"query {self.action!r}",
-                        federation.node_ids(self.query_clients()), federation)
-        self.replies = {
-            int(scalar(r.content.metric_records["metrics"], protocol.PARTITION_ID)): r.content
-            for r in replies}
-        self.selected = self.select(self.replies)
+        queried = self.method.query_clients(self.run)
+        raise_on_errors(replies, f"query {self.method.action!r}", federation.node_ids(queried),
+                        federation)
+        self.replies = {int(scalar(r.content.metric_records["metrics"], protocol.PARTITION_ID)):
+                        r.content for r in replies}
+        self.selected = self.method.select(self.run, self.replies)
         units = [(item["site"], int(item["unit"])) for item in self.selected]
-        log(INFO, "fedunl %s: zeroing %d unit(s): %s", self.name, len(units),
+        log(INFO, "fedunl %s: zeroing %d unit(s): %s", self.method.name, len(units),
             ", ".join(f"{site}[{unit}]" for site, unit in units))
-        assert self._arrays is not None
+        if self._arrays is None:
+            raise RuntimeError("aggregate_train before configure_train")
         return (zero_units_in_arrays(self.run, self._arrays, units),
                 MetricRecord({"zeroed-units": len(units)}))
 
@@ -158,33 +191,3 @@ class NeuronEditRoute(UnlearningStrategyMixin, Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
         return None
-
-    # --- unlearning phase ---------------------------------------------------------
-    @classmethod
-    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
-        """One query round from the original global model; no client trains.
-
-        With ``zero-stop`` the ranked units are zeroed one at a time until the requesting
-        clients report (their own test data, an evaluation round) forget-class accuracy
-        at or below the target; ``zero-units`` caps the count.
-        """
-        strategy = cls(run)
-        result = strategy.start(grid, run.original.arrays, num_rounds=1)
-        arrays = result.arrays
-        steps: list[dict] = []
-        if run.config.option(ZERO_STOP.key):
-            arrays, steps, chosen = zero_until_forgotten(grid, run, strategy.selected)
-            strategy.selected = chosen
-        zeroed = sorted({(item["site"], int(item["unit"])) for item in strategy.selected})
-        return UnlearningOutcome(arrays, [], 0, {
-            "zero_stop": run.config.option(ZERO_STOP.key),
-            "forget_target": chance_target(run.config.option(FORGET_TARGET.key),
-                                           run.federation.num_classes),
-            "zeroing_steps": steps,
-            "trained_clients": [],
-            "queried_clients": strategy.query_clients(),
-            "zeroed_units": [[site, unit] for site, unit in zeroed],
-            "selected_units": strategy.selected,
-            "query_seconds": strategy.query_seconds,
-            **strategy.extra(),
-        })

@@ -13,7 +13,8 @@ from fedunl_flwr.methods import register_method
 from fedunl_flwr.protocol import split_activation_key
 from fedunl_flwr.records import number_list
 from fedunl_flwr.unlearning.neurons import top_units
-from strategies.neuron_editing import EDITING_OPTIONS, ZERO_UNITS, NeuronEditRoute
+from strategies.neuron_editing import EDITING_OPTIONS, ZERO_UNITS, NeuronEditing
+from strategies.unlearning import UnlearningRun
 
 
 def pooled_activations(replies: Mapping[int, RecordDict], class_id: int
@@ -66,7 +67,7 @@ def select_activation_units(replies: Mapping[int, RecordDict],
                  "rank units by mean activation on the requesting clients' forget-class data and "
                  "zero them in that order until the forget class is forgotten (stopping rule, n "
                  "= cap)"), options=EDITING_OPTIONS)
-class NeuronZeroing(NeuronEditRoute):
+class NeuronZeroing(NeuronEditing):
     """Zero the top-n units by mean post-activation on the requesting clients'
     forget-class samples (n = ``zero-units``), ranked across all layers.
 
@@ -77,12 +78,12 @@ class NeuronZeroing(NeuronEditRoute):
 
     action = protocol.ACTIVATIONS
 
-    def query_clients(self) -> list[int]:
-        return sorted(self.run.request.clients)
+    def query_clients(self, run: UnlearningRun) -> list[int]:
+        return sorted(run.request.clients)
 
-    def query_config(self) -> dict:
-        return {protocol.CLASSES: protocol.encode_ids(self.run.request.classes)}
+    def query_config(self, run: UnlearningRun) -> dict:
+        return {protocol.CLASSES: protocol.encode_ids(run.request.classes)}
 
-    def select(self, replies: dict[int, RecordDict]) -> list[dict]:
-        return select_activation_units(replies, list(self.run.request.classes),
-                                       self.run.config.option(ZERO_UNITS.key))
+    def select(self, run: UnlearningRun, replies: dict[int, RecordDict]) -> list[dict]:
+        return select_activation_units(replies, list(run.request.classes),
+                                       run.config.option(ZERO_UNITS.key))

@@ -29,8 +29,13 @@ from fedunl_flwr.federation import Federation, with_data
 from fedunl_flwr.methods import register_method
 from fedunl_flwr.phases import TrainedModel, initial_arrays, model_for, run_phase
 from fedunl_flwr.store import PhaseStore, RunStore
-from strategies.remaining import RemainingDataStrategy
-from strategies.unlearning import UnlearningOutcome, UnlearningRequest, UnlearningRun
+from strategies.remaining import RemainingDataFedAvg
+from strategies.unlearning import (
+    UnlearningMethod,
+    UnlearningOutcome,
+    UnlearningRequest,
+    UnlearningRun,
+)
 
 #: Run-store phase name of one retrained seed.
 RETRAIN_PHASE = "retrain"
@@ -86,11 +91,12 @@ class RetrainedModels:
 @register_method("retrain", doc=(
                  "gold standard: FedAvg from scratch on the remaining data for "
                  "`num-server-rounds`, J = `retrain-seeds` seeds"))
-class Retrain(RemainingDataStrategy):
+class Retrain(UnlearningMethod):
     """Retrain from scratch on the remaining data (FedAvg, J seeds); the gold standard."""
 
-    @classmethod
-    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+    trains_on_remaining = True
+
+    def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
         """All J retrained models (trained or loaded); the phase's model is seed 0's."""
         retrained = obtain_retrained(grid, run.config, run.federation, run.request,
                                      run.run_store)
@@ -122,10 +128,10 @@ def _retrain_one(grid: Grid, config: RunConfig, federation: Federation,
                  request: UnlearningRequest, store: PhaseStore, index: int
                  ) -> tuple[Callable[[], TrainedModel], Callable[[TrainedModel], dict]]:
     """The ``produce`` and ``summarize`` of retrained model ``index`` (``run_phase``)."""
-    strategy = Retrain(federation, request, config.num_server_rounds,
-                       fraction_train=config.fraction_train,
-                       evaluate_every=config.evaluate_every, seed=config.seed,
-                       phase=f"retrain-{index}", aggregation=config.aggregation)
+    strategy = RemainingDataFedAvg(federation, request, config.num_server_rounds,
+                                   fraction_train=config.fraction_train,
+                                   evaluate_every=config.evaluate_every, seed=config.seed,
+                                   phase=f"retrain-{index}", aggregation=config.aggregation)
 
     def produce() -> TrainedModel:
         start = time.perf_counter()

@@ -1,8 +1,10 @@
-"""Unlearning requests and the phase wrapper that every unlearning strategy shares."""
+"""Unlearning requests, the method object every unlearning method is, and the phase
+wrapper that runs a method and writes its before/after summary."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from logging import INFO
 from pathlib import Path
@@ -184,80 +186,139 @@ class UnlearningOutcome:
     extra: dict = field(default_factory=dict)
 
 
-class UnlearningStrategyMixin:
-    """Shared phase handling: validation, run-store folder, before/after evaluation.
+# --- who holds D_u and who keeps data -------------------------------------------
+def forget_count(request: UnlearningRequest, federation: Federation, pid: int) -> int:
+    """How many of client ``pid``'s training samples are in D_u."""
+    info = federation.clients[pid]
+    if request.scope == "client":
+        return info.num_train if pid in request.clients else 0
+    if request.scope == "class":
+        if pid not in request.clients:
+            return 0
+        return sum(info.train_class_counts[c] for c in request.classes)
+    return len(request.samples.get(pid, ()))
 
-    A strategy sets ``name`` and ``scopes`` and implements :meth:`unlearn`.
+
+def remaining_count(request: UnlearningRequest, federation: Federation, pid: int) -> int:
+    """How many training samples client ``pid`` keeps (0 for a leaving client)."""
+    return federation.clients[pid].num_train - forget_count(request, federation, pid)
+
+
+def remaining_participants(request: UnlearningRequest, federation: Federation) -> list[int]:
+    """Clients that train on the remaining data D_r (K_r): those with a sample left."""
+    return [p for p in request.remaining_clients(federation)
+            if remaining_count(request, federation, p) > 0]
+
+
+def forget_holders(request: UnlearningRequest, federation: Federation) -> list[int]:
+    """Clients holding part of D_u (K_u); they evaluate their own forget samples."""
+    return [p for p in federation.partition_ids if forget_count(request, federation, p) > 0]
+
+
+def check_remaining_request(request: UnlearningRequest, federation: Federation) -> None:
+    """D_u must be non-empty and some client must keep data (checked before any work)."""
+    if not forget_holders(request, federation):
+        raise ConfigError(f"the unlearning request {request.as_dict()} names no training "
+                          "sample: D_u is empty (no client holds the forget classes?)")
+    if not remaining_participants(request, federation):
+        raise ConfigError(f"the unlearning request {request.as_dict()} leaves no training "
+                          "data on any client: nothing to retrain or fine-tune on")
+
+
+#: A declared evaluation of the unlearned model: ``(grid, run, unlearned) -> summary
+#: entries``, run once the model is saved and evaluated on every client.
+Evaluation = Callable[[Grid, "UnlearningRun", TrainedModel], dict]
+
+
+class UnlearningMethod:
+    """One unlearning method: what the registry holds for a ``strategy`` name.
+
+    A method is a small object, not a Flower ``Strategy``: :meth:`unlearn` chooses and
+    runs the Flower strategies of its protocol (FedAvg on the remaining data, the fair
+    protocol's rounds, a query round). Registration (:func:`fedunl_flwr.methods.
+    register_method`) sets ``name`` and ``scopes``. What a method needs is declared:
+
+    - ``evaluations``: run on the unlearned model, their entries go into the phase
+      summary (e.g. seed 001's :func:`strategies.memorization_eval.memorization_summary`);
+    - ``trains_on_remaining``: the request must leave a non-empty D_u and some data to
+      train on (checked before any work).
     """
 
     name: ClassVar[str] = ""
     scopes: ClassVar[tuple[str, ...]] = ("client", "class", "samples")
+    evaluations: ClassVar[tuple[Evaluation, ...]] = ()
+    trains_on_remaining: ClassVar[bool] = False
 
-    @classmethod
-    def validate_request(cls, config: RunConfig, federation: Federation) -> UnlearningRequest:
-        """Parse the request and check that this strategy handles its scope."""
-        if config.forget_scope not in cls.scopes:
-            raise ConfigError(f"strategy {cls.name!r} handles forget-scope "
-                              f"{' / '.join(cls.scopes)}, not {config.forget_scope!r}")
-        return parse_request(config, federation)
+    def validate(self, config: RunConfig, request: UnlearningRequest,
+                 federation: Federation) -> None:
+        """Method-specific checks of a parsed request (raise :class:`ConfigError`)."""
 
-    @classmethod
-    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
-        """Produce the unlearned model (implemented by each strategy)."""
+    def check_stored(self, config: RunConfig, request: UnlearningRequest,
+                     federation: Federation, original: TrainedModel) -> None:
+        """Checks that need the original model, before the phase folder is created."""
+
+    def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+        """Produce the unlearned model."""
         raise NotImplementedError
 
-    @classmethod
-    def evaluate_unlearned(cls, grid: Grid, run: UnlearningRun, unlearned: TrainedModel
-                           ) -> dict:
-        """Hook: a method family's own evaluation of the unlearned model (summary entries).
 
-        Called once the model is saved and evaluated on every client
-        (``unlearned.evaluations``); the default adds nothing.
-        """
-        return {}
+def validate_request(method: UnlearningMethod, config: RunConfig,
+                     federation: Federation) -> UnlearningRequest:
+    """Parse the request, check the method handles its scope, then the method's checks."""
+    if config.forget_scope not in method.scopes:
+        raise ConfigError(f"strategy {method.name!r} handles forget-scope "
+                          f"{' / '.join(method.scopes)}, not {config.forget_scope!r}")
+    request = parse_request(config, federation)
+    if method.trains_on_remaining:
+        check_remaining_request(request, federation)
+    method.validate(config, request, federation)
+    return request
 
-    @classmethod
-    def run_unlearning(cls, grid: Grid, config: RunConfig, federation: Federation,
-                       request: UnlearningRequest, original: TrainedModel,
-                       run_store: RunStore) -> Path:
-        """Run (or load) the unlearning phase and write its before/after summary."""
-        store = run_store.phase(config.scenario, f"unlearn-{cls.name}",
-                                with_data(config.unlearning_key(), federation.fingerprint))
-        run = UnlearningRun(config, federation, request, original, store, run_store)
-        outcome = UnlearningOutcome(original.arrays)
 
-        def produce() -> TrainedModel:
-            nonlocal outcome
-            log(INFO, "fedunl: unlearning with %s, request %s", cls.name, request.as_dict())
-            start = time.perf_counter()
-            outcome = cls.unlearn(grid, run)
-            return TrainedModel(outcome.arrays, {}, outcome.history, store,
-                                seconds=time.perf_counter() - start)
+def run_unlearning(method: UnlearningMethod, grid: Grid, config: RunConfig,
+                   federation: Federation, request: UnlearningRequest,
+                   original: TrainedModel, run_store: RunStore) -> Path:
+    """Run (or load) ``method``'s unlearning phase and write its before/after summary."""
+    method.check_stored(config, request, federation, original)
+    store = run_store.phase(config.scenario, f"unlearn-{method.name}",
+                            with_data(config.unlearning_key(), federation.fingerprint))
+    run = UnlearningRun(config, federation, request, original, store, run_store)
+    outcome = UnlearningOutcome(original.arrays)
 
-        def summarize(unlearned: TrainedModel) -> dict:
-            before, after = original.evaluations, unlearned.evaluations
-            extra = {**outcome.extra, **cls.evaluate_unlearned(grid, run, unlearned)}
-            if request.scope == "class":
-                extra["collateral_damage"] = collateral_damage(before, after, request.clients,
-                                                               request.classes)
-            return {
-                "phase": "unlearn", "strategy": cls.name, "request": request.as_dict(),
-                "train_class_counts": {str(p): list(c.train_class_counts)
-                                       for p, c in sorted(federation.clients.items())},
-                "client_domains": {str(p): c.domain
+    def produce() -> TrainedModel:
+        nonlocal outcome
+        log(INFO, "fedunl: unlearning with %s, request %s", method.name, request.as_dict())
+        start = time.perf_counter()
+        outcome = method.unlearn(grid, run)
+        return TrainedModel(outcome.arrays, {}, outcome.history, store,
+                            seconds=time.perf_counter() - start)
+
+    def summarize(unlearned: TrainedModel) -> dict:
+        before, after = original.evaluations, unlearned.evaluations
+        extra = dict(outcome.extra)
+        for evaluate in method.evaluations:
+            extra.update(evaluate(grid, run, unlearned))
+        if request.scope == "class":
+            extra["collateral_damage"] = collateral_damage(before, after, request.clients,
+                                                           request.classes)
+        return {
+            "phase": "unlearn", "strategy": method.name, "request": request.as_dict(),
+            "train_class_counts": {str(p): list(c.train_class_counts)
                                    for p, c in sorted(federation.clients.items())},
-                "seconds": unlearned.seconds, "client_epochs": outcome.client_epochs,
-                "before": to_json(accuracy_summary(before)),
-                "global_accuracy_before": accuracy_summary(before).global_accuracy,
-                "global_accuracy_after": accuracy_summary(after).global_accuracy,
-                **extra,
-            }
+            "client_domains": {str(p): c.domain
+                               for p, c in sorted(federation.clients.items())},
+            "seconds": unlearned.seconds, "client_epochs": outcome.client_epochs,
+            "before": to_json(accuracy_summary(before)),
+            "global_accuracy_before": accuracy_summary(before).global_accuracy,
+            "global_accuracy_after": accuracy_summary(after).global_accuracy,
+            **extra,
+        }
 
-        done = run_phase(grid, federation, store, model_for(config, federation.num_classes),
-                         f"the {cls.name} unlearning result", produce, summarize,
-                         evaluate_stored=True)
-        _log_table(cls.name, done.evaluations, federation.class_names)
-        return store.path
+    done = run_phase(grid, federation, store, model_for(config, federation.num_classes),
+                     f"the {method.name} unlearning result", produce, summarize,
+                     evaluate_stored=True)
+    _log_table(method.name, done.evaluations, federation.class_names)
+    return store.path
 
 
 def _log_table(name: str, evaluations, class_names) -> None:

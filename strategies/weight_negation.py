@@ -26,9 +26,13 @@ from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.phases import model_for
 from fedunl_flwr.records import arrays_to_record, record_to_dict
 from strategies.finetune import fine_tune
-from strategies.memorization_eval import MemorizationEvaluated
-from strategies.remaining import RemainingDataStrategy
-from strategies.unlearning import UnlearningOutcome, UnlearningRequest, UnlearningRun
+from strategies.memorization_eval import memorization_summary
+from strategies.unlearning import (
+    UnlearningMethod,
+    UnlearningOutcome,
+    UnlearningRequest,
+    UnlearningRun,
+)
 
 NEGATED_LAYERS = Option("not-negated-layers", 1,
                         "NoT: negate the weights of this many first conv/linear layers",
@@ -57,26 +61,27 @@ def layer_weights(config: RunConfig, num_classes: int) -> list[str]:
                  "first `not-negated-layers` conv/linear layers, then the remaining "
                  "clients fine-tune for `unlearn-rounds`"),
                  options=(NEGATED_LAYERS,))
-class WeightNegation(MemorizationEvaluated, RemainingDataStrategy):
+class WeightNegation(UnlearningMethod):
     """Layer-wise weight negation, then FedAvg fine-tuning on the remaining data."""
 
-    @classmethod
-    def validate_request(cls, config: RunConfig, federation: Federation) -> UnlearningRequest:
+    evaluations = (memorization_summary,)
+    trains_on_remaining = True
+
+    def validate(self, config: RunConfig, request: UnlearningRequest,
+                 federation: Federation) -> None:
         count = config.option(NEGATED_LAYERS.key)
         layers = layer_weights(config, federation.num_classes)
         if count > len(layers):
             raise ConfigError(f"not-negated-layers is {count} but the model has "
                               f"{len(layers)} conv/linear layers")
-        return super().validate_request(config, federation)
 
-    @classmethod
-    def unlearn(cls, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
+    def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
         start = time.perf_counter()
         arrays, negated = negate_layers(record_to_dict(run.original.arrays),
                                         layer_weights(run.config, run.federation.num_classes),
                                         run.config.option(NEGATED_LAYERS.key))
         negated_seconds = time.perf_counter() - start
-        tuned = fine_tune(cls, grid, run, arrays_to_record(arrays), offset=negated_seconds)
+        tuned = fine_tune(grid, run, arrays_to_record(arrays), offset=negated_seconds)
         return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, {
             "unlearn_seconds": tuned.seconds, "unlearn_rounds": run.config.unlearn_rounds,
             "negated": negated})

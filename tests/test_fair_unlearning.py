@@ -26,10 +26,11 @@ from fedunl_flwr.phases import model_for
 from fedunl_flwr.protocol import decode_entries, encode_entries, split_activation_key
 from fedunl_flwr.records import get_weights, set_weights, state_keys
 from fedunl_flwr.store import PhaseStore
-from strategies import get_strategy
+from strategies import get_unlearning_method
 from strategies.fair_protocol import WeightedSum
-from strategies.fedcccu import select_fedcccu_units
+from strategies.fedcccu import FedCCCU, select_fedcccu_units
 from strategies.neuron_zeroing import select_activation_units
+from strategies.unlearning import validate_request
 
 SCENARIO = "digits-real-noniid-offline"
 ROUNDS, EPOCHS = 2, 2  # unlearn-rounds, unlearn-local-epochs
@@ -155,9 +156,9 @@ def test_wrong_scope_and_bad_requests_fail_validation_with_clear_messages():
     base = load_run_config({}, {"forget-scope": "class", "forget-clients": "0",
                                 "forget-classes": "0"})
     for name in ROUTES:
-        strategy = get_strategy(name)
-        assert strategy.scopes == ("class",)
-        request = strategy.validate_request(base, federation)
+        method = get_unlearning_method(name)
+        assert method is not None and method.scopes == ("class",)
+        request = validate_request(method, base, federation)
         assert request.clients == (0,) and request.classes == (0,)
     cases = [({"forget-scope": "client"}, "handles forget-scope class, not 'client'"),
              ({"forget-clients": "7"}, r"forget-clients \[7\] unknown"),
@@ -168,7 +169,7 @@ def test_wrong_scope_and_bad_requests_fail_validation_with_clear_messages():
         config = load_run_config({}, {"forget-scope": "class", "forget-clients": "0",
                                       "forget-classes": "0", **change})
         with pytest.raises(ConfigError, match=message):
-            get_strategy("fedcccu").validate_request(config, federation)
+            validate_request(FedCCCU(), config, federation)
 
 
 # --- client work -----------------------------------------------------------------------

@@ -93,14 +93,13 @@ def test_halimi_keys_are_validated_and_its_scope_is_client_only() -> None:
         RunConfig.from_mapping({"halimi-radius": 0.0})
     with pytest.raises(ConfigError, match="halimi-epochs must be >= 1"):
         RunConfig.from_mapping({"halimi-epochs": 0})
-    from strategies import get_strategy
-    from tests.test_memorization_unlearning import FOUR, config_with
+    from strategies.halimi import Halimi
+    from tests.test_memorization_unlearning import FOUR, config_with, validate
 
-    halimi = get_strategy("halimi")
-    assert halimi.scopes == ("client",)
+    assert Halimi.scopes == ("client",)
     with pytest.raises(ConfigError, match="erases one client"):
-        halimi.validate_request(config_with(strategy="halimi", forget_scope="client",
-                                            forget_clients="0,1"), FOUR)
+        validate(config_with(strategy="halimi", forget_scope="client", forget_clients="0,1"),
+                 FOUR)
     settings = AscentSettings(0.1, 2, 1.5, 0.1, 8)
     assert AscentSettings.from_config(settings.encode()) == settings
     with pytest.raises(ValueError, match="needs config"):

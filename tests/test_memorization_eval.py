@@ -15,7 +15,7 @@ from clients.local_training import mean_loss_gradient
 from fedunl_flwr.config import RunConfig
 from fedunl_flwr.phases import TrainedModel
 from fedunl_flwr.store import PhaseStore
-from strategies.fedmemeraser import Reset, ResetAfterFirstRound
+from strategies.fedmemeraser import Reset, reset_by_update
 from strategies.memorization_eval import (
     retrain_noise_floor,
     split_retrained,
@@ -116,16 +116,15 @@ def test_mean_loss_gradient_of_a_zero_linear_model_is_hand_checked() -> None:
     assert all(p.grad is None for p in model.parameters())  # nothing left behind
 
 
-def test_update_statistic_resets_after_round_one_only() -> None:
+def test_update_statistic_resets_the_entries_that_moved_least() -> None:
     """The update statistic is w_1 - w_0: the rho fraction with the smallest |update| is
-    re-drawn after round 1; round 2 and later pass through untouched."""
+    re-drawn (``ResetFedAvg`` applies it to round 1's aggregate only; the contract and
+    simulation tests run it)."""
     original = {"0.weight": torch.zeros(2, 5), "0.bias": torch.zeros(2)}
     aggregate = {"0.weight": torch.arange(1.0, 11.0).reshape(2, 5), "0.bias": torch.ones(2)}
     config = RunConfig.from_mapping({"strategy": "fedmemeraser", "rho": 0.3, "seed": 3})
-    hook = ResetAfterFirstRound(ArrayRecord(original), Reset(config, None))
-    later = ArrayRecord(aggregate)
-    assert hook(2, later) is later
-    reset = hook(1, ArrayRecord(aggregate)).to_torch_state_dict()
+    resetter = Reset(config, None)
+    reset = reset_by_update(original, ArrayRecord(aggregate), resetter).to_torch_state_dict()
     moved = reset["0.weight"] != aggregate["0.weight"]
     # reset-tensors 'all' (the default) ranks biases too: 12 entries, rho 0.3 -> 4 with
     # the smallest |update|: both biases (1, 1) and the weights 1 and 2, re-drawn within
@@ -134,4 +133,4 @@ def test_update_statistic_resets_after_round_one_only() -> None:
     assert bool((reset["0.bias"] != aggregate["0.bias"]).all())
     for value in (reset["0.weight"].flatten()[:2], reset["0.bias"]):
         assert value.abs().max() <= 5 ** -0.5
-    assert torch.equal(hook.reset.masks["0.weight"], moved)
+    assert torch.equal(resetter.masks["0.weight"], moved)

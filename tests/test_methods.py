@@ -18,7 +18,8 @@ def test_every_strategy_module_registers_its_method_once() -> None:
     assert {"delete-retrain", "relabel-poison", "delete-retrain-all", "neuron-zeroing",
             "fedcccu", "retrain", "finetune", "fedmemeraser"} <= set(registered)
     for name, method in registered.items():
-        assert method.strategy.name == name and method.strategy.scopes == method.scopes
+        implementation = method.implementation
+        assert implementation.name == name and implementation.scopes == method.scopes
         assert method.doc and method.scopes
 
 

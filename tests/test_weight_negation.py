@@ -28,13 +28,11 @@ def test_only_the_first_layers_weights_are_negated() -> None:
 def test_the_key_is_validated_before_anything_runs() -> None:
     with pytest.raises(ConfigError, match="not-negated-layers must be >= 1"):
         RunConfig.from_mapping({"not-negated-layers": 0})
-    from strategies import get_strategy
-    from tests.test_memorization_unlearning import FOUR, config_with
+    from tests.test_memorization_unlearning import FOUR, config_with, validate
 
-    negation = get_strategy("not")
     with pytest.raises(ConfigError, match="not-negated-layers is 99 but the model has"):
-        negation.validate_request(config_with(strategy="not", forget_scope="client",
-                                              forget_clients="0", not_negated_layers=99), FOUR)
+        validate(config_with(strategy="not", forget_scope="client", forget_clients="0",
+                             not_negated_layers=99), FOUR)
 
 
 @pytest.mark.simulation
