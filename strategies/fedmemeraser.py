@@ -68,7 +68,7 @@ from strategies.unlearning import (
 NEEDS_FORGET_GRADIENT = ("salun", "localized", "deep", "shallow")
 
 #: 0.6, not the paper's 0.4: on client-level requests where fine-tuning left the top
-#: memorization group far from retraining (README, "Why the default rho is 0.6"), 0.4 left
+#: memorization group far from retraining (docs/results.md, "Why the default rho is 0.6"), 0.4 left
 #: it as far on two of three and 0.6 came within the retrain noise floor on all; where
 #: nothing is memorized 0.6 over-forgets.
 RHO = Option("rho", 0.6,

@@ -6,7 +6,7 @@ runs with a certificate signed by a CA this test creates; two SuperNodes trust t
 (`flwr supernode register`) and read their own `.npz` files; `flwr run` reaches the
 SuperLink over TLS. A third SuperNode, whose key was never registered, is refused. Then
 one SuperNode is killed in the middle of a second run: the run fails and names it.
-The commands are the README's "Deploy on real machines" ones.
+The commands are the ones in docs/deployment.md, "Deploy on real machines".
 """
 
 from __future__ import annotations
