@@ -148,12 +148,13 @@ def _alpha_label(config: Mapping) -> str:
     return f"α = {float(tail) if tail else float(config['dirichlet_alpha']):g}"
 
 
-def _strategy_row(run: RunResult, fine_tune: str = "Fine-tune") -> str:
-    if run.strategy == "finetune":
+def _strategy_row(run: RunResult, fine_tune: str = "") -> str:
+    """The method's table label from the registry; a table may rename fine-tuning (F3's
+    "Only Fine-tuning"), and FedMemEraser's Table F4 alternatives are named by selection."""
+    if run.strategy == "finetune" and fine_tune:
         return fine_tune
-    if run.strategy == "fedmemeraser":
-        return "Ours" if run.config["selection"] == "redundant" else \
-            SELECTION_LABELS.get(run.config["selection"], run.config["selection"])
+    if run.strategy == "fedmemeraser" and run.config["selection"] != "redundant":
+        return SELECTION_LABELS.get(run.config["selection"], run.config["selection"])
     return get_method(run.strategy).row_label
 
 
