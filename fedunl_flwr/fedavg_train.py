@@ -19,6 +19,7 @@ from fedunl_flwr import protocol
 from fedunl_flwr.federation import Federation, format_eta, raise_on_errors
 from fedunl_flwr.records import number_list, scalar
 from fedunl_flwr.seeding import numpy_generator
+from fedunl_flwr.training_records import RoundRecorder
 
 #: Aggregation name -> a client's weight from its train reply metrics.
 AGGREGATION_WEIGHTS: dict[str, Callable[[MetricRecord], float]] = {
@@ -91,12 +92,16 @@ class FedAvgTrain(FedAvg):
         stops at the first round whose validation error (1 - pooled test accuracy) is at
         or below it (recorded as ``converged_round``, T0); ``num_rounds`` is the cap.
         The remaining rounds of Flower's loop then send nothing.
+    recorders : list[RoundRecorder] (default: none)
+        Training records (``fedunl_flwr.training_records``): each sees every round's
+        global model, the clients' returned models and their aggregation weights.
     """
 
     def __init__(self, federation: Federation, participants: list[int], num_rounds: int,
                  fraction_train: float = 1.0, evaluate_every: int = 1, seed: int = 0,
                  phase: str = "train", aggregation: str = "weighted",
-                 target_error: float = 0.0) -> None:
+                 target_error: float = 0.0,
+                 recorders: list[RoundRecorder] | None = None) -> None:
         super().__init__(fraction_train=fraction_train, min_train_nodes=1,
                          min_evaluate_nodes=1, min_available_nodes=1)
         unknown = sorted(set(participants) - set(federation.clients))
@@ -112,6 +117,8 @@ class FedAvgTrain(FedAvg):
                              f"got {aggregation!r}")
         self.aggregation = aggregation
         self.target_error = target_error
+        self.recorders = list(recorders or [])
+        self._sent: ArrayRecord | None = None
         self.converged_round: int | None = None
         self.rng = numpy_generator(seed, "sampling", phase)
         self.history: list[RoundRecord] = []
@@ -152,6 +159,7 @@ class FedAvgTrain(FedAvg):
             return []
         config[protocol.SERVER_ROUND] = server_round
         config[protocol.PHASE] = self.phase
+        self._sent = arrays
         sampled = self.sample_participants(server_round)
         self.expected_train = self.federation.node_ids(sampled)
         return self.train_messages(sampled, arrays, config)
@@ -170,13 +178,16 @@ class FedAvgTrain(FedAvg):
                                               protocol.PARTITION_ID)))
         weigh = AGGREGATION_WEIGHTS[self.aggregation]
         records = []
+        returned: dict[int, ArrayRecord] = {}
+        weights: dict[int, float] = {}
         for reply in replies:
             metrics = reply.content.metric_records["metrics"]
             reply_arrays = reply.content.array_records["arrays"]
             pid = int(scalar(metrics, protocol.PARTITION_ID))
             check_not_diverged(float(scalar(metrics, "train-loss")), reply_arrays,
                                f"{self.phase} round {server_round}, client {pid}")
-            self.client_arrays[pid] = reply_arrays
+            self.client_arrays[pid] = returned[pid] = reply_arrays
+            weights[pid] = weigh(metrics)
             self.client_epochs += int(scalar(metrics, protocol.LOCAL_EPOCHS, 1))
             records.append(RecordDict({
                 "arrays": reply_arrays,
@@ -185,6 +196,9 @@ class FedAvgTrain(FedAvg):
         self._trained = len(replies)
         if not records:  # converged: nothing was sent
             return None, None
+        if self._sent is not None:
+            for recorder in self.recorders:
+                recorder.record(server_round, self._sent, returned, weights)
         arrays = aggregate_arrayrecords(records, "weight")
         metrics = aggregate_metricrecords(records, "weight")
         self._train_loss = float(scalar(metrics, "train-loss"))

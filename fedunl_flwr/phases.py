@@ -35,6 +35,7 @@ from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame
 from fedunl_flwr.seeding import stream_seed
 from fedunl_flwr.store import PhaseStore, RunStore, check_arrays_match
 from fedunl_flwr.summaries import to_json
+from fedunl_flwr.training_records import RECORDS_FOLDER, RecordSpec, records_bytes, records_key
 
 
 @dataclass
@@ -179,13 +180,21 @@ def run_phase(grid: Grid, federation: Federation, store: PhaseStore, template: S
 
 
 def train_original(grid: Grid, config: RunConfig, federation: Federation,
-                   run_store: RunStore) -> TrainedModel:
-    """FedAvg on all clients, or the stored result of the same configuration."""
+                   run_store: RunStore, records: tuple[RecordSpec, ...] = ()) -> TrainedModel:
+    """FedAvg on all clients, or the stored result of the same configuration.
+
+    ``records`` (what the unlearning method declared it needs) are written during the
+    training into the phase's ``records/`` folder; they join the phase key only when
+    given, so an original stored without them keeps its folder.
+    """
     store = run_store.phase(config.scenario, "train",
-                            with_data(config.training_key(), federation.fingerprint))
+                            with_data({**config.training_key(), **records_key(records)},
+                                      federation.fingerprint))
+    recorders = [spec.recorder(store.path / RECORDS_FOLDER / spec.folder) for spec in records]
     strategy = FedAvgTrain(federation, federation.partition_ids, config.num_server_rounds,
                            config.fraction_train, config.evaluate_every, config.seed,
-                           aggregation=config.aggregation, target_error=config.target_error)
+                           aggregation=config.aggregation, target_error=config.target_error,
+                           recorders=recorders)
 
     def produce() -> TrainedModel:
         start = time.perf_counter()
@@ -198,5 +207,7 @@ def train_original(grid: Grid, config: RunConfig, federation: Federation,
                      f"the original model ({config.num_server_rounds} rounds)", produce,
                      lambda trained: {"phase": "train", "seconds": trained.seconds,
                                       "client_epochs": strategy.client_epochs,
-                                      "converged_round": strategy.converged_round},
+                                      "converged_round": strategy.converged_round,
+                                      **({"records_bytes": records_bytes(store)}
+                                         if records else {})},
                      evaluate_stored=True)

@@ -87,7 +87,8 @@ def run(grid: Grid, config: RunConfig) -> dict:
     federation = discover_federation(grid, scenario.num_clients(config.num_clients))
     request = validate_request(method, config, federation) if method else None
     store = RunStore(config.resolved_results_dir())
-    original = train_original(grid, config, federation, store)
+    records = method.training_records(config) if method is not None else ()
+    original = train_original(grid, config, federation, store, records)
     table = accuracy_frame(original.evaluations, federation.class_names)
     log(INFO, "fedunl: original model, per-client per-class test accuracy (%%):\n%s",
         frame_to_markdown(table, digits=1))

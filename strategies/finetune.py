@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
 from fedunl_flwr.methods import register_method
 from strategies.memorization_eval import memorization_summary
 from strategies.remaining import RemainingDataFedAvg
 from strategies.unlearning import UnlearningMethod, UnlearningOutcome, UnlearningRun, unlearn_config
+
+#: The fine-tuning strategy class (FedAvg on D_r or a subclass overriding one hook).
+S = TypeVar("S", bound=RemainingDataFedAvg)
 
 
 @dataclass
@@ -31,32 +35,38 @@ class FineTuned:
     seconds: float
 
 
+# mypy cannot type a default for a TypeVar-typed parameter; the default is the bound itself.
 def fine_tuning_strategy(run: UnlearningRun,
-                         strategy_cls: type[RemainingDataFedAvg] = RemainingDataFedAvg,
-                         **kwargs: object) -> RemainingDataFedAvg:
-    """The Flower strategy of ``unlearn-rounds`` FedAvg rounds on D_r (``kwargs`` go to a
-    subclass's own constructor parameters)."""
+                         strategy_cls: type[S] = RemainingDataFedAvg,  # type: ignore[assignment]
+                         rounds: int | None = None, **kwargs: object) -> S:
+    """The Flower strategy of ``rounds`` (default ``unlearn-rounds``) FedAvg rounds on D_r
+    (``kwargs`` go to a subclass's own constructor parameters)."""
     config = run.config
-    return strategy_cls(run.federation, run.request, config.unlearn_rounds,
+    return strategy_cls(run.federation, run.request,
+                        config.unlearn_rounds if rounds is None else rounds,
                         fraction_train=config.fraction_train,
                         evaluate_every=config.evaluate_every, seed=config.seed,
                         phase="unlearn", aggregation=config.aggregation, **kwargs)
 
 
 def fine_tune(grid: Grid, run: UnlearningRun, arrays: ArrayRecord, offset: float = 0.0,
-              strategy: RemainingDataFedAvg | None = None) -> FineTuned:
-    """``unlearn-rounds`` FedAvg rounds on D_r from ``arrays`` (with ``strategy``, default
-    :func:`fine_tuning_strategy`).
+              strategy: RemainingDataFedAvg | None = None,
+              train_config: ConfigRecord | None = None) -> FineTuned:
+    """``strategy.num_rounds`` FedAvg rounds on D_r from ``arrays`` with ``strategy``
+    (default :func:`fine_tuning_strategy`: ``unlearn-rounds``) and ``train_config``
+    (default the unlearning phase's local epochs).
 
     ``offset`` (seconds already spent, e.g. locating and resetting parameters) is added
     to each history row's ``elapsed`` so that the curve starts when unlearning started.
     """
     config = run.config
     strategy = strategy or fine_tuning_strategy(run)
+    rounds = strategy.num_rounds
     start = time.perf_counter()
-    if config.unlearn_rounds > 0:
-        arrays = strategy.start(grid, arrays, num_rounds=config.unlearn_rounds,
-                                train_config=unlearn_config(config, "unlearn")).arrays
+    if rounds > 0:
+        arrays = strategy.start(grid, arrays, num_rounds=rounds,
+                                train_config=train_config or unlearn_config(config,
+                                                                            "unlearn")).arrays
     history = strategy.history_rows()
     for row in history:
         row["elapsed"] += offset

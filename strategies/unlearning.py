@@ -24,6 +24,7 @@ from fedunl_flwr.protocol import DataChange, ForgetSelection
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
 from fedunl_flwr.store import PhaseStore, RunStore
 from fedunl_flwr.summaries import to_json
+from fedunl_flwr.training_records import RecordSpec
 
 
 @dataclass(frozen=True)
@@ -241,13 +242,19 @@ class UnlearningMethod:
     - ``evaluations``: run on the unlearned model, their entries go into the phase
       summary (e.g. seed 001's :func:`strategies.memorization_eval.memorization_summary`);
     - ``trains_on_remaining``: the request must leave a non-empty D_u and some data to
-      train on (checked before any work).
+      train on (checked before any work);
+    - :meth:`training_records`: the history of the original training it unlearns from
+      (``fedunl_flwr.training_records``); the original is trained with those recorders.
     """
 
     name: ClassVar[str] = ""
     scopes: ClassVar[tuple[str, ...]] = ("client", "class", "samples")
     evaluations: ClassVar[tuple[Evaluation, ...]] = ()
     trains_on_remaining: ClassVar[bool] = False
+
+    def training_records(self, config: RunConfig) -> tuple[RecordSpec, ...]:
+        """The training records this method reads (none by default)."""
+        return ()
 
     def validate(self, config: RunConfig, request: UnlearningRequest,
                  federation: Federation) -> None:
