@@ -20,6 +20,7 @@ Accuracies are in percent; ``-`` (NaN) where a client has no test sample of a cl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,17 +28,11 @@ import numpy as np
 import pandas as pd
 
 from fedunl_flwr.data.scenarios import get_scenario
+from fedunl_flwr.methods import all_methods
 from fedunl_flwr.store import atomic_write_bytes
 from fedunl_flwr.summaries import AccuracySummary, PhaseSummary, RequestSummary
 
 # Route columns in the paper's order, then the unfair contrast.
-ROUTE_NAMES: dict[str, str] = {
-    "delete-retrain": "Delete",
-    "relabel-poison": "Relabel",
-    "neuron-zeroing": "Zeroing",
-    "fedcccu": "FedCCCU",
-    "delete-retrain-all": "Delete-All",
-}
 MAX_CLASSES = 10
 TABLE7_CLIENTS = 3
 
@@ -87,17 +82,22 @@ def _before(summary: PhaseSummary) -> AccuracySummary:
 
 
 def route_label(label: str, summary: PhaseSummary) -> str:
-    """Column name of a run: the paper's route name, else the run's own label."""
-    if label == summary.strategy and label in ROUTE_NAMES:
-        return ROUTE_NAMES[label]
+    """Column name of a run: its method's table label (the paper's route name), else the
+    run's own label."""
+    methods = all_methods()
+    if label == summary.strategy and label in methods:
+        return methods[label].row_label
     return label
 
 
 def _ordered(summaries: Mapping[str, PhaseSummary]) -> list[tuple[str, PhaseSummary]]:
-    order = list(ROUTE_NAMES)
-    def rank(item: tuple[str, PhaseSummary]) -> tuple[int, str]:
-        strategy = item[1].strategy
-        return (order.index(strategy) if strategy in order else len(order), item[0])
+    """Runs in their methods' registry order (unregistered last), then by label."""
+    methods = all_methods()
+
+    def rank(item: tuple[str, PhaseSummary]) -> tuple[float, str]:
+        method = methods.get(item[1].strategy)
+        return (method.order if method else math.inf, item[0])
+
     return sorted(summaries.items(), key=rank)
 
 

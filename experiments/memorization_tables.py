@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from fedunl_flwr.config import key_values
-from fedunl_flwr.methods import get_method
+from fedunl_flwr.methods import all_methods, get_method
 from fedunl_flwr.metrics.memorization import DATASET_ROW_LABEL, MEMORIZATION_GROUP_LABELS
 from fedunl_flwr.store import atomic_write_bytes
 from fedunl_flwr.summaries import MemorizationEvaluation, PhaseSummary, from_json
@@ -185,15 +185,23 @@ def _place(run: RunResult, table: str) -> tuple[str, str]:
     return scenario_label(config), _strategy_row(run)
 
 
-ROW_ORDER = ("SalUn", "Localized", "Deep", "Shallow", "Only Fine-tuning", "Fine-tune",
-             "Ours", RETRAINED)
+#: Rows that are not a method's label: FedMemEraser's Table F4 selection variants and F3's
+#: fine-tuning, first; the retrained reference sits between Ours and the other methods.
+VARIANT_ROWS = ("SalUn", "Localized", "Deep", "Shallow", "Only Fine-tuning")
+RETRAINED_ORDER = 80
 
 
 def _row_key(row: str) -> tuple:
+    """ρ rows by value, then the variant rows, then methods in registry order (the
+    retrained reference at :data:`RETRAINED_ORDER`), then anything else by name."""
     if row.startswith("ρ = "):
         text = row[4:].split(" ")[0]
-        return (0, float(text))
-    return (1, ROW_ORDER.index(row) if row in ROW_ORDER else len(ROW_ORDER), row)
+        return (0, float(text), row)
+    if row in VARIANT_ROWS:
+        return (1, VARIANT_ROWS.index(row), row)
+    orders = {m.row_label: m.order for m in all_methods().values()}
+    orders[RETRAINED] = RETRAINED_ORDER
+    return (2, orders.get(row, math.inf), row)
 
 
 def _section_key(section: str) -> tuple:

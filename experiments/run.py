@@ -39,6 +39,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+from experiments.simulate import ENGINES
 from fedunl_flwr.client_app import load_run_config
 from fedunl_flwr.config import ConfigError, RunConfig
 
@@ -164,8 +165,12 @@ def report_builder(name: str) -> ReportBuilder:
 
 
 def run_preset(name: str, sets: dict[str, Any] | None = None, out: Path | None = None,
-               cpus_per_client: float = 1.0, dry_run: bool = False) -> list[Path]:
-    """Validate, run every run of the preset, build its report; the report's files."""
+               cpus_per_client: float = 1.0, dry_run: bool = False,
+               engine: str = "ray") -> list[Path]:
+    """Validate, run every run of the preset, build its report; the report's files.
+
+    ``engine`` is ``simulate``'s: ``ray`` (Flower's simulation) or ``inprocess`` (the same
+    apps over the in-process grid: no Ray start per run, clients one after another)."""
     from experiments.simulate import simulate
 
     preset_name, preset = load_preset(name)
@@ -185,8 +190,9 @@ def run_preset(name: str, sets: dict[str, Any] | None = None, out: Path | None =
         start = time.perf_counter()
         print(f"[{index}/{len(plan)}] running {config.strategy} ...", flush=True)
         try:
-            results.append(simulate(overrides, cpus_per_client=cpus_per_client))
-        except RuntimeError as err:
+            results.append(simulate(overrides, cpus_per_client=cpus_per_client,
+                                    engine=engine))
+        except (RuntimeError, ValueError) as err:
             raise PresetError(f"run {index} ({config.strategy}) failed: {err}. Completed "
                               "phases stay in the run store; rerunning the preset resumes "
                               "from them.") from err
@@ -210,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(default <results-dir>/reports/<preset>)")
     parser.add_argument("--cpus-per-client", type=float, default=1.0,
                         help="CPUs per simulated client (default 1)")
+    parser.add_argument("--engine", choices=ENGINES, default="ray",
+                        help="ray (Flower's simulation, default) or inprocess (the same apps "
+                        "over an in-process grid: no Ray)")
     parser.add_argument("--dry-run", action="store_true",
                         help="validate the preset and print the plan only")
     parser.add_argument("--list", action="store_true", help="list the presets")
@@ -222,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         run_preset(args.preset, parse_sets(args.sets), args.out, args.cpus_per_client,
-                   args.dry_run)
+                   args.dry_run, args.engine)
     except PresetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -74,6 +74,7 @@ class Method:
     doc: str
     options: tuple[Option, ...] = ()
     label: str = ""
+    order: int = 100
 
     @property
     def row_label(self) -> str:
@@ -87,9 +88,11 @@ _discovered = False
 
 def register_method(name: str, *, doc: str,
                     scopes: tuple[str, ...] = ("client", "class", "samples"),
-                    options: tuple[Option, ...] = (), label: str = "") -> Callable[[type], type]:
+                    options: tuple[Option, ...] = (), label: str = "",
+                    order: int = 100) -> Callable[[type], type]:
     """Class decorator: register ``cls`` as method ``name`` (sets ``cls.name``, ``cls.scopes``);
-    ``label`` is its row name in the tables (default: ``name``)."""
+    ``label`` is its row or column name in the tables (default: ``name``), ``order`` its
+    place there (ascending; ties by label)."""
     def register(cls: type) -> type:
         known = _METHODS.get(name)
         known_class = type(known.implementation) if known is not None else None
@@ -103,7 +106,7 @@ def register_method(name: str, *, doc: str,
                                  f"{owners[option.key].name!r}'s")
         registered = cast("type[RegisteredMethod]", cls)  # it is one from the next line on
         registered.name, registered.scopes = name, scopes
-        _METHODS[name] = Method(name, registered(), scopes, doc, options, label)
+        _METHODS[name] = Method(name, registered(), scopes, doc, options, label, order)
         return cls
 
     return register

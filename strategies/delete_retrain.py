@@ -6,7 +6,7 @@ from fedunl_flwr.methods import register_method
 from strategies.fair_protocol import FAIR_OTHERS, RetrainRoute
 
 
-@register_method("delete-retrain", scopes=("class",), doc=(
+@register_method("delete-retrain", label="Delete", order=10, scopes=("class",), doc=(
                  "fair protocol: only the requesting clients retrain without their forget-class "
                  "samples; the others contribute the pretrained global model (`fair-others`)"),
                  options=(FAIR_OTHERS,))

@@ -6,7 +6,7 @@ from fedunl_flwr.methods import register_method
 from strategies.fair_protocol import RetrainRoute
 
 
-@register_method("delete-retrain-all", scopes=("class",), doc=(
+@register_method("delete-retrain-all", label="Delete-All", order=50, scopes=("class",), doc=(
                  "unfair contrast: every client retrains, the requesting ones without the class"))
 class DeleteRetrainAll(RetrainRoute):
     """All clients retrain for R rounds from the current global model; only the

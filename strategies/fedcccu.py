@@ -89,7 +89,7 @@ def select_fedcccu_units(lists: Mapping[int, Mapping[int, list[Entry]]],
     return list(selected.values())
 
 
-@register_method("fedcccu", scopes=("class",), doc=(
+@register_method("fedcccu", label="FedCCCU", order=40, scopes=("class",), doc=(
                  "per-client integrated-gradient attribution, dominance ratio R = S_max_other / "
                  "S_forget, zero units by ascending R until the forget class is forgotten "
                  "(stopping rule, n = cap)"),

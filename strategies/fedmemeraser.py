@@ -182,7 +182,7 @@ def reset_by_update(original: Mapping[str, torch.Tensor], aggregate: ArrayRecord
     return reset(aggregate, update)
 
 
-@register_method("fedmemeraser", label="Ours", doc=(
+@register_method("fedmemeraser", label="Ours", order=70, doc=(
                  "seed 001 Alg. 1 as the authors' code runs it: one FedAvg round of the "
                  "remaining clients, reset the lowest-rho fraction of entries by their mean "
                  "update (or, `gradient-source='gradient'`, by a fresh mean gradient), then "

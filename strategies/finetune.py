@@ -74,7 +74,7 @@ def fine_tune(grid: Grid, run: UnlearningRun, arrays: ArrayRecord, offset: float
                      offset + time.perf_counter() - start)
 
 
-@register_method("finetune", label="Fine-tune", doc=(
+@register_method("finetune", label="Fine-tune", order=60, doc=(
                  "FedAvg on the remaining data from the original model for `unlearn-rounds` (= "
                  "FedMemEraser with rho 0)"))
 class FineTune(UnlearningMethod):

@@ -63,7 +63,7 @@ def select_activation_units(replies: Mapping[int, RecordDict],
     return list(selected.values())
 
 
-@register_method("neuron-zeroing", scopes=("class",), doc=(
+@register_method("neuron-zeroing", label="Zeroing", order=30, scopes=("class",), doc=(
                  "rank units by mean activation on the requesting clients' forget-class data and "
                  "zero them in that order until the forget class is forgotten (stopping rule, n "
                  "= cap)"), options=EDITING_OPTIONS)

@@ -6,7 +6,7 @@ from fedunl_flwr.methods import register_method
 from strategies.fair_protocol import FAIR_OTHERS, RetrainRoute
 
 
-@register_method("relabel-poison", scopes=("class",), doc=(
+@register_method("relabel-poison", label="Relabel", order=20, scopes=("class",), doc=(
                  "fair protocol: the requesting clients retrain with their forget-class samples "
                  "relabelled to random non-target classes"),
                  options=(FAIR_OTHERS,))
