@@ -23,14 +23,13 @@ message's config carries ``exclude-classes`` / ``relabel-classes`` and
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 
 from fedunl_flwr import protocol
-from fedunl_flwr.protocol import activation_key, encode_entries
+from fedunl_flwr.protocol import ActivationsReply, AttributionReply
 from fedunl_flwr.records import set_weights
 from fedunl_flwr.seeding import torch_generator
 from fedunl_flwr.unlearning.neurons import (
@@ -74,13 +73,12 @@ class FairUnlearningWork:
         def partition_id(self) -> int: ...
 
     def query_activations(self, weights: list[np.ndarray] | None, config: dict
-                          ) -> dict[str, Mapping[str, Any]]:
+                          ) -> ActivationsReply:
         """Mean post-activation per unit over this client's samples of each class.
 
-        Config: ``classes`` (e.g. ``"0"`` or ``"0,3"``). Returns ``arrays`` keyed
-        ``"<class>|<site>"`` (float64, one entry per unit), and ``metrics``
-        ``classes`` / ``class-samples`` (samples each mean is over; 0 and no arrays
-        for a class the client does not hold).
+        Config: ``classes`` (e.g. ``"0"`` or ``"0,3"``). Returns the means by
+        ``(class, site)`` (float64, one entry per unit) and, per asked class, the samples
+        each mean is over (0 and no means for a class the client does not hold).
         """
         if weights is None:
             raise ValueError("query 'activations' needs the global model's arrays")
@@ -88,18 +86,16 @@ class FairUnlearningWork:
         classes = protocol.decode_ids(config.get(protocol.CLASSES), protocol.CLASSES)
         if not classes:
             raise ValueError("query 'activations' needs config 'classes'")
-        arrays: dict[str, np.ndarray] = {}
+        means: dict[tuple[int, str], np.ndarray] = {}
         counts = []
         for class_id in classes:
             mask = self.y_train == class_id
             counts.append(int(mask.sum()))
             if counts[-1] == 0:
                 continue
-            for site, means in mean_activations(self.model, self.x_train[mask]).items():
-                arrays[activation_key(class_id, site)] = means
-        return {"arrays": arrays,
-                "metrics": {protocol.PARTITION_ID: self.partition_id, "classes": classes,
-                            "class-samples": counts}}
+            for site, values in mean_activations(self.model, self.x_train[mask]).items():
+                means[(class_id, site)] = values
+        return ActivationsReply(self.partition_id, tuple(classes), tuple(counts), means)
 
     def attribution_samples(self, per_class: int) -> torch.Tensor:
         """Positions of at most ``per_class`` training samples of each class (seeded)."""
@@ -114,7 +110,7 @@ class FairUnlearningWork:
         return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)
 
     def query_attribution(self, weights: list[np.ndarray] | None, config: dict
-                          ) -> dict[str, Mapping[str, Any]]:
+                          ) -> AttributionReply:
         """FedCCCU: this client's top-N attributed units per class (eq. 2-4).
 
         Config: ``steps`` (m), ``top-n`` (N), ``samples-per-class`` (cap per
@@ -146,9 +142,6 @@ class FairUnlearningWork:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
-        metrics, info = encode_entries(top_units_per_class(scores, top_n))
         counts = torch.bincount(y, minlength=self.num_classes).tolist()
-        return {"metrics": {**metrics, protocol.PARTITION_ID: self.partition_id,
-                            "num-samples": len(y), "class-samples": counts,
-                            "attribution-seconds": seconds},
-                "info": info}
+        return AttributionReply(self.partition_id, top_units_per_class(scores, top_n), len(y),
+                                tuple(counts), seconds)

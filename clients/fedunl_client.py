@@ -18,7 +18,7 @@ from fedunl_flwr.data.scenarios import ClientData
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.metrics.evaluation import evaluate_model
 from fedunl_flwr.models import build_model, get_device
-from fedunl_flwr.protocol import DataChange
+from fedunl_flwr.protocol import DataChange, DescribeReply
 from fedunl_flwr.records import get_weights, set_weights
 from fedunl_flwr.seeding import torch_generator
 
@@ -78,17 +78,10 @@ class BaseClient(NumPyClient):
 
     def query_describe(self, weights: list[np.ndarray] | None, config: dict) -> QueryReply:
         """What the server may know of this client: sizes, label counts, class names."""
-        return {
-            "metrics": {
-                protocol.PARTITION_ID: self.partition_id,
-                "num-train": len(self.y_train),
-                "num-test": len(self.y_test),
-                "train-class-counts": np.bincount(self.data.y_train,
-                                                  minlength=self.num_classes).tolist(),
-            },
-            "info": {"domain": self.data.domain, "class-names": list(self.class_names),
-                     protocol.DATA_FINGERPRINT: self.data.fingerprint},
-        }
+        counts = np.bincount(self.data.y_train, minlength=self.num_classes)
+        return DescribeReply(self.partition_id, len(self.y_train), len(self.y_test),
+                             tuple(int(c) for c in counts), self.data.domain,
+                             tuple(self.class_names), self.data.fingerprint)
 
     def train_settings(self, config: dict) -> TrainSettings:
         """Run-config settings; a message may override ``local-epochs``."""

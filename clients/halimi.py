@@ -25,8 +25,8 @@ from torch import nn
 from clients.handlers import QueryReply, query_handler
 from fedunl_flwr import protocol
 from fedunl_flwr.metrics.evaluation import evaluate_model
-from fedunl_flwr.protocol import AscentSettings
-from fedunl_flwr.records import get_weights, set_weights, state_keys
+from fedunl_flwr.protocol import AscentReply, AscentSettings
+from fedunl_flwr.records import model_to_record, set_weights
 from fedunl_flwr.seeding import torch_generator
 
 ACTION = protocol.PROJECTED_ASCENT
@@ -107,6 +107,6 @@ def projected_ascent(client, weights: list[np.ndarray] | None, config: dict) -> 
     result = projected_gradient_ascent(client.model, client.x_train[positions],
                                        client.y_train[positions], settings, generator,
                                        client.num_classes)
-    return {"arrays": dict(zip(state_keys(client.model), get_weights(client.model), strict=True)),
-            "metrics": {protocol.PARTITION_ID: client.partition_id,
-                        "num-samples": len(positions), **result}}
+    return AscentReply(client.partition_id, model_to_record(client.model),
+                       float(result["accuracy"]), float(result["distance"]),
+                       int(result["epochs"]), int(result["steps"]), len(positions))

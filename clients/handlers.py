@@ -13,14 +13,15 @@ module registers itself by being there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-# What a query action returns: any of "arrays" (name -> ndarray), "metrics" (numbers
-# or lists of numbers) and "info" (strings or lists of strings).
-QueryReply = dict[str, Mapping[str, Any]]
+from fedunl_flwr.protocol import Reply
+
+#: What a query action returns: one of the typed replies of ``fedunl_flwr.protocol``.
+QueryReply = Reply
 QueryHandler = Callable[[Any, "list[np.ndarray] | None", dict], QueryReply]
 
 QUERY_HANDLERS: dict[str, QueryHandler] = {}

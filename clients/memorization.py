@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -45,7 +45,14 @@ from clients.local_training import mean_loss_gradient
 from fedunl_flwr import protocol
 from fedunl_flwr.config import config_hash
 from fedunl_flwr.metrics.evaluation import evaluate_model, per_sample_outputs
-from fedunl_flwr.protocol import DataChange, ForgetSelection
+from fedunl_flwr.protocol import (
+    CslReply,
+    DataChange,
+    ForgetSelection,
+    LocalLossReply,
+    MeanGradientReply,
+    PerSampleReply,
+)
 from fedunl_flwr.records import set_weights
 from fedunl_flwr.store import atomic_write_bytes
 
@@ -101,7 +108,7 @@ class MemorizationWork:
 
     # --- query actions --------------------------------------------------------------
     def query_mean_gradient(self, weights: list[np.ndarray] | None, config: dict
-                            ) -> dict[str, Any]:
+                            ) -> MeanGradientReply:
         """Mean-loss gradient over the remaining data (or D_u with ``data="forget"``)."""
         set_weights(self.model, _required(weights, "mean_gradient"))
         if config.get(protocol.DATA, "remaining") == protocol.FORGET:
@@ -113,11 +120,11 @@ class MemorizationWork:
             grads = mean_loss_gradient(self.model, x, y)
         else:
             grads = {n: torch.zeros_like(p) for n, p in self.model.named_parameters()}
-        return {"arrays": {name: g.cpu().numpy() for name, g in grads.items()},
-                "metrics": {protocol.PARTITION_ID: self.partition_id, "num-samples": len(y)}}
+        return MeanGradientReply(self.partition_id, len(y),
+                                 {name: g.cpu().numpy() for name, g in grads.items()})
 
     def query_per_sample(self, weights: list[np.ndarray] | None, config: dict
-                         ) -> dict[str, Any]:
+                         ) -> PerSampleReply:
         """True-label probability, correctness and loss of each forget sample."""
         set_weights(self.model, _required(weights, "per_sample"))
         positions, x, y = self._forget_set(config)
@@ -125,37 +132,30 @@ class MemorizationWork:
             out = per_sample_outputs(self.model, x, y)
         else:
             out = {"true_prob": np.zeros(0), "correct": np.zeros(0, bool), "loss": np.zeros(0)}
-        return {"metrics": {
-            protocol.PARTITION_ID: self.partition_id,
-            "positions": positions.astype(int).tolist(),
-            "true-prob": out["true_prob"].astype(float).tolist(),
-            "correct": out["correct"].astype(int).tolist(),
-            "loss": out["loss"].astype(float).tolist(),
-        }}
+        return PerSampleReply(self.partition_id, tuple(positions.astype(int).tolist()),
+                              tuple(out["true_prob"].astype(float).tolist()),
+                              tuple(out["correct"].astype(int).tolist()),
+                              tuple(out["loss"].astype(float).tolist()))
 
     def query_local_loss(self, weights: list[np.ndarray] | None, config: dict
-                         ) -> dict[str, Any]:
+                         ) -> LocalLossReply:
         """Loss of the model over the client's remaining training data."""
         set_weights(self.model, _required(weights, "local_loss"))
         x, y = self.training_set(config)
         _check_aggregate(len(y), "local_loss")
         result = evaluate_model(self.model, x, y, self.num_classes)
-        return {"metrics": {protocol.PARTITION_ID: self.partition_id, "loss-sum": result.loss_sum,
-                            protocol.NUM_EXAMPLES: result.num_examples}}
+        return LocalLossReply(self.partition_id, result.loss_sum, result.num_examples)
 
-    def query_csl(self, weights: list[np.ndarray] | None, config: dict) -> dict[str, Any]:
+    def query_csl(self, weights: list[np.ndarray] | None, config: dict) -> CslReply:
         """CSL of the forget samples (``csl-available`` 0 when it was not tracked)."""
         positions = self.forget_positions(config)
         state = self._read_csl()
+        ids = tuple(positions.astype(int).tolist())
         if state is None:
-            return {"metrics": {protocol.PARTITION_ID: self.partition_id, "csl-available": 0,
-                                "positions": positions.astype(int).tolist(), "csl": [],
-                                "csl-rounds": 0}}
+            return CslReply(self.partition_id, False, ids, (), 0)
         sums, rounds = state
-        return {"metrics": {protocol.PARTITION_ID: self.partition_id, "csl-available": 1,
-                            "positions": positions.astype(int).tolist(),
-                            "csl": sums[positions].astype(float).tolist(),
-                            "csl-rounds": len(rounds)}}
+        return CslReply(self.partition_id, True, ids,
+                        tuple(sums[positions].astype(float).tolist()), len(rounds))
 
     # --- CSL tracking (hooks called by BaseClient.fit) ---------------------------------
     def sample_loss_buffer(self, config: dict, size: int) -> np.ndarray | None:

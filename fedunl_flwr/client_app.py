@@ -7,15 +7,15 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.fedunl_client import FedunlClient
 from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig, pyproject_defaults
 from fedunl_flwr.data.scenarios import federated_data, get_scenario, load_client_file
-from fedunl_flwr.protocol import ForgetSelection
-from fedunl_flwr.records import arrays_to_record, record_to_weights, state_keys, weights_to_record
+from fedunl_flwr.protocol import EvaluateReply, ForgetSelection, TrainReply
+from fedunl_flwr.records import record_to_weights, state_keys, weights_to_record
 
 
 def load_run_config(run_config: Mapping[str, Any],
@@ -135,14 +135,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             arrays = message.content.array_records.get("arrays")
             reply = client.answer_query(action, record_to_weights(arrays) if arrays else None,
                                         _config(message))
-            content = RecordDict()
-            if "arrays" in reply:
-                content["arrays"] = arrays_to_record(reply["arrays"])
-            if "metrics" in reply:
-                content["metrics"] = MetricRecord(dict(reply["metrics"]))
-            if "info" in reply:
-                content["info"] = ConfigRecord(dict(reply["info"]))
-            return _reply(message, content)
+            return _reply(message, reply.to_content())
 
         return handler
 
@@ -155,10 +148,10 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         client = get_client(context, overrides)
         weights, num_examples, metrics = client.fit(
             record_to_weights(message.content.array_records["arrays"]), _config(message))
-        return _reply(message, RecordDict({
-            "arrays": weights_to_record(state_keys(client.model), weights),
-            "metrics": MetricRecord({**metrics, protocol.NUM_EXAMPLES: num_examples}),
-        }))
+        return _reply(message, TrainReply(
+            client.partition_id, weights_to_record(state_keys(client.model), weights),
+            num_examples, float(metrics["train-loss"]),
+            int(metrics[protocol.LOCAL_EPOCHS])).to_content())
 
     @client_app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:
@@ -166,9 +159,10 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         client = get_client(context, overrides)
         loss, num_examples, metrics = client.evaluate(
             record_to_weights(message.content.array_records["arrays"]), _config(message))
-        return _reply(message, RecordDict({
-            "metrics": MetricRecord({**metrics, "loss": loss, protocol.NUM_EXAMPLES: num_examples}),
-        }))
+        return _reply(message, EvaluateReply(
+            client.partition_id, loss, num_examples, float(metrics["accuracy"]),
+            float(metrics["loss-sum"]), tuple(metrics["class-correct"]),
+            tuple(metrics["class-total"])).to_content())
 
     return client_app
 

@@ -17,14 +17,15 @@ from flwr.supercore import log
 
 from fedunl_flwr import protocol
 from fedunl_flwr.federation import Federation, format_eta, raise_on_errors
-from fedunl_flwr.records import number_list, scalar
+from fedunl_flwr.protocol import EvaluateReply, TrainReply
+from fedunl_flwr.records import scalar
 from fedunl_flwr.seeding import numpy_generator
 from fedunl_flwr.training_records import RoundRecorder
 
-#: Aggregation name -> a client's weight from its train reply metrics.
-AGGREGATION_WEIGHTS: dict[str, Callable[[MetricRecord], float]] = {
-    "weighted": lambda metrics: float(scalar(metrics, protocol.NUM_EXAMPLES)),
-    "mean": lambda metrics: 1.0,
+#: Aggregation name -> a client's weight from its train reply.
+AGGREGATION_WEIGHTS: dict[str, Callable[[TrainReply], float]] = {
+    "weighted": lambda reply: float(reply.num_examples),
+    "mean": lambda reply: 1.0,
 }
 
 
@@ -174,25 +175,24 @@ class FedAvgTrain(FedAvg):
         replies = list(replies)
         raise_on_errors(replies, f"{self.phase} round {server_round}", self.expected_train,
                         self.federation)
-        replies.sort(key=lambda r: int(scalar(r.content.metric_records["metrics"],
-                                              protocol.PARTITION_ID)))
+        trained = {}
+        for reply in replies:
+            train_reply = TrainReply.from_content(reply.content)
+            trained[self.federation.partition_of(reply, train_reply.partition_id)] = train_reply
         weigh = AGGREGATION_WEIGHTS[self.aggregation]
         records = []
         returned: dict[int, ArrayRecord] = {}
         weights: dict[int, float] = {}
-        for reply in replies:
-            metrics = reply.content.metric_records["metrics"]
-            reply_arrays = reply.content.array_records["arrays"]
-            pid = int(scalar(metrics, protocol.PARTITION_ID))
-            check_not_diverged(float(scalar(metrics, "train-loss")), reply_arrays,
+        for pid, train_reply in sorted(trained.items()):
+            check_not_diverged(train_reply.train_loss, train_reply.arrays,
                                f"{self.phase} round {server_round}, client {pid}")
-            self.client_arrays[pid] = returned[pid] = reply_arrays
-            weights[pid] = weigh(metrics)
-            self.client_epochs += int(scalar(metrics, protocol.LOCAL_EPOCHS, 1))
+            self.client_arrays[pid] = returned[pid] = train_reply.arrays
+            weights[pid] = weigh(train_reply)
+            self.client_epochs += train_reply.local_epochs
             records.append(RecordDict({
-                "arrays": reply_arrays,
-                "metrics": MetricRecord({"weight": weigh(metrics),
-                                         "train-loss": float(scalar(metrics, "train-loss"))})}))
+                "arrays": train_reply.arrays,
+                "metrics": MetricRecord({"weight": weights[pid],
+                                         "train-loss": train_reply.train_loss})}))
         self._trained = len(replies)
         if not records:  # converged: nothing was sent
             return None, None
@@ -233,10 +233,9 @@ class FedAvgTrain(FedAvg):
         raise_on_errors(replies, f"{self.phase} evaluation round {server_round}",
                         self.federation.node_ids(self.federation.partition_ids),
                         self.federation)
-        correct = sum(sum(number_list(r.content.metric_records["metrics"], "class-correct"))
-                      for r in replies)
-        total = sum(sum(number_list(r.content.metric_records["metrics"], "class-total"))
-                    for r in replies)
+        evaluated = [EvaluateReply.from_content(r.content) for r in replies]
+        correct = sum(sum(e.class_correct) for e in evaluated)
+        total = sum(sum(e.class_total) for e in evaluated)
         accuracy = correct / max(1, total)
         self._log_round(server_round, accuracy)
         if self.target_error > 0 and 1.0 - accuracy <= self.target_error:

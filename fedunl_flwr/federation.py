@@ -7,14 +7,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from logging import INFO
-from typing import Any
+from typing import Any, TypeVar
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedunl_flwr import protocol
-from fedunl_flwr.records import number_list, scalar, string_list
+from fedunl_flwr.protocol import DescribeReply, ReplyRecord
+
+R = TypeVar("R", bound=ReplyRecord)
 
 
 class ClientError(RuntimeError):
@@ -51,6 +52,18 @@ class Federation:
 
     def node_ids(self, partition_ids: list[int]) -> list[int]:
         return [self.clients[p].node_id for p in partition_ids]
+
+    def partition_of(self, reply: Message, claimed: int | None = None) -> int:
+        """The partition of the node that sent ``reply`` (not what the reply says of
+        itself); a reply whose ``claimed`` partition differs is refused."""
+        node = reply.metadata.src_node_id
+        by_node = {info.node_id: pid for pid, info in self.clients.items()}
+        if node not in by_node:
+            raise ClientError(f"a reply came from node {node}, which is not in the federation")
+        if claimed is not None and claimed != by_node[node]:
+            raise ClientError(f"node {node} (partition {by_node[node]}) replied as "
+                              f"partition {claimed}")
+        return by_node[node]
 
     @property
     def fingerprint(self) -> str:
@@ -192,17 +205,14 @@ def discover_federation(grid: Grid, expected_clients: int) -> Federation:
     clients: dict[int, ClientInfo] = {}
     class_names: set[tuple[str, ...]] = set()
     for reply in replies:
-        metrics = reply.content.metric_records["metrics"]
-        info = reply.content.config_records["info"]
-        pid = int(scalar(metrics, protocol.PARTITION_ID))
+        described = DescribeReply.from_content(reply.content)
+        pid = described.partition_id
         if pid in clients:
             raise ValueError(f"two nodes report partition-id {pid}")
-        clients[pid] = ClientInfo(pid, reply.metadata.src_node_id,
-                                  int(scalar(metrics, "num-train")),
-                                  int(scalar(metrics, "num-test")),
-                                  tuple(int(c) for c in number_list(metrics, "train-class-counts")),
-                                  str(info["domain"]), str(info[protocol.DATA_FINGERPRINT]))
-        class_names.add(tuple(string_list(info, "class-names")))
+        clients[pid] = ClientInfo(pid, reply.metadata.src_node_id, described.num_train,
+                                  described.num_test, described.train_class_counts,
+                                  described.domain, described.fingerprint)
+        class_names.add(described.class_names)
     if len(class_names) != 1:
         raise ValueError(f"clients disagree on the label space: {sorted(class_names)}")
     if sorted(clients) != list(range(expected_clients)):
@@ -214,12 +224,12 @@ def discover_federation(grid: Grid, expected_clients: int) -> Federation:
 
 
 def query_clients(grid: Grid, federation: Federation, partition_ids: list[int], action: str,
-                  arrays: ArrayRecord | None = None,
-                  configs: dict[int, dict] | None = None) -> dict[int, RecordDict]:
+                  reply_type: type[R], arrays: ArrayRecord | None = None,
+                  configs: dict[int, dict] | None = None) -> dict[int, R]:
     """Send ``query.<action>`` (optional model, per-client config) to each client.
 
-    Returns the replies keyed by partition id; a client error raises
-    :class:`ClientError`.
+    Returns the typed replies keyed by the partition of the node that sent each; a
+    client error raises :class:`ClientError`.
     """
     if not partition_ids:
         return {}
@@ -233,5 +243,8 @@ def query_clients(grid: Grid, federation: Federation, partition_ids: list[int], 
     replies = send_and_receive_with_progress(grid, messages, f"query.{action}")
     raise_on_errors(replies, f"query {action!r}", federation.node_ids(partition_ids),
                     federation)
-    by_node = {reply.metadata.src_node_id: reply.content for reply in replies}
-    return {pid: by_node[federation.clients[pid].node_id] for pid in partition_ids}
+    typed = {}
+    for reply in replies:
+        decoded = reply_type.from_content(reply.content)
+        typed[federation.partition_of(reply, decoded.partition_id)] = decoded
+    return {pid: typed[pid] for pid in partition_ids}

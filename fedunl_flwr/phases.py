@@ -21,12 +21,11 @@ from fedunl_flwr.fedavg_train import FedAvgTrain
 from fedunl_flwr.federation import Federation, raise_on_errors, with_data
 from fedunl_flwr.metrics.evaluation import Evaluation, evaluate_model
 from fedunl_flwr.models import SiteModel, build_model, get_device
+from fedunl_flwr.protocol import EvaluateReply
 from fedunl_flwr.records import (
     model_to_record,
-    number_list,
     record_to_dict,
     record_to_weights,
-    scalar,
     set_weights,
     state_keys,
     weights_to_record,
@@ -107,11 +106,10 @@ def evaluate_clients(grid: Grid, federation: Federation, arrays: ArrayRecord,
     raise_on_errors(replies, "evaluation", federation.node_ids(partition_ids), federation)
     evaluations = {}
     for reply in replies:
-        metrics = reply.content.metric_records["metrics"]
-        evaluations[int(scalar(metrics, protocol.PARTITION_ID))] = Evaluation(
-            float(scalar(metrics, "loss-sum")),
-            np.asarray(number_list(metrics, "class-correct"), dtype=np.int64),
-            np.asarray(number_list(metrics, "class-total"), dtype=np.int64))
+        evaluated = EvaluateReply.from_content(reply.content)
+        evaluations[federation.partition_of(reply, evaluated.partition_id)] = Evaluation(
+            evaluated.loss_sum, np.asarray(evaluated.class_correct, dtype=np.int64),
+            np.asarray(evaluated.class_total, dtype=np.int64))
     return evaluations
 
 

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, Self
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedunl_flwr.config import parse_int_list
+from fedunl_flwr.records import arrays_to_record, number_list, scalar, string_list
 from fedunl_flwr.unlearning.neurons import Entry
 
 # Query actions (``query.<action>`` messages) a fedunl client answers.
@@ -241,3 +245,284 @@ class AscentSettings:
         return cls(float(config["learning-rate"]), int(config["epochs"]),
                    float(config["radius"]), float(config["stop-accuracy"]),
                    int(config["batch-size"]))
+
+
+# --- typed replies ---------------------------------------------------------------------
+class ReplyRecord(Protocol):
+    """What every typed reply is: the sender's partition and the two conversions."""
+
+    @property
+    def partition_id(self) -> int: ...
+
+    def to_content(self) -> RecordDict: ...
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> Self: ...
+
+
+# Every reply a client sends is one of these records: the client builds it, the ClientApp
+# turns it into the message content once (``to_content``), and the server reads it back
+# with ``from_content``. The wire layout: ``metrics`` (MetricRecord), ``info``
+# (ConfigRecord, strings), ``arrays`` (ArrayRecord).
+def _content(metrics: Mapping[str, Any], info: Mapping[str, Any] | None = None,
+             arrays: Mapping[str, np.ndarray] | ArrayRecord | None = None) -> RecordDict:
+    content = RecordDict({"metrics": MetricRecord(dict(metrics))})
+    if info is not None:
+        content["info"] = ConfigRecord(dict(info))
+    if arrays is not None:
+        content["arrays"] = arrays if isinstance(arrays, ArrayRecord) else \
+            arrays_to_record(arrays)
+    return content
+
+
+def _metrics(content: RecordDict) -> MetricRecord:
+    return content.metric_records["metrics"]
+
+
+def _ints(content: RecordDict, key: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in number_list(_metrics(content), key))
+
+
+def _floats(content: RecordDict, key: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in number_list(_metrics(content), key))
+
+
+@dataclass(frozen=True)
+class DescribeReply:
+    """``query.describe``: what the server may know of a client."""
+
+    partition_id: int
+    num_train: int
+    num_test: int
+    train_class_counts: tuple[int, ...]
+    domain: str
+    class_names: tuple[str, ...]
+    fingerprint: str
+
+    def to_content(self) -> RecordDict:
+        return _content({PARTITION_ID: self.partition_id, "num-train": self.num_train,
+                         "num-test": self.num_test,
+                         "train-class-counts": list(self.train_class_counts)},
+                        {"domain": self.domain, "class-names": list(self.class_names),
+                         DATA_FINGERPRINT: self.fingerprint})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> DescribeReply:
+        metrics, info = _metrics(content), content.config_records["info"]
+        return cls(int(scalar(metrics, PARTITION_ID)), int(scalar(metrics, "num-train")),
+                   int(scalar(metrics, "num-test")), _ints(content, "train-class-counts"),
+                   str(info["domain"]), tuple(string_list(info, "class-names")),
+                   str(info[DATA_FINGERPRINT]))
+
+
+@dataclass(frozen=True)
+class TrainReply:
+    """A train message's reply: the local model, its sample count and train loss."""
+
+    partition_id: int
+    arrays: ArrayRecord
+    num_examples: int
+    train_loss: float
+    local_epochs: int
+
+    def to_content(self) -> RecordDict:
+        return _content({"train-loss": self.train_loss, LOCAL_EPOCHS: self.local_epochs,
+                         PARTITION_ID: self.partition_id, NUM_EXAMPLES: self.num_examples},
+                        arrays=self.arrays)
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> TrainReply:
+        metrics = _metrics(content)
+        return cls(int(scalar(metrics, PARTITION_ID)), content.array_records["arrays"],
+                   int(scalar(metrics, NUM_EXAMPLES)), float(scalar(metrics, "train-loss")),
+                   int(scalar(metrics, LOCAL_EPOCHS, 1)))
+
+
+@dataclass(frozen=True)
+class EvaluateReply:
+    """An evaluate message's reply: loss and per-class counts on the test split."""
+
+    partition_id: int
+    loss: float
+    num_examples: int
+    accuracy: float
+    loss_sum: float
+    class_correct: tuple[int, ...]
+    class_total: tuple[int, ...]
+
+    def to_content(self) -> RecordDict:
+        return _content({"accuracy": self.accuracy, "loss-sum": self.loss_sum,
+                         PARTITION_ID: self.partition_id,
+                         "class-correct": list(self.class_correct),
+                         "class-total": list(self.class_total), "loss": self.loss,
+                         NUM_EXAMPLES: self.num_examples})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> EvaluateReply:
+        metrics = _metrics(content)
+        return cls(int(scalar(metrics, PARTITION_ID)), float(scalar(metrics, "loss")),
+                   int(scalar(metrics, NUM_EXAMPLES)), float(scalar(metrics, "accuracy")),
+                   float(scalar(metrics, "loss-sum")), _ints(content, "class-correct"),
+                   _ints(content, "class-total"))
+
+
+@dataclass(frozen=True)
+class ActivationsReply:
+    """``query.activations``: per class held, the mean activation of every unit."""
+
+    partition_id: int
+    classes: tuple[int, ...]
+    class_samples: tuple[int, ...]
+    means: dict[tuple[int, str], np.ndarray]
+
+    def to_content(self) -> RecordDict:
+        return _content({PARTITION_ID: self.partition_id, "classes": list(self.classes),
+                         "class-samples": list(self.class_samples)},
+                        arrays={activation_key(c, s): v for (c, s), v in self.means.items()})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> ActivationsReply:
+        arrays = content.array_records.get("arrays", ArrayRecord())
+        return cls(int(scalar(_metrics(content), PARTITION_ID)), _ints(content, "classes"),
+                   _ints(content, "class-samples"),
+                   {split_activation_key(k): a.numpy() for k, a in arrays.items()})
+
+
+@dataclass(frozen=True)
+class AttributionReply:
+    """``query.attribution`` (FedCCCU): the top-N ``(site, unit, score)`` per class."""
+
+    partition_id: int
+    lists: dict[int, list[Entry]]
+    num_samples: int
+    class_samples: tuple[int, ...]
+    seconds: float
+
+    def to_content(self) -> RecordDict:
+        metrics, info = encode_entries(self.lists)
+        return _content({**metrics, PARTITION_ID: self.partition_id,
+                         "num-samples": self.num_samples,
+                         "class-samples": list(self.class_samples),
+                         "attribution-seconds": self.seconds}, info)
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> AttributionReply:
+        metrics = _metrics(content)
+        return cls(int(scalar(metrics, PARTITION_ID)),
+                   decode_entries(metrics, content.config_records["info"]),
+                   int(scalar(metrics, "num-samples")), _ints(content, "class-samples"),
+                   float(scalar(metrics, "attribution-seconds")))
+
+
+@dataclass(frozen=True)
+class MeanGradientReply:
+    """``query.mean_gradient``: the gradient of the mean loss over the asked data."""
+
+    partition_id: int
+    num_samples: int
+    gradient: dict[str, np.ndarray]
+
+    def to_content(self) -> RecordDict:
+        return _content({PARTITION_ID: self.partition_id, "num-samples": self.num_samples},
+                        arrays=self.gradient)
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> MeanGradientReply:
+        return cls(int(scalar(_metrics(content), PARTITION_ID)),
+                   int(scalar(_metrics(content), "num-samples")),
+                   {k: a.numpy() for k, a in content.array_records["arrays"].items()})
+
+
+@dataclass(frozen=True)
+class PerSampleReply:
+    """``query.per_sample`` (evaluation only): each forget sample's outputs."""
+
+    partition_id: int
+    positions: tuple[int, ...]
+    true_prob: tuple[float, ...]
+    correct: tuple[int, ...]
+    loss: tuple[float, ...]
+
+    def to_content(self) -> RecordDict:
+        return _content({PARTITION_ID: self.partition_id, "positions": list(self.positions),
+                         "true-prob": list(self.true_prob), "correct": list(self.correct),
+                         "loss": list(self.loss)})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> PerSampleReply:
+        return cls(int(scalar(_metrics(content), PARTITION_ID)), _ints(content, "positions"),
+                   _floats(content, "true-prob"), _ints(content, "correct"),
+                   _floats(content, "loss"))
+
+
+@dataclass(frozen=True)
+class LocalLossReply:
+    """``query.local_loss``: the summed loss over the client's remaining data."""
+
+    partition_id: int
+    loss_sum: float
+    num_examples: int
+
+    def to_content(self) -> RecordDict:
+        return _content({PARTITION_ID: self.partition_id, "loss-sum": self.loss_sum,
+                         NUM_EXAMPLES: self.num_examples})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> LocalLossReply:
+        metrics = _metrics(content)
+        return cls(int(scalar(metrics, PARTITION_ID)), float(scalar(metrics, "loss-sum")),
+                   int(scalar(metrics, NUM_EXAMPLES)))
+
+
+@dataclass(frozen=True)
+class CslReply:
+    """``query.csl`` (evaluation only): the forget samples' cumulative training loss."""
+
+    partition_id: int
+    available: bool
+    positions: tuple[int, ...]
+    csl: tuple[float, ...]
+    rounds: int
+
+    def to_content(self) -> RecordDict:
+        return _content({PARTITION_ID: self.partition_id, "csl-available": int(self.available),
+                         "positions": list(self.positions), "csl": list(self.csl),
+                         "csl-rounds": self.rounds})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> CslReply:
+        metrics = _metrics(content)
+        return cls(int(scalar(metrics, PARTITION_ID)), bool(int(scalar(metrics, "csl-available"))),
+                   _ints(content, "positions"), _floats(content, "csl"),
+                   int(scalar(metrics, "csl-rounds")))
+
+
+@dataclass(frozen=True)
+class AscentReply:
+    """``query.projected_ascent`` (Halimi et al.): the ascended model and how it went."""
+
+    partition_id: int
+    arrays: ArrayRecord
+    accuracy: float
+    distance: float
+    epochs: int
+    steps: int
+    num_samples: int
+
+    def to_content(self) -> RecordDict:
+        return _content({PARTITION_ID: self.partition_id, "accuracy": self.accuracy,
+                         "distance": self.distance, "epochs": self.epochs, "steps": self.steps,
+                         "num-samples": self.num_samples}, arrays=self.arrays)
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> AscentReply:
+        metrics = _metrics(content)
+        return cls(int(scalar(metrics, PARTITION_ID)), content.array_records["arrays"],
+                   float(scalar(metrics, "accuracy")), float(scalar(metrics, "distance")),
+                   int(scalar(metrics, "epochs")), int(scalar(metrics, "steps")),
+                   int(scalar(metrics, "num-samples")))
+
+
+#: Any reply a client builds (the ClientApp sends ``reply.to_content()``).
+Reply = (DescribeReply | TrainReply | EvaluateReply | ActivationsReply | AttributionReply
+         | MeanGradientReply | PerSampleReply | LocalLossReply | CslReply | AscentReply)

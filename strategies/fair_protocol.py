@@ -25,14 +25,12 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
-from fedunl_flwr import protocol
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.fedavg_train import FedAvgTrain
 from fedunl_flwr.federation import Federation, raise_on_errors
 from fedunl_flwr.methods import Option
 from fedunl_flwr.phases import TrainedModel
-from fedunl_flwr.protocol import DataChange
-from fedunl_flwr.records import scalar
+from fedunl_flwr.protocol import DataChange, TrainReply
 from strategies.unlearning import (
     UnlearningMethod,
     UnlearningOutcome,
@@ -163,18 +161,15 @@ class FairRetrainFedAvg(FedAvgTrain):
         replies = list(replies)
         raise_on_errors(replies, f"{self.phase} round {server_round}", self.expected_train,
                         self.federation)
-        trained = []
+        trained, trained_weight = [], 0
         for reply in replies:
-            reply_metrics = reply.content.metric_records["metrics"]
-            examples = int(scalar(reply_metrics, protocol.NUM_EXAMPLES))
-            if examples > 0:  # a client left with no sample trains nothing
+            train_reply = TrainReply.from_content(reply.content)
+            if train_reply.num_examples > 0:  # a client left with no sample trains nothing
                 trained.append(reply)
-                pid = int(scalar(reply_metrics, protocol.PARTITION_ID))
-                epochs = int(scalar(reply_metrics, protocol.LOCAL_EPOCHS, 1))
-                self.epochs_by_client[pid] += epochs
-                self.samples_trained += examples * epochs
-        trained_weight = sum(int(scalar(r.content.metric_records["metrics"],
-                                        protocol.NUM_EXAMPLES)) for r in trained)
+                pid = self.federation.partition_of(reply, train_reply.partition_id)
+                self.epochs_by_client[pid] += train_reply.local_epochs
+                self.samples_trained += train_reply.num_examples * train_reply.local_epochs
+                trained_weight += train_reply.num_examples
         arrays, metrics = super().aggregate_train(server_round, trained)
         if not self.fair:
             return arrays, metrics

@@ -20,12 +20,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from flwr.app import RecordDict
-
 from fedunl_flwr import protocol
 from fedunl_flwr.methods import Option, register_method
-from fedunl_flwr.protocol import decode_entries
-from fedunl_flwr.records import scalar
+from fedunl_flwr.protocol import AttributionReply
 from fedunl_flwr.unlearning.neurons import Entry, dominance_ratios, select_dominant_units
 from strategies.neuron_editing import EDITING_OPTIONS, ZERO_UNITS, NeuronEditing
 from strategies.unlearning import UnlearningRun
@@ -95,7 +92,7 @@ def select_fedcccu_units(lists: Mapping[int, Mapping[int, list[Entry]]],
                  "(stopping rule, n = cap)"),
                  options=(*EDITING_OPTIONS, ATTRIBUTION_TOP_N, ATTRIBUTION_STEPS,
                           ATTRIBUTION_SAMPLES))
-class FedCCCU(NeuronEditing):
+class FedCCCU(NeuronEditing[AttributionReply]):
     """Cross-client-constrained unlearning by rank-based selection of dominant units.
 
     Messages: ``query.attribution`` to every client, carrying the global model,
@@ -107,6 +104,7 @@ class FedCCCU(NeuronEditing):
     """
 
     action = protocol.ATTRIBUTION
+    reply_type = AttributionReply
 
     def query_clients(self, run: UnlearningRun) -> list[int]:
         return run.federation.partition_ids
@@ -117,10 +115,8 @@ class FedCCCU(NeuronEditing):
                 protocol.TOP_N: config.option(ATTRIBUTION_TOP_N.key),
                 protocol.SAMPLES_PER_CLASS: config.option(ATTRIBUTION_SAMPLES.key)}
 
-    def select(self, run: UnlearningRun, replies: dict[int, RecordDict]) -> list[dict]:
-        lists = {pid: decode_entries(content.metric_records["metrics"],
-                                     content.config_records["info"])
-                 for pid, content in replies.items()}
+    def select(self, run: UnlearningRun, replies: dict[int, AttributionReply]) -> list[dict]:
+        lists = {pid: reply.lists for pid, reply in replies.items()}
         request = run.request
         for pid in request.clients:
             for class_id in request.classes:
@@ -130,12 +126,9 @@ class FedCCCU(NeuronEditing):
         return select_fedcccu_units(lists, list(request.clients), list(request.classes),
                                     run.config.option(ZERO_UNITS.key))
 
-    def extra(self, run: UnlearningRun, replies: dict[int, RecordDict]) -> dict:
-        seconds = {str(pid): float(scalar(content.metric_records["metrics"],
-                                          "attribution-seconds"))
-                   for pid, content in sorted(replies.items())}
+    def extra(self, run: UnlearningRun, replies: dict[int, AttributionReply]) -> dict:
+        seconds = {str(pid): reply.seconds for pid, reply in sorted(replies.items())}
         return {"attribution_seconds": sum(seconds.values()),
                 "attribution_seconds_by_client": seconds,
                 "attribution_samples_by_client": {
-                    str(pid): int(scalar(content.metric_records["metrics"], "num-samples"))
-                    for pid, content in sorted(replies.items())}}
+                    str(pid): reply.num_samples for pid, reply in sorted(replies.items())}}

@@ -35,8 +35,8 @@ from fedunl_flwr.federation import Federation, query_clients
 from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.metrics.forgetting import chance_target
 from fedunl_flwr.phases import model_for
-from fedunl_flwr.protocol import AscentSettings
-from fedunl_flwr.records import get_weights, record_to_dict, scalar, state_keys
+from fedunl_flwr.protocol import AscentReply, AscentSettings
+from fedunl_flwr.records import get_weights, record_to_dict, state_keys
 from strategies.fair_protocol import WeightedSum, cached_models
 from strategies.finetune import fine_tune
 from strategies.memorization_eval import memorization_summary
@@ -123,17 +123,18 @@ class Halimi(UnlearningMethod):
                                                         federation.num_classes),
                                   config.batch_size)
         (pid,) = request.clients
-        reply = query_clients(grid, federation, [pid], protocol.PROJECTED_ASCENT, reference, {
-            pid: {**settings.encode(), **request.forget_selection(pid).encode(),
-                  protocol.PHASE: "unlearn-halimi"}})[pid]
-        metrics = reply.metric_records["metrics"]
-        ascent = {"client": pid, **{k: float(scalar(metrics, k)) for k in metrics
-                                    if k != protocol.PARTITION_ID}}
+        reply = query_clients(grid, federation, [pid], protocol.PROJECTED_ASCENT, AscentReply,
+                              reference, {pid: {**settings.encode(),
+                                                **request.forget_selection(pid).encode(),
+                                                protocol.PHASE: "unlearn-halimi"}})[pid]
+        ascent = {"client": pid, "accuracy": reply.accuracy, "distance": reply.distance,
+                  "epochs": float(reply.epochs), "steps": float(reply.steps),
+                  "num-samples": float(reply.num_samples)}
         log(INFO, "fedunl halimi: client %d ascended %d epoch(s), %d step(s): accuracy on its "
             "data %.2f%%, distance %.3g of radius %.3g", pid, ascent["epochs"], ascent["steps"],
             100 * ascent["accuracy"], ascent["distance"], radius)
         ascended = time.perf_counter() - start
-        tuned = fine_tune(grid, run, reply.array_records["arrays"], offset=ascended)
+        tuned = fine_tune(grid, run, reply.arrays, offset=ascended)
         return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, {
             "unlearn_seconds": tuned.seconds, "unlearn_rounds": config.unlearn_rounds,
             "radius": radius, "ascent": ascent, "ascent_seconds": ascended})

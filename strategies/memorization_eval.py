@@ -48,7 +48,12 @@ from fedunl_flwr.metrics.memorization import (
 )
 from fedunl_flwr.metrics.timing import csl_memorization_agreement, speedup, time_to_peak
 from fedunl_flwr.phases import TrainedModel, central_test_accuracies
-from fedunl_flwr.records import number_list, scalar
+from fedunl_flwr.protocol import (
+    CslReply,
+    LocalLossReply,
+    MeanGradientReply,
+    PerSampleReply,
+)
 from fedunl_flwr.reports.accuracy import global_accuracy
 from fedunl_flwr.summaries import (
     CslAgreement,
@@ -81,18 +86,18 @@ GROUP_ROWS: tuple[str, ...] = (*MEMORIZATION_GROUP_LABELS, DATASET_ROW_LABEL)
 def per_sample(grid: Grid, federation: Federation, request: UnlearningRequest,
                holders: Sequence[int], arrays: ArrayRecord) -> dict[str, np.ndarray]:
     """Per-sample outputs of ``arrays`` on D_u, clients in ascending order."""
-    replies = query_clients(grid, federation, list(holders), protocol.PER_SAMPLE, arrays,
-                         {p: request.forget_selection(p).encode() for p in holders})
+    replies = query_clients(grid, federation, list(holders), protocol.PER_SAMPLE,
+                            PerSampleReply, arrays,
+                            {p: request.forget_selection(p).encode() for p in holders})
     parts: dict[str, list] = {"client": [], "position": [], "true_prob": [], "correct": [],
                               "loss": []}
     for pid in holders:
-        metrics = replies[pid].metric_records["metrics"]
-        positions = list(number_list(metrics, "positions"))
-        parts["client"] += [pid] * len(positions)
-        parts["position"] += positions
-        parts["true_prob"] += list(number_list(metrics, "true-prob"))
-        parts["correct"] += list(number_list(metrics, "correct"))
-        parts["loss"] += list(number_list(metrics, "loss"))
+        reply = replies[pid]
+        parts["client"] += [pid] * len(reply.positions)
+        parts["position"] += list(reply.positions)
+        parts["true_prob"] += list(reply.true_prob)
+        parts["correct"] += list(reply.correct)
+        parts["loss"] += list(reply.loss)
     return {"client": np.asarray(parts["client"], dtype=np.int64),
             "position": np.asarray(parts["position"], dtype=np.int64),
             "true_prob": np.clip(np.asarray(parts["true_prob"], dtype=np.float64), 0.0, 1.0),
@@ -103,21 +108,18 @@ def per_sample(grid: Grid, federation: Federation, request: UnlearningRequest,
 def local_losses(grid: Grid, federation: Federation, request: UnlearningRequest,
                  clients: Sequence[int], arrays: ArrayRecord) -> dict[str, float]:
     """Mean loss of ``arrays`` on each client's remaining training data."""
-    replies = query_clients(grid, federation, list(clients), protocol.LOCAL_LOSS, arrays,
-                         {p: request.removal(p).encode() for p in clients})
-    metrics = {p: replies[p].metric_records["metrics"] for p in clients}
-    return {str(p): float(scalar(metrics[p], "loss-sum"))
-            / max(1, int(scalar(metrics[p], protocol.NUM_EXAMPLES))) for p in clients}
+    replies = query_clients(grid, federation, list(clients), protocol.LOCAL_LOSS,
+                            LocalLossReply, arrays,
+                            {p: request.removal(p).encode() for p in clients})
+    return {str(p): replies[p].loss_sum / max(1, replies[p].num_examples) for p in clients}
 
 
 def mean_gradient(grid: Grid, federation: Federation, clients: Sequence[int],
                   arrays: ArrayRecord, configs: dict[int, dict]) -> dict[str, torch.Tensor]:
     """Unweighted mean over ``clients`` of their mean-loss gradients (Alg. 1 eq. 13)."""
-    replies = query_clients(grid, federation, list(clients), protocol.MEAN_GRADIENT, arrays,
-                            configs)
-    return unweighted_mean([{name: value.numpy()
-                             for name, value in replies[pid].array_records["arrays"].items()}
-                            for pid in clients])
+    replies = query_clients(grid, federation, list(clients), protocol.MEAN_GRADIENT,
+                            MeanGradientReply, arrays, configs)
+    return unweighted_mean([replies[pid].gradient for pid in clients])
 
 
 def unweighted_mean(gradients: Sequence[Mapping[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -361,17 +363,15 @@ def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayReco
 def _csl_agreement(grid: Grid, federation: Federation, request: UnlearningRequest,
                    holders: Sequence[int], reference: dict[str, np.ndarray],
                    mem: np.ndarray) -> dict:
-    replies = query_clients(grid, federation, list(holders), protocol.CSL, None,
-                         {p: request.forget_selection(p).encode() for p in holders})
-    metrics = {p: replies[p].metric_records["metrics"] for p in holders}
-    missing = [p for p in holders if not int(scalar(metrics[p], "csl-available"))]
+    replies = query_clients(grid, federation, list(holders), protocol.CSL, CslReply, None,
+                            {p: request.forget_selection(p).encode() for p in holders})
+    missing = [p for p in holders if not replies[p].available]
     if missing:
         return {"available": False,
                 "reason": f"client(s) {missing} hold no CSL for this original model (it was "
                           "trained before CSL tracking, or their client-state folder is gone)"}
-    values = np.concatenate([np.asarray(number_list(metrics[p], "csl"), dtype=np.float64)
-                             for p in holders])
-    positions = np.concatenate([np.asarray(number_list(metrics[p], "positions"), dtype=np.int64)
+    values = np.concatenate([np.asarray(replies[p].csl, dtype=np.float64) for p in holders])
+    positions = np.concatenate([np.asarray(replies[p].positions, dtype=np.int64)
                                 for p in holders])
     if not np.array_equal(positions, reference["position"]):
         return {"available": False, "reason": "CSL positions differ from D_u"}
@@ -380,7 +380,7 @@ def _csl_agreement(grid: Grid, federation: Federation, request: UnlearningReques
     except ValueError as err:
         return {"available": False, "reason": str(err), "values": values}
     return {"available": True, "top_fraction": CSL_TOP_FRACTION, **agreement,
-            "rounds": int(min(int(scalar(metrics[p], "csl-rounds")) for p in holders)),
+            "rounds": min(replies[p].rounds for p in holders),
             "values": values}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from logging import INFO
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
@@ -24,7 +24,8 @@ from fedunl_flwr.federation import raise_on_errors
 from fedunl_flwr.methods import Option
 from fedunl_flwr.metrics.forgetting import chance_target, forget_class_accuracy
 from fedunl_flwr.phases import evaluate_clients, model_for
-from fedunl_flwr.records import model_to_record, record_to_weights, scalar, set_weights
+from fedunl_flwr.protocol import ActivationsReply, AttributionReply
+from fedunl_flwr.records import model_to_record, record_to_weights, set_weights
 from fedunl_flwr.unlearning.neurons import zero_units
 from strategies.unlearning import UnlearningMethod, UnlearningOutcome, UnlearningRun
 
@@ -80,16 +81,21 @@ def zero_until_forgotten(grid: Grid, run: UnlearningRun, ranked: list[dict]
     return arrays, steps, ranked
 
 
-class NeuronEditing(UnlearningMethod):
+#: The typed reply of a model-editing method's query.
+R = TypeVar("R", ActivationsReply, AttributionReply)
+
+
+class NeuronEditing(UnlearningMethod, Generic[R]):
     """Base of the model-editing methods: one :class:`UnitQuery` round, then zero units.
 
-    Subclasses set ``action`` and implement ``query_clients``, ``query_config`` and
-    ``select`` (replies by partition id -> list of dicts with at least ``site`` and
-    ``unit``, in selection order).
+    Subclasses set ``action`` and ``reply_type`` and implement ``query_clients``,
+    ``query_config`` and ``select`` (typed replies by partition id -> list of dicts with
+    at least ``site`` and ``unit``, in selection order).
     """
 
     scopes: ClassVar[tuple[str, ...]] = ("class",)
     action: ClassVar[str] = ""
+    reply_type: type[R]
 
     def query_clients(self, run: UnlearningRun) -> list[int]:
         raise NotImplementedError
@@ -97,10 +103,10 @@ class NeuronEditing(UnlearningMethod):
     def query_config(self, run: UnlearningRun) -> dict:
         raise NotImplementedError
 
-    def select(self, run: UnlearningRun, replies: dict[int, RecordDict]) -> list[dict]:
+    def select(self, run: UnlearningRun, replies: dict[int, R]) -> list[dict]:
         raise NotImplementedError
 
-    def extra(self, run: UnlearningRun, replies: dict[int, RecordDict]) -> dict:
+    def extra(self, run: UnlearningRun, replies: dict[int, R]) -> dict:
         """Method-specific entries for ``summary.json``."""
         return {}
 
@@ -132,16 +138,16 @@ class NeuronEditing(UnlearningMethod):
         })
 
 
-class UnitQuery(Strategy):
+class UnitQuery(Strategy, Generic[R]):
     """A one-round Flower strategy: ``configure_train`` sends ``query.<action>`` (global
     model + the method's query settings) to the method's clients, ``aggregate_train``
     selects units from the replies and returns the global model with them zeroed."""
 
-    def __init__(self, method: NeuronEditing, run: UnlearningRun) -> None:
-        self.method = method
+    def __init__(self, method: NeuronEditing[R], run: UnlearningRun) -> None:
+        self.method: NeuronEditing[R] = method
         self.run = run
         self.selected: list[dict] = []
-        self.replies: dict[int, RecordDict] = {}
+        self.replies: dict[int, R] = {}
         self.query_seconds = 0.0
         self._arrays: ArrayRecord | None = None
         self._sent = 0.0
@@ -172,8 +178,9 @@ class UnitQuery(Strategy):
         queried = self.method.query_clients(self.run)
         raise_on_errors(replies, f"query {self.method.action!r}", federation.node_ids(queried),
                         federation)
-        self.replies = {int(scalar(r.content.metric_records["metrics"], protocol.PARTITION_ID)):
-                        r.content for r in replies}
+        typed = [(r, self.method.reply_type.from_content(r.content)) for r in replies]
+        self.replies = {federation.partition_of(r, reply.partition_id): reply
+                        for r, reply in typed}
         self.selected = self.method.select(self.run, self.replies)
         units = [(item["site"], int(item["unit"])) for item in self.selected]
         log(INFO, "fedunl %s: zeroing %d unit(s): %s", self.method.name, len(units),

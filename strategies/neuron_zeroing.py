@@ -6,45 +6,39 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from flwr.app import RecordDict
 
 from fedunl_flwr import protocol
 from fedunl_flwr.methods import register_method
-from fedunl_flwr.protocol import split_activation_key
-from fedunl_flwr.records import number_list
+from fedunl_flwr.protocol import ActivationsReply
 from fedunl_flwr.unlearning.neurons import top_units
 from strategies.neuron_editing import EDITING_OPTIONS, ZERO_UNITS, NeuronEditing
 from strategies.unlearning import UnlearningRun
 
 
-def pooled_activations(replies: Mapping[int, RecordDict], class_id: int
+def pooled_activations(replies: Mapping[int, ActivationsReply], class_id: int
                        ) -> tuple[dict[str, np.ndarray], int]:
     """Mean activation per unit over all replying clients' samples of ``class_id``.
 
-    Each reply holds per-class means (``arrays``, keys ``"<class>|<site>"``) and the
-    number of samples each is over (``classes`` / ``class-samples``); the pooled mean
-    weights each client's mean by its count (= the mean over all those samples).
+    Each reply holds per-class means and the number of samples each is over; the pooled
+    mean weights each client's mean by its count (= the mean over all those samples).
     """
     sums: dict[str, np.ndarray] = {}
     total = 0
     for pid in sorted(replies):
-        content = replies[pid]
-        metrics = content.metric_records["metrics"]
-        counts = dict(zip((int(c) for c in number_list(metrics, "classes")),
-                          (int(n) for n in number_list(metrics, "class-samples")), strict=False))
+        reply = replies[pid]
+        counts = dict(zip(reply.classes, reply.class_samples, strict=False))
         count = counts.get(class_id, 0)
         if count == 0:
             continue
         total += count
-        for key, array in content.array_records["arrays"].items():
-            key_class, site = split_activation_key(key)
+        for (key_class, site), array in reply.means.items():
             if key_class == class_id:
-                value = np.asarray(array.numpy(), dtype=np.float64) * count
+                value = np.asarray(array, dtype=np.float64) * count
                 sums[site] = sums[site] + value if site in sums else value
     return {site: value / total for site, value in sums.items()}, total
 
 
-def select_activation_units(replies: Mapping[int, RecordDict],
+def select_activation_units(replies: Mapping[int, ActivationsReply],
                             classes: list[int], n: int) -> list[dict]:
     """The ``n`` units with the largest pooled mean activation, per forget class.
 
@@ -67,7 +61,7 @@ def select_activation_units(replies: Mapping[int, RecordDict],
                  "rank units by mean activation on the requesting clients' forget-class data and "
                  "zero them in that order until the forget class is forgotten (stopping rule, n "
                  "= cap)"), options=EDITING_OPTIONS)
-class NeuronZeroing(NeuronEditing):
+class NeuronZeroing(NeuronEditing[ActivationsReply]):
     """Zero the top-n units by mean post-activation on the requesting clients'
     forget-class samples (n = ``zero-units``), ranked across all layers.
 
@@ -77,6 +71,7 @@ class NeuronZeroing(NeuronEditing):
     """
 
     action = protocol.ACTIVATIONS
+    reply_type = ActivationsReply
 
     def query_clients(self, run: UnlearningRun) -> list[int]:
         return sorted(run.request.clients)
@@ -84,6 +79,6 @@ class NeuronZeroing(NeuronEditing):
     def query_config(self, run: UnlearningRun) -> dict:
         return {protocol.CLASSES: protocol.encode_ids(run.request.classes)}
 
-    def select(self, run: UnlearningRun, replies: dict[int, RecordDict]) -> list[dict]:
+    def select(self, run: UnlearningRun, replies: dict[int, ActivationsReply]) -> list[dict]:
         return select_activation_units(replies, list(run.request.classes),
                                        run.config.option(ZERO_UNITS.key))

@@ -7,11 +7,12 @@ from typing import cast
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedunl_flwr.fedavg_train import FedAvgTrain, TrainingDiverged
 from fedunl_flwr.federation import ClientError, ClientInfo, Federation
+from fedunl_flwr.protocol import EvaluateReply, TrainReply
 from fedunl_flwr.records import scalar
 
 
@@ -41,12 +42,9 @@ NO_GRID = cast(Grid, None)
 
 
 def reply(pid: int, value: float, examples: int, loss: float | None = None) -> Reply:
-    return Reply(RecordDict({
-        "arrays": ArrayRecord({"w": Array(np.full((2,), value, dtype=np.float32))}),
-        "metrics": MetricRecord({"partition-id": pid, "num-examples": examples,
-                                 "train-loss": value if loss is None else loss,
-                                 "local-epochs": 1}),
-    }))
+    return Reply(TrainReply(pid, ArrayRecord({"w": Array(np.full((2,), value,
+                                                                  dtype=np.float32))}),
+                            examples, value if loss is None else loss, 1).to_content())
 
 
 @pytest.mark.parametrize("aggregation, expected", [
@@ -130,10 +128,8 @@ def test_a_lost_client_is_named_by_partition_and_node_id() -> None:
 
 
 def eval_reply(pid: int, correct: int, total: int) -> Reply:
-    r = Reply(RecordDict({"metrics": MetricRecord({"partition-id": pid,
-                                                   "class-correct": [correct, 0],
-                                                   "class-total": [total, 0]})}))
-    return r
+    return Reply(EvaluateReply(pid, 0.0, total, correct / max(1, total), 0.0, (correct, 0),
+                               (total, 0)).to_content())
 
 
 def test_convergence_rule_stops_at_the_first_round_below_epsilon(monkeypatch) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord
 
 from clients.fedunl_client import FedunlClient, relabel_to_other_classes
 from experiments.fair_tables import build_fair_report
@@ -23,7 +23,13 @@ from fedunl_flwr.data.scenarios import federated_data, get_scenario
 from fedunl_flwr.data.tensors import images_to_tensor
 from fedunl_flwr.federation import ClientInfo, Federation
 from fedunl_flwr.phases import model_for
-from fedunl_flwr.protocol import decode_entries, encode_entries, split_activation_key
+from fedunl_flwr.protocol import (
+    ActivationsReply,
+    AttributionReply,
+    decode_entries,
+    encode_entries,
+    split_activation_key,
+)
 from fedunl_flwr.records import get_weights, set_weights, state_keys
 from fedunl_flwr.store import PhaseStore
 from strategies import get_unlearning_method
@@ -114,12 +120,9 @@ def test_fedcccu_selection_several_requesting_clients_and_classes():
 
 def test_activation_selection_pools_requesting_clients_by_sample_count():
     def reply(pid, count, means):
-        return RecordDict({
-            "arrays": ArrayRecord({f"0|{site}": Array(np.asarray(v, dtype=np.float64))
-                                   for site, v in means.items()}),
-            "metrics": MetricRecord({"partition-id": pid, "classes": [0],
-                                     "class-samples": [count]}),
-        })
+        return ActivationsReply(pid, (0,), (count,),
+                                {(0, site): np.asarray(v, dtype=np.float64)
+                                 for site, v in means.items()})
 
     replies = {0: reply(0, 1, {"s": [4.0, 0.0, 1.0], "t": [0.0]}),
                1: reply(1, 3, {"s": [0.0, 2.0, 1.0], "t": [1.2]})}
@@ -210,8 +213,10 @@ def test_client_attribution_reply_holds_only_top_n_per_class(real_client):
     weights = get_weights(real_client.model)
     reply = real_client.query_attribution(weights, {"steps": 2, "top-n": 5,
                                                     "samples-per-class": 4})
-    assert set(reply) == {"metrics", "info"}  # no arrays, no samples
-    lists = decode_entries(reply["metrics"], reply["info"])
+    content = reply.to_content()  # what travels: the entries and counts, no arrays
+    assert set(content) == {"metrics", "info"}
+    assert AttributionReply.from_content(content) == reply
+    lists = reply.lists
     held = sorted(torch.unique(real_client.y_train).tolist())
     assert sorted(lists) == held
     sites = {s.name for s in real_client.model.neuron_sites()}
@@ -220,9 +225,9 @@ def test_client_attribution_reply_holds_only_top_n_per_class(real_client):
         assert all(site in sites for site, _, _ in entries)
         scores = [score for _, _, score in entries]
         assert scores == sorted(scores, reverse=True)
-    counts = reply["metrics"]["class-samples"]
-    assert all(n <= 4 for n in counts) and reply["metrics"]["num-samples"] == sum(counts)
-    assert reply["metrics"]["attribution-seconds"] > 0
+    counts = reply.class_samples
+    assert all(n <= 4 for n in counts) and reply.num_samples == sum(counts)
+    assert reply.seconds > 0
     metrics, info = encode_entries(lists)
     assert decode_entries(metrics, info) == lists
 
@@ -234,11 +239,13 @@ def test_client_activation_reply_is_per_class_means(real_client, data_dir):
     reply = real_client.query_activations(get_weights(real_client.model),
                                           {"classes": ",".join(map(str, classes))})
     sites = {s.name: s.num_units for s in real_client.model.neuron_sites()}
-    assert reply["metrics"]["class-samples"][0] == int((real_client.y_train == cls).sum())
-    keys = [split_activation_key(k) for k in reply["arrays"]]
-    assert {k for k in keys} == {(cls, site) for site in sites}  # a class not held: none
-    for key, value in reply["arrays"].items():
-        assert value.shape == (sites[split_activation_key(key)[1]],)
+    assert reply.class_samples[0] == int((real_client.y_train == cls).sum())
+    assert set(reply.means) == {(cls, site) for site in sites}  # a class not held: none
+    for (_, site), value in reply.means.items():
+        assert value.shape == (sites[site],)
+    decoded = ActivationsReply.from_content(reply.to_content())  # keys "<class>|<site>"
+    assert set(decoded.means) == set(reply.means)
+    assert all(split_activation_key(k)[0] == cls for k in reply.to_content()["arrays"])
 
 
 # --- every route end to end (one shared original model) --------------------------------

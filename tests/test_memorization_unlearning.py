@@ -135,7 +135,7 @@ def tiny_client(tmp_path: Path) -> FedunlClient:
 
 def test_client_tracks_csl_only_in_original_training(tiny_client: FedunlClient) -> None:
     weights = get_weights(tiny_client.model)
-    assert tiny_client.query_csl(None, {"forget-all": True})["metrics"]["csl-available"] == 0
+    assert not tiny_client.query_csl(None, {"forget-all": True}).available
     tiny_client.fit(weights, {"phase": "train", "server-round": 1})
     first = np.load(tiny_client.csl_path())["csl"].copy()
     assert first.shape == (40,) and (first > 0).all()
@@ -145,28 +145,28 @@ def test_client_tracks_csl_only_in_original_training(tiny_client: FedunlClient) 
     tiny_client.fit(weights, {"phase": "unlearn", "server-round": 3})
     tiny_client.fit(weights, {"phase": "train", "server-round": 3, "exclude-classes": "0"})
     np.testing.assert_array_equal(np.load(tiny_client.csl_path())["csl"], second)
-    reply = tiny_client.query_csl(None, {"forget-classes": "1"})["metrics"]
-    assert reply["csl-available"] == 1 and reply["csl-rounds"] == 2
-    assert reply["positions"] == list(range(1, 40, 4))
-    np.testing.assert_allclose(reply["csl"], second[1::4])
+    reply = tiny_client.query_csl(None, {"forget-classes": "1"})
+    assert reply.available and reply.rounds == 2
+    assert list(reply.positions) == list(range(1, 40, 4))
+    np.testing.assert_allclose(reply.csl, second[1::4])
     tiny_client.fit(weights, {"phase": "train", "server-round": 1})  # a fresh training
     assert np.load(tiny_client.csl_path())["rounds"].tolist() == [1]
 
 
 def test_client_queries_answer_on_the_right_samples(tiny_client: FedunlClient) -> None:
     weights = get_weights(tiny_client.model)
-    reply = tiny_client.query_per_sample(weights, {"forget-samples": "3,1,7"})["metrics"]
-    assert reply["positions"] == [1, 3, 7]
-    assert len(reply["true-prob"]) == 3 and set(reply["correct"]) <= {0, 1}
-    assert all(0.0 <= p <= 1.0 for p in reply["true-prob"])
+    reply = tiny_client.query_per_sample(weights, {"forget-samples": "3,1,7"})
+    assert reply.positions == (1, 3, 7)
+    assert len(reply.true_prob) == 3 and set(reply.correct) <= {0, 1}
+    assert all(0.0 <= p <= 1.0 for p in reply.true_prob)
     grads = tiny_client.query_mean_gradient(weights, {"exclude-classes": "0"})
-    assert grads["metrics"]["num-samples"] == 30
+    assert grads.num_samples == 30
     names = dict(tiny_client.model.named_parameters())
-    assert set(grads["arrays"]) == set(names)
+    assert set(grads.gradient) == set(names)
     forget = tiny_client.query_mean_gradient(weights, {"data": "forget", "forget-all": True})
-    assert forget["metrics"]["num-samples"] == 40
-    loss = tiny_client.query_local_loss(weights, {"exclude-samples": "0,1"})["metrics"]
-    assert loss["num-examples"] == 38 and loss["loss-sum"] > 0
+    assert forget.num_samples == 40
+    loss = tiny_client.query_local_loss(weights, {"exclude-samples": "0,1"})
+    assert loss.num_examples == 38 and loss.loss_sum > 0
     with pytest.raises(ValueError, match=r"outside 0..39"):
         tiny_client.query_per_sample(weights, {"forget-samples": "40"})
 

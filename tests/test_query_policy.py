@@ -60,7 +60,7 @@ def test_aggregate_queries_are_answered_but_never_about_a_handful(tmp_path) -> N
         client.query_mean_gradient(weights, {"exclude-samples": keep_one})
     with pytest.raises(PermissionError, match="only 1 sample"):
         client.query_local_loss(weights, {"exclude-samples": keep_one})
-    assert client.query_mean_gradient(weights, {})["metrics"]["num-samples"] == 20
+    assert client.query_mean_gradient(weights, {}).num_samples == 20
 
 
 def test_real_nodes_take_their_paths_from_their_own_node_config() -> None:
