@@ -23,11 +23,12 @@ message's config carries ``exclude-classes`` / ``relabel-classes`` and
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from clients.handlers import query_handler
 from fedunl_flwr import protocol
 from fedunl_flwr.protocol import ActivationsReply, AttributionReply
 from fedunl_flwr.records import set_weights
@@ -58,8 +59,6 @@ class FairUnlearningWork:
     ``num_classes`` and ``partition_id``; the model runs on its device (CUDA when
     present) and the functions it calls move each batch there.
     """
-
-    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = (protocol.ACTIVATIONS, protocol.ATTRIBUTION)
 
     # What this mixin uses of ``BaseClient``, declared for the type checker (set there).
     config: RunConfig
@@ -145,3 +144,7 @@ class FairUnlearningWork:
         counts = torch.bincount(y, minlength=self.num_classes).tolist()
         return AttributionReply(self.partition_id, top_units_per_class(scores, top_n), len(y),
                                 tuple(counts), seconds)
+
+
+query_handler(protocol.ACTIVATIONS)(FairUnlearningWork.query_activations)
+query_handler(protocol.ATTRIBUTION)(FairUnlearningWork.query_attribution)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 import torch
 from flwr.compat.client.numpy_client import NumPyClient
 
 from clients.fair_unlearning import FairUnlearningWork
-from clients.handlers import QUERY_HANDLERS, QueryReply
+from clients.handlers import QUERIES, QueryReply, query_handler, query_policy
 from clients.local_training import TrainSettings, train_epochs
 from clients.memorization import MemorizationWork
 from fedunl_flwr import protocol
@@ -40,9 +38,6 @@ class BaseClient(NumPyClient):
         The federation's label space.
     """
 
-    # Query actions served by this class (``query.<action>`` -> ``query_<action>``).
-    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = (protocol.DESCRIBE,)
-
     def __init__(self, data: ClientData, config: RunConfig, model_name: str,
                  in_channels: int, class_names: tuple[str, ...]) -> None:
         self.data = data
@@ -59,18 +54,14 @@ class BaseClient(NumPyClient):
 
     @classmethod
     def query_actions(cls) -> list[str]:
-        """All query actions: this class's and its mixins', and the registered handlers'."""
-        own = {a for klass in cls.__mro__ for a in getattr(klass, "QUERY_ACTIONS", ())}
-        return sorted(own | set(QUERY_HANDLERS))
+        """Every registered query action (``clients.handlers``)."""
+        return sorted(QUERIES)
 
     def answer_query(self, action: str, weights: list[np.ndarray] | None,
                      config: dict) -> QueryReply:
-        """Dispatch ``query.<action>`` to a registered handler or to ``query_<action>``."""
-        if action not in self.query_actions():
-            raise ValueError(f"unknown query action {action!r}")
-        if action in QUERY_HANDLERS:
-            return QUERY_HANDLERS[action](self, weights, config)
-        return getattr(self, f"query_{action.replace('-', '_')}")(weights, config)
+        """Answer ``query.<action>`` with its registered handler."""
+        query_policy(action)  # unknown actions are refused here
+        return QUERIES[action].handler(self, weights, config)
 
     @property
     def partition_id(self) -> int:
@@ -147,6 +138,9 @@ class BaseClient(NumPyClient):
             "class-correct": result.class_correct.tolist(),
             "class-total": result.class_total.tolist(),
         }
+
+
+query_handler(protocol.DESCRIBE)(BaseClient.query_describe)
 
 
 def relabel_to_other_classes(labels: torch.Tensor, classes: list[int], num_classes: int,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clients.handlers import QueryReply, query_handler
+from clients.handlers import QueryPolicy, QueryReply, query_handler
 from fedunl_flwr import protocol
 from fedunl_flwr.metrics.evaluation import evaluate_model
 from fedunl_flwr.protocol import AscentReply, AscentSettings
@@ -92,7 +92,7 @@ def projected_gradient_ascent(model: nn.Module, inputs: torch.Tensor, labels: to
     return {"epochs": epochs, "steps": steps, "accuracy": accuracy, "distance": distance}
 
 
-@query_handler(ACTION)
+@query_handler(ACTION, QueryPolicy(forget_data=True))
 def projected_ascent(client, weights: list[np.ndarray] | None, config: dict) -> QueryReply:
     """Run the ascent from the received reference model on this client's forget data."""
     if weights is None:

@@ -1,19 +1,22 @@
-"""The registry of query handlers that methods add to the client, by action name.
+"""The one registry of client query actions: each action's handler and its query policy.
 
-A method whose clients do work of their own (Halimi et al.'s projected gradient ascent,
-...) registers one function here from its client module::
+Every ``query.<action>`` a fedunl client answers is registered here, the built-in ones
+by the modules of ``clients`` and a method's own by its client module::
 
-    @query_handler("projected_ascent")
-    def projected_ascent(client, weights, config) -> QueryReply: ...
+    @query_handler("projected_ascent", QueryPolicy(forget_data=True))
+    def projected_ascent(client, weights, config) -> AscentReply: ...
 
-``FedunlClient`` answers ``query.<action>`` with it (``client`` is the ``FedunlClient``:
-its model, data, run-config). Importing ``clients`` imports every module in it, so the
-module registers itself by being there.
+``client`` is the ``FedunlClient`` (its model, data, run-config); the handler returns
+one of the typed replies of ``fedunl_flwr.protocol``. The policy says what a real
+SuperNode checks before answering (``fedunl_flwr.client_app.check_query_allowed``).
+Importing ``clients`` imports every module in it, so a module registers its handlers by
+being there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,19 +25,64 @@ from fedunl_flwr.protocol import Reply
 
 #: What a query action returns: one of the typed replies of ``fedunl_flwr.protocol``.
 QueryReply = Reply
-QueryHandler = Callable[[Any, "list[np.ndarray] | None", dict], QueryReply]
-
-QUERY_HANDLERS: dict[str, QueryHandler] = {}
+QueryHandler = Callable[[Any, "list[np.ndarray] | None", dict], Any]
 
 
-def query_handler(action: str) -> Callable[[QueryHandler], QueryHandler]:
+@dataclass(frozen=True)
+class QueryPolicy:
+    """What answering an action can reveal or do, for a real SuperNode's check.
+
+    Parameters
+    ----------
+    evaluation_only : bool
+        The answer is about individual samples (true-label probabilities, losses,
+        gradients of the forget data): a real node answers only with node config
+        ``allow-evaluation-queries=true``, and only about its own ``forget-request``.
+    forget_data : bool
+        The action works on the node's forget data (a method's own unlearning, e.g.
+        Halimi et al.'s ascent): only for its own ``forget-request``.
+    only_when : Callable[[Mapping], bool] | None
+        The policy applies only to messages whose config satisfies this (e.g. a mean
+        gradient over the forget data rather than the remaining data).
+    """
+
+    evaluation_only: bool = False
+    forget_data: bool = False
+    only_when: Callable[[Mapping[str, Any]], bool] | None = None
+
+    def restricts(self, config: Mapping[str, Any]) -> bool:
+        """Whether a real node must check this message against its own request."""
+        return (self.evaluation_only or self.forget_data) and (
+            self.only_when is None or self.only_when(config))
+
+
+@dataclass(frozen=True)
+class RegisteredQuery:
+    """One action's handler and policy."""
+
+    handler: QueryHandler
+    policy: QueryPolicy
+
+
+QUERIES: dict[str, RegisteredQuery] = {}
+
+
+def query_handler(action: str, policy: QueryPolicy | None = None
+                  ) -> Callable[[QueryHandler], QueryHandler]:
     """Register ``function`` as the answer to ``query.<action>`` (once per action)."""
     def register(function: QueryHandler) -> QueryHandler:
-        known = QUERY_HANDLERS.get(action)
-        if known is not None and known.__qualname__ != function.__qualname__:
+        known = QUERIES.get(action)
+        if known is not None and known.handler.__qualname__ != function.__qualname__:
             raise ValueError(f"query action {action!r} has two handlers: "
-                             f"{known.__qualname__} and {function.__qualname__}")
-        QUERY_HANDLERS[action] = function
+                             f"{known.handler.__qualname__} and {function.__qualname__}")
+        QUERIES[action] = RegisteredQuery(function, policy or QueryPolicy())
         return function
 
     return register
+
+
+def query_policy(action: str) -> QueryPolicy:
+    """The registered policy of ``action`` (``ValueError`` for an unknown action)."""
+    if action not in QUERIES:
+        raise ValueError(f"unknown query action {action!r}")
+    return QUERIES[action].policy

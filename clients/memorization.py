@@ -35,12 +35,14 @@ FedAvg training) accumulates; round 1 starts a fresh sum.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from clients.handlers import QueryPolicy, query_handler
 from clients.local_training import mean_loss_gradient
 from fedunl_flwr import protocol
 from fedunl_flwr.config import config_hash
@@ -64,9 +66,6 @@ if TYPE_CHECKING:
 
 class MemorizationWork:
     """Mixin for ``BaseClient``: mean gradients, per-sample evaluation, CSL."""
-
-    QUERY_ACTIONS: ClassVar[tuple[str, ...]] = (protocol.MEAN_GRADIENT, protocol.PER_SAMPLE,
-                                                protocol.LOCAL_LOSS, protocol.CSL)
 
     # What this mixin uses of ``BaseClient``, declared for the type checker (set there).
     config: RunConfig
@@ -195,6 +194,19 @@ class MemorizationWork:
         except (OSError, ValueError, KeyError, EOFError):
             return None
         return (sums, rounds) if sums.shape == (len(self.y_train),) else None
+
+
+def _over_forget_data(config: Mapping[str, Any]) -> bool:
+    return config.get(protocol.DATA) == protocol.FORGET
+
+
+EVALUATION_ONLY = QueryPolicy(evaluation_only=True)
+query_handler(protocol.MEAN_GRADIENT, QueryPolicy(evaluation_only=True,
+                                                  only_when=_over_forget_data)
+              )(MemorizationWork.query_mean_gradient)
+query_handler(protocol.PER_SAMPLE, EVALUATION_ONLY)(MemorizationWork.query_per_sample)
+query_handler(protocol.LOCAL_LOSS)(MemorizationWork.query_local_loss)
+query_handler(protocol.CSL, EVALUATION_ONLY)(MemorizationWork.query_csl)
 
 
 def _required(weights: list[np.ndarray] | None, action: str) -> list[np.ndarray]:

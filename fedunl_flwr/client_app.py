@@ -11,6 +11,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.fedunl_client import FedunlClient
+from clients.handlers import query_policy
 from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig, pyproject_defaults
 from fedunl_flwr.data.scenarios import federated_data, get_scenario, load_client_file
@@ -63,9 +64,9 @@ def check_query_allowed(action: str, config: Mapping[str, Any],
     ``allow-evaluation-queries=true``, and only about its own unlearning request, set in
     its node config as ``forget-request`` (``all``: the client leaves;
     ``classes:0,3``; ``samples:1,2,3``), never another selection. Work a method does on
-    the node's forget data (:data:`fedunl_flwr.protocol.FORGET_DATA_ACTIONS`, e.g.
-    Halimi et al.'s gradient ascent) is its own unlearning: it needs no
-    ``allow-evaluation-queries`` but likewise only its own ``forget-request``.
+    the node's forget data (e.g. Halimi et al.'s gradient ascent) is its own unlearning:
+    it needs no ``allow-evaluation-queries`` but likewise only its own ``forget-request``.
+    Each action's policy is registered with its handler (``clients.handlers``).
 
     Raises
     ------
@@ -74,11 +75,10 @@ def check_query_allowed(action: str, config: Mapping[str, Any],
     """
     if "num-partitions" in node_config:
         return
-    sample_level = action in protocol.SAMPLE_LEVEL_ACTIONS or (
-        action == protocol.MEAN_GRADIENT and config.get(protocol.DATA) == protocol.FORGET)
-    if not sample_level and action not in protocol.FORGET_DATA_ACTIONS:
+    policy = query_policy(action)
+    if not policy.restricts(config):
         return
-    if sample_level and not node_config.get("allow-evaluation-queries", False):
+    if policy.evaluation_only and not node_config.get("allow-evaluation-queries", False):
         raise PermissionError(
             f"query.{action} answers about individual samples; this SuperNode refuses it "
             "(node config allow-evaluation-queries=true and forget-request=... allow it)")

@@ -35,10 +35,6 @@ CSL = "csl"                      # cumulative sample loss of D_u (seed 001 H.2)
 
 PROJECTED_ASCENT = "projected_ascent"  # Halimi et al.: gradient ascent on D_u
 
-#: Actions whose answers are about individual samples (see ``client_app.check_query_allowed``).
-SAMPLE_LEVEL_ACTIONS = (PER_SAMPLE, CSL)
-#: Actions that train on the node's own forget data (only for its own request).
-FORGET_DATA_ACTIONS = (PROJECTED_ASCENT,)
 
 # Message config keys.
 PHASE = "phase"
