@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from experiments.simulate import simulate
+from fedunl_flwr.store import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_CONFIG = ("samples-per-client=300 test-samples-per-client=100 num-server-rounds=8 "
@@ -72,13 +73,17 @@ def test_run_store_holds_models_metrics_and_tables(trained):
         "digits-real-noniid-offline"
 
 
-def test_second_run_loads_the_checkpoint_instead_of_training(trained):
-    results, folder, _ = trained
+def test_second_run_loads_the_checkpoint_instead_of_training(tmp_path, data_dir, caplog):
+    """The run store, in process (no Ray: what is proven is the server's loading)."""
+    overrides = {"results-dir": str(tmp_path), "samples-per-client": 60,
+                 "test-samples-per-client": 20, "num-server-rounds": 2}
+    folder = simulate(overrides, engine="inprocess")["train"]
     before = (folder / "global.npz").read_bytes()
-    again = flwr_run(results, RUN_CONFIG)
-    assert again.returncode == 0, again.stdout[-3000:]
-    assert "loading the original model" in again.stdout
-    assert "fedunl train round" not in again.stdout
+    caplog.clear()
+    with caplog.at_level("INFO", logger="flwr"):
+        assert simulate(overrides, engine="inprocess")["train"] == folder
+    assert "loading the original model" in caplog.text
+    assert "fedunl train round" not in caplog.text
     assert (folder / "global.npz").read_bytes() == before
 
 
@@ -124,11 +129,15 @@ def test_a_request_the_clients_cannot_serve_ends_with_one_line_and_exit_2(tmp_pa
     assert last.startswith("fedunl: error: client 0 holds no training sample of class(es) [2]")
 
 
-def test_a_diverging_run_fails_and_stores_no_complete_phase(tmp_path):
-    result = flwr_run(tmp_path, "learning-rate=1e6 num-server-rounds=2 samples-per-client=100 "
-                      "test-samples-per-client=50")
-    assert result.returncode == 1
-    assert "the training diverged" in result.stdout and "lower learning-rate" in result.stdout
+def test_a_diverging_run_fails_and_stores_no_complete_phase(tmp_path, data_dir):
+    """In process: the server's check is what is proven (flwr_run.py's exit 1 for a
+    failed run is the too-few-nodes test's)."""
+    from fedunl_flwr.fedavg_train import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"the training diverged.*lower learning-rate"):
+        simulate({"results-dir": str(tmp_path), "learning-rate": 1e6, "num-server-rounds": 2,
+                  "samples-per-client": 100, "test-samples-per-client": 50},
+                 engine="inprocess")
     assert not list(tmp_path.rglob("summary.json"))  # nothing looks complete
 
 
@@ -205,11 +214,11 @@ def _processes_with(text: str) -> list[int]:
 def test_corrupt_checkpoint_stops_the_run_and_is_kept(tmp_path, data_dir):
     overrides = {"results-dir": str(tmp_path), "samples-per-client": 60,
                  "test-samples-per-client": 20, "num-server-rounds": 1}
-    paths = simulate(overrides)
+    paths = simulate(overrides, engine="inprocess")
     checkpoint = paths["train"] / "global.npz"
     checkpoint.write_bytes(b"garbage")
-    with pytest.raises(Exception, match=r"global.npz is corrupt"):
-        simulate(overrides)
+    with pytest.raises(CheckpointError, match=r"global.npz is corrupt"):
+        simulate(overrides, engine="inprocess")
     assert checkpoint.read_bytes() == b"garbage"
 
 
