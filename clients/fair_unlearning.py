@@ -23,12 +23,12 @@ message's config carries ``exclude-classes`` / ``relabel-classes`` and
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from clients.handlers import query_handler
+from clients.state import ClientState
 from fedunl_flwr import protocol
 from fedunl_flwr.protocol import ActivationsReply, AttributionReply
 from fedunl_flwr.records import set_weights
@@ -39,10 +39,6 @@ from fedunl_flwr.unlearning.neurons import (
     top_units_per_class,
 )
 
-if TYPE_CHECKING:
-    from fedunl_flwr.config import RunConfig
-    from fedunl_flwr.models import SiteModel
-
 # Rows (samples x steps) x pixels per attribution pass: 1024 rows of 32x32 images.
 ATTRIBUTION_PIXEL_ROWS = 1024 * 32 * 32
 def attribution_batch_size(sample_shape: tuple[int, ...], steps: int) -> int:
@@ -52,24 +48,13 @@ def attribution_batch_size(sample_shape: tuple[int, ...], steps: int) -> int:
     return max(1, rows // steps)
 
 
-class FairUnlearningWork:
+class FairUnlearningWork(ClientState):
     """Mixin for ``BaseClient``: activation statistics and attribution scores.
 
     Uses the base client's ``model``, ``x_train``, ``y_train``, ``config``,
     ``num_classes`` and ``partition_id``; the model runs on its device (CUDA when
     present) and the functions it calls move each batch there.
     """
-
-    # What this mixin uses of ``BaseClient``, declared for the type checker (set there).
-    config: RunConfig
-    model: SiteModel
-    num_classes: int
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-
-    if TYPE_CHECKING:
-        @property
-        def partition_id(self) -> int: ...
 
     def query_activations(self, weights: list[np.ndarray] | None, config: dict
                           ) -> ActivationsReply:

@@ -37,13 +37,14 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from clients.handlers import QueryPolicy, query_handler
 from clients.local_training import mean_loss_gradient
+from clients.state import ClientState
 from fedunl_flwr import protocol
 from fedunl_flwr.config import config_hash
 from fedunl_flwr.metrics.evaluation import evaluate_model, per_sample_outputs
@@ -58,28 +59,9 @@ from fedunl_flwr.protocol import (
 from fedunl_flwr.records import set_weights
 from fedunl_flwr.store import atomic_write_bytes
 
-if TYPE_CHECKING:
-    from fedunl_flwr.config import RunConfig
-    from fedunl_flwr.data.scenarios import ClientData
-    from fedunl_flwr.models import SiteModel
 
-
-class MemorizationWork:
+class MemorizationWork(ClientState):
     """Mixin for ``BaseClient``: mean gradients, per-sample evaluation, CSL."""
-
-    # What this mixin uses of ``BaseClient``, declared for the type checker (set there).
-    config: RunConfig
-    data: ClientData
-    model: SiteModel
-    num_classes: int
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-
-    if TYPE_CHECKING:
-        @property
-        def partition_id(self) -> int: ...
-
-        def training_set(self, config: dict) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     # --- which samples --------------------------------------------------------------
     def forget_positions(self, config: dict) -> np.ndarray:
