@@ -41,6 +41,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from fedunl_flwr import protocol
+from fedunl_flwr.aggregation import weighted_mean
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.federation import Federation
 from fedunl_flwr.methods import Option, register_method
@@ -85,21 +86,6 @@ def calibrate(new_update: Arrays, old_norm: float, names: Sequence[str]) -> dict
     norm = update_norm(new_update, names)
     scale = old_norm / norm if norm > 0 else 0.0
     return {n: (np.asarray(new_update[n], dtype=np.float64) * scale) for n in names}
-
-
-def weighted_mean(values: Mapping[int, Arrays], weights: Mapping[int, float],
-                  names: Sequence[str]) -> dict[str, np.ndarray]:
-    """``Σ_k w_k v_k / Σ_k w_k`` per tensor, in ascending client order (float64)."""
-    total = sum(weights[k] for k in values)
-    if total <= 0:
-        raise ValueError("the weights of the clients to average sum to zero")
-    out = {}
-    for name in names:
-        acc = np.zeros(np.shape(values[min(values)][name]), dtype=np.float64)
-        for k in sorted(values):
-            acc += weights[k] * np.asarray(values[k][name], dtype=np.float64)
-        out[name] = acc / total
-    return out
 
 
 def uncalibrated_step(start: Arrays, stored: RoundUpdates, remaining: Sequence[int]

@@ -30,14 +30,15 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedunl_flwr import protocol
+from fedunl_flwr.aggregation import weighted_mean
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.federation import Federation, query_clients
 from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.metrics.forgetting import chance_target
 from fedunl_flwr.phases import model_for
 from fedunl_flwr.protocol import AscentReply, AscentSettings
-from fedunl_flwr.records import get_weights, record_to_dict, state_keys
-from strategies.fair_protocol import WeightedSum, cached_models
+from fedunl_flwr.records import arrays_to_record, get_weights, record_to_dict, state_keys
+from strategies.fair_protocol import cached_models
 from strategies.finetune import fine_tune
 from strategies.memorization_eval import memorization_summary
 from strategies.unlearning import (
@@ -67,10 +68,10 @@ STOP_ACCURACY = Option("halimi-stop-accuracy", -1.0,
 
 def mean_arrays(models: Sequence[ArrayRecord]) -> ArrayRecord:
     """Unweighted mean of named arrays (float64 sums, the models' dtypes kept)."""
-    total = WeightedSum()
-    for model in models:
-        total.add(model, 1.0)
-    return total.average_with(None, 0.0)
+    arrays = {k: record_to_dict(model) for k, model in enumerate(models)}
+    mean = weighted_mean(arrays, dict.fromkeys(arrays, 1.0))
+    return arrays_to_record({name: value.astype(arrays[0][name].dtype)
+                             for name, value in mean.items()})
 
 
 def l2_distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],

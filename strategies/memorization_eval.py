@@ -35,6 +35,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedunl_flwr import protocol
+from fedunl_flwr.aggregation import weighted_mean
 from fedunl_flwr.federation import Federation, query_clients
 from fedunl_flwr.metrics.evaluation import Evaluation
 from fedunl_flwr.metrics.fairness import LOCAL_FAIRNESS_REPORT_SCALE, local_fairness, loss_changes
@@ -127,12 +128,8 @@ def unweighted_mean(gradients: Sequence[Mapping[str, np.ndarray]]) -> dict[str, 
     its number of samples: seed 001 eq. 13 and the authors' code)."""
     if not gradients:
         raise ValueError("no client gradients to average")
-    total: dict[str, np.ndarray] = {}
-    for gradient in gradients:
-        for name, value in gradient.items():
-            grad = np.asarray(value, dtype=np.float64)
-            total[name] = total[name] + grad if name in total else grad
-    return {name: torch.from_numpy(value / len(gradients)) for name, value in total.items()}
+    mean = weighted_mean(dict(enumerate(gradients)), dict.fromkeys(range(len(gradients)), 1.0))
+    return {name: torch.from_numpy(value) for name, value in mean.items()}
 
 
 # --- timing ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from experiments.simulate import simulate
+from fedunl_flwr.aggregation import weighted_mean
 from fedunl_flwr.config import ConfigError
 from fedunl_flwr.phases import initial_arrays
 from fedunl_flwr.records import record_to_dict
@@ -20,7 +21,6 @@ from strategies.federaser import (
     calibrated_step,
     uncalibrated_step,
     update_norm,
-    weighted_mean,
 )
 from tests.test_memorization_unlearning import BASE, FOUR, config_with, validate
 
