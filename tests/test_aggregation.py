@@ -253,3 +253,17 @@ def test_long_queries_log_each_reply_with_an_eta(monkeypatch) -> None:
     assert [line.split(" | ")[0] for line in lines] == [
         f"fedunl query.attribution: {k}/3 client(s) replied" for k in (1, 2, 3)]
     assert lines[0].endswith("ETA 0 s") and "ETA" in lines[-1]
+
+
+def test_a_reply_is_the_partition_of_the_node_that_sent_it() -> None:
+    """A client must not be trusted about who it is: the sending node decides, and a
+    reply claiming another node's partition is refused."""
+    strategy = FedAvgTrain(federation(2), [0, 1], 1)
+    honest, impostor = reply(1, 4.0, 30), reply(1, 1.0, 10)
+    impostor.metadata = type("Meta", (), {"src_node_id": 100})()  # node of partition 0
+    with pytest.raises(ClientError, match=r"node 100 \(partition 0\) replied as partition 1"):
+        strategy.aggregate_train(1, as_messages(impostor, honest))
+    stranger = reply(0, 1.0, 10)
+    stranger.metadata = type("Meta", (), {"src_node_id": 999})()
+    with pytest.raises(ClientError, match="node 999, which is not in the federation"):
+        strategy.aggregate_train(1, as_messages(stranger))
