@@ -30,7 +30,12 @@ import torch
 from clients.handlers import query_handler
 from clients.state import ClientState
 from fedunl_flwr import protocol
-from fedunl_flwr.protocol import ActivationsReply, AttributionReply
+from fedunl_flwr.protocol import (
+    ActivationsReply,
+    ActivationsRequest,
+    AttributionReply,
+    AttributionRequest,
+)
 from fedunl_flwr.records import set_weights
 from fedunl_flwr.seeding import torch_generator
 from fedunl_flwr.unlearning.neurons import (
@@ -67,9 +72,7 @@ class FairUnlearningWork(ClientState):
         if weights is None:
             raise ValueError("query 'activations' needs the global model's arrays")
         set_weights(self.model, weights)
-        classes = protocol.decode_ids(config.get(protocol.CLASSES), protocol.CLASSES)
-        if not classes:
-            raise ValueError("query 'activations' needs config 'classes'")
+        classes = ActivationsRequest.from_config(config).classes
         means: dict[tuple[int, str], np.ndarray] = {}
         counts = []
         for class_id in classes:
@@ -105,16 +108,11 @@ class FairUnlearningWork(ClientState):
         if weights is None:
             raise ValueError("query 'attribution' needs the global model's arrays")
         set_weights(self.model, weights)
-        missing = [k for k in (protocol.STEPS, protocol.TOP_N, protocol.SAMPLES_PER_CLASS)
-                   if k not in config]
-        if missing:
-            raise ValueError(f"query 'attribution' needs config {missing}")
-        steps = int(config[protocol.STEPS])
-        top_n = int(config[protocol.TOP_N])
-        per_class = int(config[protocol.SAMPLES_PER_CLASS])
-        positions = self.attribution_samples(per_class)
-        if config.get(protocol.CLASSES):
-            wanted = torch.tensor(protocol.decode_ids(config[protocol.CLASSES], protocol.CLASSES))
+        request = AttributionRequest.from_config(config)
+        steps, top_n = request.steps, request.top_n
+        positions = self.attribution_samples(request.samples_per_class)
+        if request.classes:
+            wanted = torch.tensor(request.classes)
             positions = positions[torch.isin(self.y_train[positions], wanted)]
         x, y = self.x_train[positions], self.y_train[positions]
         device = next(self.model.parameters()).device

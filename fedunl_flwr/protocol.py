@@ -218,6 +218,48 @@ def decode_entries(metrics: Mapping[str, Any], info: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
+class ActivationsRequest:
+    """``query.activations`` settings: the classes whose mean activations are asked."""
+
+    classes: tuple[int, ...]
+
+    def encode(self) -> dict[str, str]:
+        return {CLASSES: encode_ids(self.classes)}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ActivationsRequest:
+        classes = tuple(decode_ids(config.get(CLASSES), CLASSES))
+        if not classes:
+            raise ValueError(f"query {ACTIVATIONS!r} needs config {CLASSES!r}")
+        return cls(classes)
+
+
+@dataclass(frozen=True)
+class AttributionRequest:
+    """``query.attribution`` settings (FedCCCU), message keys in brackets."""
+
+    steps: int                # [steps] Riemann steps m of the integrated gradients
+    top_n: int                # [top-n] entries per class N
+    samples_per_class: int    # [samples-per-class] at most this many samples per class
+    classes: tuple[int, ...] = ()  # [classes] only these (default: every class held)
+
+    def encode(self) -> dict[str, int | str]:
+        entries: dict[str, int | str] = {STEPS: self.steps, TOP_N: self.top_n,
+                                         SAMPLES_PER_CLASS: self.samples_per_class}
+        if self.classes:
+            entries[CLASSES] = encode_ids(self.classes)
+        return entries
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> AttributionRequest:
+        missing = [key for key in (STEPS, TOP_N, SAMPLES_PER_CLASS) if key not in config]
+        if missing:
+            raise ValueError(f"query {ATTRIBUTION!r} needs config {missing}")
+        return cls(int(config[STEPS]), int(config[TOP_N]), int(config[SAMPLES_PER_CLASS]),
+                   tuple(decode_ids(config.get(CLASSES), CLASSES)))
+
+
+@dataclass(frozen=True)
 class AscentSettings:
     """``query.projected_ascent`` settings (Halimi et al.), message keys in brackets."""
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 from fedunl_flwr import protocol
 from fedunl_flwr.methods import Option, register_method
-from fedunl_flwr.protocol import AttributionReply
+from fedunl_flwr.protocol import AttributionReply, AttributionRequest
 from fedunl_flwr.unlearning.neurons import Entry, dominance_ratios, select_dominant_units
 from strategies.neuron_editing import EDITING_OPTIONS, ZERO_UNITS, NeuronEditing
 from strategies.unlearning import UnlearningRun
@@ -111,9 +111,9 @@ class FedCCCU(NeuronEditing[AttributionReply]):
 
     def query_config(self, run: UnlearningRun) -> dict:
         config = run.config
-        return {protocol.STEPS: config.option(ATTRIBUTION_STEPS.key),
-                protocol.TOP_N: config.option(ATTRIBUTION_TOP_N.key),
-                protocol.SAMPLES_PER_CLASS: config.option(ATTRIBUTION_SAMPLES.key)}
+        return AttributionRequest(config.option(ATTRIBUTION_STEPS.key),
+                                  config.option(ATTRIBUTION_TOP_N.key),
+                                  config.option(ATTRIBUTION_SAMPLES.key)).encode()
 
     def select(self, run: UnlearningRun, replies: dict[int, AttributionReply]) -> list[dict]:
         lists = {pid: reply.lists for pid, reply in replies.items()}

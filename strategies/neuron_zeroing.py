@@ -9,7 +9,7 @@ import numpy as np
 
 from fedunl_flwr import protocol
 from fedunl_flwr.methods import register_method
-from fedunl_flwr.protocol import ActivationsReply
+from fedunl_flwr.protocol import ActivationsReply, ActivationsRequest
 from fedunl_flwr.unlearning.neurons import top_units
 from strategies.neuron_editing import EDITING_OPTIONS, ZERO_UNITS, NeuronEditing
 from strategies.unlearning import UnlearningRun
@@ -77,7 +77,7 @@ class NeuronZeroing(NeuronEditing[ActivationsReply]):
         return sorted(run.request.clients)
 
     def query_config(self, run: UnlearningRun) -> dict:
-        return {protocol.CLASSES: protocol.encode_ids(run.request.classes)}
+        return ActivationsRequest(tuple(run.request.classes)).encode()
 
     def select(self, run: UnlearningRun, replies: dict[int, ActivationsReply]) -> list[dict]:
         return select_activation_units(replies, list(run.request.classes),
