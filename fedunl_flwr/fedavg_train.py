@@ -123,7 +123,9 @@ class FedAvgTrain(FedAvg):
         self.converged_round: int | None = None
         self.rng = numpy_generator(seed, "sampling", phase)
         self.history: list[RoundRecord] = []
-        self.client_arrays: dict[int, ArrayRecord] = {}
+        #: This round's returned models by partition (earlier rounds' are not kept: a
+        #: recorder writes what a phase keeps).
+        self.round_models: dict[int, ArrayRecord] = {}
         self.client_epochs = 0
         self.expected_train: list[int] = []
         self._evaluating = False
@@ -182,11 +184,12 @@ class FedAvgTrain(FedAvg):
         weigh = AGGREGATION_WEIGHTS[self.aggregation]
         records = []
         returned: dict[int, ArrayRecord] = {}
+        self.round_models = returned
         weights: dict[int, float] = {}
         for pid, train_reply in sorted(trained.items()):
             check_not_diverged(train_reply.train_loss, train_reply.arrays,
                                f"{self.phase} round {server_round}, client {pid}")
-            self.client_arrays[pid] = returned[pid] = train_reply.arrays
+            returned[pid] = train_reply.arrays
             weights[pid] = weigh(train_reply)
             self.client_epochs += train_reply.local_epochs
             records.append(RecordDict({

@@ -34,7 +34,13 @@ from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame
 from fedunl_flwr.seeding import stream_seed
 from fedunl_flwr.store import PhaseStore, RunStore, check_arrays_match
 from fedunl_flwr.summaries import to_json
-from fedunl_flwr.training_records import RECORDS_FOLDER, RecordSpec, records_bytes, records_key
+from fedunl_flwr.training_records import (
+    RECORDS_FOLDER,
+    LastLocalModels,
+    RecordSpec,
+    records_bytes,
+    records_key,
+)
 
 
 @dataclass
@@ -125,29 +131,34 @@ def write_evaluation(store: PhaseStore, evaluations: dict[int, Evaluation],
 
 
 def save_model_phase(store: PhaseStore, result: TrainedModel) -> None:
-    """Global model, each client's last local model and per-round metrics."""
+    """Global model and per-round metrics (the clients' last local models were written by
+    the training's :class:`fedunl_flwr.training_records.LastLocalModels` recorder)."""
     store.write_arrays("global", record_to_dict(result.arrays))
-    for pid, arrays in result.client_arrays.items():
-        store.write_arrays(f"client-{pid}", record_to_dict(arrays))
     store.write_text("metrics.csv", pd.DataFrame(result.history).to_csv(index=False))
+
+
+def _stored_arrays(store: PhaseStore, model: SiteModel, name: str) -> ArrayRecord:
+    """``<name>.npz`` of the phase, checked to fit ``model``."""
+    keys = state_keys(model)
+    arrays = store.read_arrays(name)
+    check_arrays_match(arrays, keys, [tuple(model.state_dict()[k].shape) for k in keys],
+                       store.path)
+    return weights_to_record(keys, [arrays[k] for k in keys])
+
+
+def load_client_models(store: PhaseStore, model: SiteModel) -> dict[int, ArrayRecord]:
+    """The clients' last local models stored in the phase folder."""
+    return {int(path.stem.split("-")[1]): _stored_arrays(store, model, path.stem)
+            for path in sorted(store.path.glob("client-*.npz"))}
 
 
 def load_model_phase(store: PhaseStore, model: SiteModel) -> TrainedModel:
     """Load a completed phase, checking that its arrays fit ``model``."""
-    keys = state_keys(model)
-    shapes = [tuple(model.state_dict()[k].shape) for k in keys]
-
-    def load(name: str) -> ArrayRecord:
-        arrays = store.read_arrays(name)
-        check_arrays_match(arrays, keys, shapes, store.path)
-        return weights_to_record(keys, [arrays[k] for k in keys])
-
     summary = store.read_json("summary.json")
-    client_arrays = {int(path.stem.split("-")[1]): load(path.stem)
-                     for path in sorted(store.path.glob("client-*.npz"))}
     history = pd.read_csv(store.path / "metrics.csv").to_dict("records") \
         if (store.path / "metrics.csv").stat().st_size > 1 else []
-    return TrainedModel(load("global"), client_arrays, history, store,
+    return TrainedModel(_stored_arrays(store, model, "global"),
+                        load_client_models(store, model), history, store,
                         seconds=float(summary.get("seconds", 0.0)))
 
 
@@ -188,7 +199,9 @@ def train_original(grid: Grid, config: RunConfig, federation: Federation,
     store = run_store.phase(config.scenario, "train",
                             with_data({**config.training_key(), **records_key(records)},
                                       federation.fingerprint))
-    recorders = [spec.recorder(store.path / RECORDS_FOLDER / spec.folder) for spec in records]
+    recorders = [LastLocalModels(store.path),
+                 *(spec.recorder(store.path / RECORDS_FOLDER / spec.folder) for spec in records)]
+    template = model_for(config, federation.num_classes)
     strategy = FedAvgTrain(federation, federation.partition_ids, config.num_server_rounds,
                            config.fraction_train, config.evaluate_every, config.seed,
                            aggregation=config.aggregation, target_error=config.target_error,
@@ -198,10 +211,11 @@ def train_original(grid: Grid, config: RunConfig, federation: Federation,
         start = time.perf_counter()
         result = strategy.start(grid, initial_arrays(config, federation.num_classes, 0),
                                 num_rounds=config.num_server_rounds)
-        return TrainedModel(result.arrays, strategy.client_arrays, strategy.history_rows(),
-                            store, seconds=time.perf_counter() - start)
+        return TrainedModel(result.arrays, load_client_models(store, template),
+                            strategy.history_rows(), store,
+                            seconds=time.perf_counter() - start)
 
-    return run_phase(grid, federation, store, model_for(config, federation.num_classes),
+    return run_phase(grid, federation, store, template,
                      f"the original model ({config.num_server_rounds} rounds)", produce,
                      lambda trained: {"phase": "train", "seconds": trained.seconds,
                                       "client_epochs": strategy.client_epochs,

@@ -61,6 +61,22 @@ def records_bytes(store: PhaseStore) -> dict[str, int]:
             for folder in sorted(root.iterdir()) if folder.is_dir()}
 
 
+# --- the clients' last local models (every training phase) --------------------------------
+class LastLocalModels:
+    """Each client's last returned model as ``client-<k>.npz`` in the phase folder,
+    rewritten whenever the client trains (nothing is held in memory between rounds).
+    Every training phase records them (the fair protocol's cached contributions and
+    Halimi's reference read them), so they never join a key."""
+
+    def __init__(self, folder: Path) -> None:
+        self.store = PhaseStore(folder, {})
+
+    def record(self, server_round: int, global_arrays: ArrayRecord,
+               client_arrays: Mapping[int, ArrayRecord], weights: Mapping[int, float]) -> None:
+        for pid, record in sorted(client_arrays.items()):
+            self.store.write_arrays(f"client-{pid}", {k: v.numpy() for k, v in record.items()})
+
+
 # --- per-round client updates ------------------------------------------------------------
 @dataclass(frozen=True)
 class ClientUpdates:

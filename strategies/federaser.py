@@ -141,8 +141,7 @@ class CalibrationFedAvg(RemainingDataFedAvg):
         if averaged is None:
             return averaged, metrics
         stored = next(self.stored)
-        new_models = {pid: record_to_dict(arrays) for pid, arrays in self.client_arrays.items()
-                      if pid in self.participants}
+        new_models = {pid: record_to_dict(arrays) for pid, arrays in self.round_models.items()}
         missing = [pid for pid in new_models if pid not in stored.updates]
         if missing:
             raise RuntimeError(f"round {stored.server_round} of the records holds no update of "
