@@ -16,8 +16,10 @@ from experiments.simulate import simulate
 from fedunl_flwr.store import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
+# Two local epochs: with one, the MNIST clients reached 52-53% against the 50% asserted
+# (1 and 2 torch threads); with two, 65-68% (UCI 86%, USPS 91%).
 RUN_CONFIG = ("samples-per-client=300 test-samples-per-client=100 num-server-rounds=8 "
-              "local-epochs=1")
+              "local-epochs=2")
 pytestmark = pytest.mark.simulation
 
 
