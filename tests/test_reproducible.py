@@ -1,7 +1,9 @@
 """Identical configurations give identical results (replies are aggregated in
 partition-id order; every random stream is derived from the seed), whichever engine
 delivers the messages: Ray's virtual clients in their worker processes, in any
-scheduling order, or the in-process grid."""
+scheduling order, or the in-process grid, given the same number of torch threads (a
+Ray virtual client with one CPU computes with one thread; another thread count sums in
+another order and changes the last bits)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ import pytest
 
 @pytest.mark.simulation
 def test_same_config_twice_gives_the_same_models_and_summary(tmp_path, data_dir) -> None:
-    """Once through Ray, once in process: the same bits."""
+    """Once through Ray (one CPU, so one torch thread, per virtual client), once in
+    process with one torch thread: the same bits."""
+    import torch
+
     from experiments.simulate import simulate
 
     base = {"scenario": "fashion-mnist-dir0.5", "num-clients": 4, "samples-per-client": 100,
@@ -22,7 +27,12 @@ def test_same_config_twice_gives_the_same_models_and_summary(tmp_path, data_dir)
             "forget-scope": "client", "forget-clients": "1", "unlearn-rounds": 2,
             "data-dir": str(data_dir)}
     first = simulate({**base, "results-dir": str(tmp_path / "a")}, cpus_per_client=1.0)
-    second = simulate({**base, "results-dir": str(tmp_path / "b")}, engine="inprocess")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        second = simulate({**base, "results-dir": str(tmp_path / "b")}, engine="inprocess")
+    finally:
+        torch.set_num_threads(threads)
     for phase in ("train", "unlearn"):
         with np.load(first[phase] / "global.npz") as a, np.load(second[phase] / "global.npz") as b:
             assert sorted(a.files) == sorted(b.files)
