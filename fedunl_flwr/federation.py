@@ -6,6 +6,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from logging import INFO
 from typing import Any, TypeVar
 
@@ -53,11 +54,16 @@ class Federation:
     def node_ids(self, partition_ids: list[int]) -> list[int]:
         return [self.clients[p].node_id for p in partition_ids]
 
+    @cached_property
+    def _partition_by_node(self) -> dict[int, int]:
+        # Built once: every round maps each reply through it.
+        return {info.node_id: pid for pid, info in self.clients.items()}
+
     def partition_of(self, reply: Message, claimed: int | None = None) -> int:
         """The partition of the node that sent ``reply`` (not what the reply says of
         itself); a reply whose ``claimed`` partition differs is refused."""
         node = reply.metadata.src_node_id
-        by_node = {info.node_id: pid for pid, info in self.clients.items()}
+        by_node = self._partition_by_node
         if node not in by_node:
             raise ClientError(f"a reply came from node {node}, which is not in the federation")
         if claimed is not None and claimed != by_node[node]:

@@ -41,7 +41,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from fedunl_flwr import protocol
-from fedunl_flwr.aggregation import weighted_mean
+from fedunl_flwr.aggregation import Arrays, weighted_mean
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.federation import Federation
 from fedunl_flwr.methods import Option, register_method
@@ -71,7 +71,6 @@ CALIBRATION_RATIO = Option("federaser-calibration-ratio", 0.5,
                            "FedEraser: calibration epochs = ceil(ratio x local-epochs) (r)",
                            lambda value: 0 < value <= 1, "must be in (0, 1]")
 
-Arrays = Mapping[str, np.ndarray]
 
 
 # --- the math ------------------------------------------------------------------------------
