@@ -24,12 +24,11 @@ Which samples are "forget" samples is set by the message config's
 or sample positions). Remaining data is selected exactly as in training (its
 :class:`fedunl_flwr.protocol.DataChange`, see ``BaseClient.training_set``).
 
-CSL is tracked client-side: during the original training every fit adds each
-sample's loss at every local step to a per-sample sum, kept in a small file under
-``<results-dir>/client-state/`` keyed by the training configuration (Ray may serve a
-node's messages from different worker processes, and a later run that loads the
-stored original model still finds it). Only the phase named ``train`` (the original
-FedAvg training) accumulates; round 1 starts a fresh sum.
+CSL is a client-side training record (``fedunl_flwr.training_records``): the original
+training's train messages name the phase folder (``records-to``), and every fit adds each
+sample's loss at every local step to a per-sample sum in
+``<results-dir>/<phase folder>/records/csl/client-<k>.npz`` (a file, since Ray may serve
+a node's messages from different worker processes). Round 1 starts a fresh sum.
 """
 
 from __future__ import annotations
@@ -46,7 +45,6 @@ from clients.handlers import QueryPolicy, query_handler
 from clients.local_training import mean_loss_gradient
 from clients.state import ClientState
 from fedunl_flwr import protocol
-from fedunl_flwr.config import config_hash
 from fedunl_flwr.metrics.evaluation import evaluate_model, per_sample_outputs
 from fedunl_flwr.protocol import (
     CslReply,
@@ -58,6 +56,7 @@ from fedunl_flwr.protocol import (
 )
 from fedunl_flwr.records import set_weights
 from fedunl_flwr.store import atomic_write_bytes
+from fedunl_flwr.training_records import client_csl_path
 
 
 class MemorizationWork(ClientState):
@@ -128,9 +127,10 @@ class MemorizationWork(ClientState):
         return LocalLossReply(self.partition_id, result.loss_sum, result.num_examples)
 
     def query_csl(self, weights: list[np.ndarray] | None, config: dict) -> CslReply:
-        """CSL of the forget samples (``csl-available`` 0 when it was not tracked)."""
+        """CSL of the forget samples (``csl-available`` 0 when it was not recorded)."""
         positions = self.forget_positions(config)
-        state = self._read_csl()
+        folder = protocol.records_folder(config)
+        state = self._read_csl(folder) if folder else None
         ids = tuple(positions.astype(int).tolist())
         if state is None:
             return CslReply(self.partition_id, False, ids, (), 0)
@@ -138,10 +138,10 @@ class MemorizationWork(ClientState):
         return CslReply(self.partition_id, True, ids,
                         tuple(sums[positions].astype(float).tolist()), len(rounds))
 
-    # --- CSL tracking (hooks called by BaseClient.fit) ---------------------------------
+    # --- CSL recording (hooks called by BaseClient.fit) --------------------------------
     def sample_loss_buffer(self, config: dict, size: int) -> np.ndarray | None:
-        """Accumulate per-sample losses only in the original training, on the full split."""
-        if config.get(protocol.PHASE, "train") != "train" or size != len(self.y_train):
+        """Accumulate per-sample losses when the message asks for records, on the full split."""
+        if protocol.records_folder(config) is None or size != len(self.y_train):
             return None
         if DataChange.from_config(config):
             return None
@@ -149,25 +149,24 @@ class MemorizationWork(ClientState):
 
     def record_sample_losses(self, config: dict, losses: np.ndarray) -> None:
         """Add this round's per-sample losses to the stored CSL (round 1 starts afresh)."""
+        folder = protocol.records_folder(config)
+        assert folder is not None  # sample_loss_buffer returned a buffer
         server_round = int(config.get(protocol.SERVER_ROUND, 0))
-        state = self._read_csl()
+        state = self._read_csl(folder)
         if state is None or server_round <= 1 or (state[1].size and state[1].max() >= server_round):
             sums, rounds = np.zeros_like(losses), np.zeros(0, dtype=np.int64)
         else:
             sums, rounds = state
         buffer = io.BytesIO()
-        np.savez(buffer, csl=sums + losses, rounds=np.append(rounds, server_round))
-        atomic_write_bytes(self.csl_path(), buffer.getvalue())
+        np.savez(buffer, csl=sums + losses, rounds=np.append(rounds, server_round),
+                 allow_pickle=False)
+        atomic_write_bytes(self._csl_path(folder), buffer.getvalue())
 
-    def csl_path(self) -> Path:
-        """This client's CSL file for the run's training configuration."""
-        key = config_hash(self.config.training_key())
-        name = f"csl-client-{self.partition_id}-{self.data.fingerprint}.npz"
-        return (self.config.resolved_results_dir() / "client-state" / self.config.scenario
-                / f"train-{key}" / name)
+    def _csl_path(self, folder: str) -> Path:
+        return client_csl_path(self.config.resolved_results_dir(), folder, self.partition_id)
 
-    def _read_csl(self) -> tuple[np.ndarray, np.ndarray] | None:
-        path = self.csl_path()
+    def _read_csl(self, folder: str) -> tuple[np.ndarray, np.ndarray] | None:
+        path = self._csl_path(folder)
         if not path.exists():
             return None
         try:

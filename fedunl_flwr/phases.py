@@ -188,13 +188,19 @@ def run_phase(grid: Grid, federation: Federation, store: PhaseStore, template: S
     return trained
 
 
+def records_folder_of(run_store: RunStore, store: PhaseStore) -> str:
+    """A training phase's folder relative to the run store (the clients' ``records-to``)."""
+    return store.path.relative_to(run_store.root).as_posix()
+
+
 def train_original(grid: Grid, config: RunConfig, federation: Federation,
                    run_store: RunStore, records: tuple[RecordSpec, ...] = ()) -> TrainedModel:
     """FedAvg on all clients, or the stored result of the same configuration.
 
     ``records`` (what the unlearning method declared it needs) are written during the
     training into the phase's ``records/`` folder; they join the phase key only when
-    given, so an original stored without them keeps its folder.
+    given, so an original stored without them keeps its folder. The clients record
+    their CSL (``records/csl/``) in every original.
     """
     store = run_store.phase(config.scenario, "train",
                             with_data({**config.training_key(), **records_key(records)},
@@ -210,7 +216,9 @@ def train_original(grid: Grid, config: RunConfig, federation: Federation,
     def produce() -> TrainedModel:
         start = time.perf_counter()
         result = strategy.start(grid, initial_arrays(config, federation.num_classes, 0),
-                                num_rounds=config.num_server_rounds)
+                                num_rounds=config.num_server_rounds,
+                                train_config=ConfigRecord(
+                                    {protocol.RECORDS_TO: records_folder_of(run_store, store)}))
         return TrainedModel(result.arrays, load_client_models(store, template),
                             strategy.history_rows(), store,
                             seconds=time.perf_counter() - start)
@@ -220,6 +228,5 @@ def train_original(grid: Grid, config: RunConfig, federation: Federation,
                      lambda trained: {"phase": "train", "seconds": trained.seconds,
                                       "client_epochs": strategy.client_epochs,
                                       "converged_round": strategy.converged_round,
-                                      **({"records_bytes": records_bytes(store)}
-                                         if records else {})},
+                                      "records_bytes": records_bytes(store)},
                      evaluate_stored=True)

@@ -13,6 +13,7 @@ config; those about the forget data D_u carry a :class:`ForgetSelection`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, Self
@@ -46,12 +47,31 @@ CLASSES = "classes"              # activations / attribution: which classes
 STEPS = "steps"                  # attribution: Riemann steps m
 TOP_N = "top-n"                  # attribution: entries per class N
 SAMPLES_PER_CLASS = "samples-per-class"  # attribution: samples per class (cap)
+#: train (original training) and csl: the training phase whose client-side records (CSL)
+#: the client writes or reads, as ``<scenario>/train-<key hash>`` under its results dir.
+RECORDS_TO = "records-to"
 
 # Reply metric keys every client reply may carry.
 PARTITION_ID = "partition-id"
 NUM_EXAMPLES = "num-examples"
 #: ``describe`` reply info: a hash of the client's train and test arrays.
 DATA_FINGERPRINT = "data-fingerprint"
+
+
+_RECORDS_FOLDER = re.compile(r"[A-Za-z0-9_.-]+/train-[0-9a-f]{12}")
+
+
+def records_folder(config: Mapping[str, Any]) -> str | None:
+    """The message's ``records-to`` folder (None when absent), checked to be a training
+    phase's folder name so that a server cannot point a client at another path."""
+    value = config.get(RECORDS_TO)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not _RECORDS_FOLDER.fullmatch(value) \
+            or value.startswith("."):
+        raise ValueError(f"{RECORDS_TO}={value!r} is not a training phase folder "
+                         "(<scenario>/train-<12 hex digits>)")
+    return value
 
 
 def encode_ids(ids: Iterable[int]) -> str:

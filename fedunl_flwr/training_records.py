@@ -8,6 +8,12 @@ global model and the clients' returned models and streams what it keeps to
 memory). The specs join the training phase's key only when a method asks for them, so
 an original stored without records stays valid and is reused by every method that needs
 none (training is deterministic: an original trained with records has the same weights).
+
+Two records are kept for every original and never join a key: the clients' last local
+models (server-side, :class:`LastLocalModels`) and the clients' cumulative sample losses
+(client-side: the train messages of the original name its phase folder in
+``records-to``, and each client adds its per-sample losses to
+:func:`client_csl_path`). ``records_bytes`` counts both.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from fedunl_flwr.store import CheckpointError, PhaseStore
 
 #: Sub-folder of a training phase that holds its records.
 RECORDS_FOLDER = "records"
+#: Client-side record of every original training: each client's per-sample cumulative
+#: training loss (CSL, seed 001 H.2), ``records/csl/client-<k>.npz``.
+CSL_FOLDER = "csl"
 
 
 class RecordSpec(Protocol):
@@ -59,6 +68,15 @@ def records_bytes(store: PhaseStore) -> dict[str, int]:
         return {}
     return {folder.name: sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
             for folder in sorted(root.iterdir()) if folder.is_dir()}
+
+
+def client_csl_path(results_dir: Path, phase_folder: str, partition_id: int) -> Path:
+    """Where client ``partition_id`` keeps its CSL for the training phase ``phase_folder``
+    (``<scenario>/train-<hash>``, :func:`fedunl_flwr.protocol.records_folder`) under its
+    own results dir: in a simulation the run store's phase folder itself; on a real
+    SuperNode a folder of the same name under the node's results dir (per-sample losses
+    never leave the node but through the evaluation-only ``query.csl``)."""
+    return results_dir / phase_folder / RECORDS_FOLDER / CSL_FOLDER / f"client-{partition_id}.npz"
 
 
 # --- the clients' last local models (every training phase) --------------------------------

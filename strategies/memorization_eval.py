@@ -48,7 +48,7 @@ from fedunl_flwr.metrics.memorization import (
     memorization_scores,
 )
 from fedunl_flwr.metrics.timing import csl_memorization_agreement, speedup, time_to_peak
-from fedunl_flwr.phases import TrainedModel, central_test_accuracies
+from fedunl_flwr.phases import TrainedModel, central_test_accuracies, records_folder_of
 from fedunl_flwr.protocol import (
     CslReply,
     LocalLossReply,
@@ -313,7 +313,8 @@ def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayReco
                          for j in reference]
 
     before = run.original.evaluations
-    csl = _csl_agreement(grid, federation, request, holders, original_out, mem)
+    csl = _csl_agreement(grid, federation, request, holders, original_out, mem,
+                         records_folder_of(run.run_store, run.original.store))
     timing = time_analysis(unlearn_curve, retrained, config.unlearn_rounds,
                            config.num_server_rounds, config.peak_tolerance)
 
@@ -359,14 +360,16 @@ def memorization_evaluation(grid: Grid, run: UnlearningRun, unlearned: ArrayReco
 
 def _csl_agreement(grid: Grid, federation: Federation, request: UnlearningRequest,
                    holders: Sequence[int], reference: dict[str, np.ndarray],
-                   mem: np.ndarray) -> dict:
+                   mem: np.ndarray, records_to: str) -> dict:
     replies = query_clients(grid, federation, list(holders), protocol.CSL, CslReply, None,
-                            {p: request.forget_selection(p).encode() for p in holders})
+                            {p: {**request.forget_selection(p).encode(),
+                                 protocol.RECORDS_TO: records_to} for p in holders})
     missing = [p for p in holders if not replies[p].available]
     if missing:
         return {"available": False,
-                "reason": f"client(s) {missing} hold no CSL for this original model (it was "
-                          "trained before CSL tracking, or their client-state folder is gone)"}
+                "reason": f"client(s) {missing} hold no CSL record for this original model "
+                          f"(records/csl/ of {records_to}: trained before CSL became a "
+                          "training record, or removed)"}
     values = np.concatenate([np.asarray(replies[p].csl, dtype=np.float64) for p in holders])
     positions = np.concatenate([np.asarray(replies[p].positions, dtype=np.int64)
                                 for p in holders])

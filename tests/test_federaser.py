@@ -114,7 +114,10 @@ def test_the_original_is_trained_with_its_records_and_the_same_weights(runs) -> 
     summary = json.loads((with_records / "summary.json").read_text())
     assert summary["records_bytes"][folder.name] == sum(f.stat().st_size
                                                         for f in folder.iterdir())
-    assert "records_bytes" not in json.loads((plain / "summary.json").read_text())
+    # Every original carries its clients' CSL record (4 clients x 200 samples, float64).
+    plain_records = json.loads((plain / "summary.json").read_text())["records_bytes"]
+    assert set(plain_records) == {"csl"} and plain_records["csl"] > 4 * 200 * 8
+    assert summary["records_bytes"]["csl"] == plain_records["csl"]
 
 
 @pytest.mark.simulation

@@ -15,6 +15,7 @@ from fedunl_flwr.data.scenarios import ClientData
 from fedunl_flwr.federation import ClientInfo, Federation
 from fedunl_flwr.metrics.memorization import MEMORIZATION_GROUP_LABELS
 from fedunl_flwr.records import get_weights
+from fedunl_flwr.training_records import client_csl_path
 from fedunl_flwr.unlearning.parameter_selection import selection_count
 from strategies import get_unlearning_method
 from strategies.fedmemeraser import FedMemEraser
@@ -133,24 +134,43 @@ def tiny_client(tmp_path: Path) -> FedunlClient:
     return FedunlClient(data, config, "cnn", 1, tuple("abcd"))
 
 
-def test_client_tracks_csl_only_in_original_training(tiny_client: FedunlClient) -> None:
+def test_client_records_csl_only_when_the_original_asks(tiny_client: FedunlClient,
+                                                        tmp_path: Path) -> None:
     weights = get_weights(tiny_client.model)
-    assert not tiny_client.query_csl(None, {"forget-all": True}).available
-    tiny_client.fit(weights, {"phase": "train", "server-round": 1})
-    first = np.load(tiny_client.csl_path())["csl"].copy()
+    phase = "mnist-iid/train-0123456789ab"
+    path = client_csl_path(tmp_path, phase, 0)
+    record = {"records-to": phase}
+    assert not tiny_client.query_csl(None, {"forget-all": True, **record}).available
+    tiny_client.fit(weights, {"phase": "train", "server-round": 1, **record})
+    first = np.load(path)["csl"].copy()
     assert first.shape == (40,) and (first > 0).all()
-    tiny_client.fit(weights, {"phase": "train", "server-round": 2})
-    second = np.load(tiny_client.csl_path())["csl"]
+    tiny_client.fit(weights, {"phase": "train", "server-round": 2, **record})
+    second = np.load(path)["csl"]
     assert (second > first).all()
-    tiny_client.fit(weights, {"phase": "unlearn", "server-round": 3})
-    tiny_client.fit(weights, {"phase": "train", "server-round": 3, "exclude-classes": "0"})
-    np.testing.assert_array_equal(np.load(tiny_client.csl_path())["csl"], second)
-    reply = tiny_client.query_csl(None, {"forget-classes": "1"})
+    # No records-to (retraining, unlearning) or a changed training set: nothing recorded.
+    tiny_client.fit(weights, {"phase": "train", "server-round": 3})
+    tiny_client.fit(weights, {"phase": "train", "server-round": 3, "exclude-classes": "0",
+                              **record})
+    np.testing.assert_array_equal(np.load(path)["csl"], second)
+    reply = tiny_client.query_csl(None, {"forget-classes": "1", **record})
     assert reply.available and reply.rounds == 2
     assert list(reply.positions) == list(range(1, 40, 4))
     np.testing.assert_allclose(reply.csl, second[1::4])
-    tiny_client.fit(weights, {"phase": "train", "server-round": 1})  # a fresh training
-    assert np.load(tiny_client.csl_path())["rounds"].tolist() == [1]
+    assert not tiny_client.query_csl(None, {"forget-classes": "1"}).available
+    tiny_client.fit(weights, {"phase": "train", "server-round": 1, **record})  # a fresh training
+    assert np.load(path)["rounds"].tolist() == [1]
+
+
+@pytest.mark.parametrize("folder", ["../train-0123456789ab", "mnist-iid/train-0123",
+                                    "/etc/train-0123456789ab", "a/b/train-0123456789ab",
+                                    "mnist-iid/retrain-0123456789ab"])
+def test_client_refuses_a_records_folder_outside_a_training_phase(
+        tiny_client: FedunlClient, folder: str) -> None:
+    weights = get_weights(tiny_client.model)
+    with pytest.raises(ValueError, match="records-to"):
+        tiny_client.fit(weights, {"phase": "train", "server-round": 1, "records-to": folder})
+    with pytest.raises(ValueError, match="records-to"):
+        tiny_client.query_csl(None, {"forget-all": True, "records-to": folder})
 
 
 def test_client_queries_answer_on_the_right_samples(tiny_client: FedunlClient) -> None:
