@@ -7,7 +7,8 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.fedunl_client import FedunlClient
@@ -16,7 +17,7 @@ from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig, pyproject_defaults
 from fedunl_flwr.data.scenarios import federated_data, get_scenario, load_client_file
 from fedunl_flwr.protocol import EvaluateReply, ForgetSelection, TrainReply
-from fedunl_flwr.records import record_to_weights, state_keys, weights_to_record
+from fedunl_flwr.records import from_record, state_keys, to_record
 
 
 def load_run_config(run_config: Mapping[str, Any],
@@ -116,6 +117,22 @@ def get_client(context: Context, overrides: Mapping[str, Any] | None = None
                        str(node.get("data-file", "")))
 
 
+# The one conversion between a message's ArrayRecord and the NumPyClient's weight list.
+def _weights_in(message: Message) -> list[np.ndarray] | None:
+    arrays = message.content.array_records.get("arrays")
+    return None if arrays is None else list(from_record(arrays).values())
+
+
+def _weights_out(client: FedunlClient, weights: list[np.ndarray]) -> ArrayRecord:
+    return to_record(dict(zip(state_keys(client.model), weights, strict=True)))
+
+
+def _required(weights: list[np.ndarray] | None) -> list[np.ndarray]:
+    if weights is None:
+        raise ValueError("the message carries no model (ArrayRecord 'arrays')")
+    return weights
+
+
 def _reply(message: Message, content: RecordDict) -> Message:
     return Message(content, reply_to=message)
 
@@ -132,9 +149,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         def handler(message: Message, context: Context) -> Message:
             check_query_allowed(action, _config(message), context.node_config)
             client = get_client(context, overrides)
-            arrays = message.content.array_records.get("arrays")
-            reply = client.answer_query(action, record_to_weights(arrays) if arrays else None,
-                                        _config(message))
+            reply = client.answer_query(action, _weights_in(message), _config(message))
             return _reply(message, reply.to_content())
 
         return handler
@@ -147,9 +162,9 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         """Local training from the received global model."""
         client = get_client(context, overrides)
         weights, num_examples, metrics = client.fit(
-            record_to_weights(message.content.array_records["arrays"]), _config(message))
+            _required(_weights_in(message)), _config(message))
         return _reply(message, TrainReply(
-            client.partition_id, weights_to_record(state_keys(client.model), weights),
+            client.partition_id, _weights_out(client, weights),
             num_examples, float(metrics["train-loss"]),
             int(metrics[protocol.LOCAL_EPOCHS])).to_content())
 
@@ -158,7 +173,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         """Loss, accuracy and per-class counts on the client's test split."""
         client = get_client(context, overrides)
         loss, num_examples, metrics = client.evaluate(
-            record_to_weights(message.content.array_records["arrays"]), _config(message))
+            _required(_weights_in(message)), _config(message))
         return _reply(message, EvaluateReply(
             client.partition_id, loss, num_examples, float(metrics["accuracy"]),
             float(metrics["loss-sum"]), tuple(metrics["class-correct"]),

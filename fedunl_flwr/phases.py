@@ -23,12 +23,11 @@ from fedunl_flwr.metrics.evaluation import Evaluation, evaluate_model
 from fedunl_flwr.models import SiteModel, build_model, get_device
 from fedunl_flwr.protocol import EvaluateReply
 from fedunl_flwr.records import (
+    from_record,
     model_to_record,
-    record_to_dict,
-    record_to_weights,
     set_weights,
     state_keys,
-    weights_to_record,
+    to_record,
 )
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
 from fedunl_flwr.seeding import stream_seed
@@ -94,7 +93,7 @@ def central_test_accuracies(config: RunConfig, num_classes: int,
     model = model_for(config, num_classes).to(get_device())
     accuracies = []
     for arrays in models:
-        set_weights(model, record_to_weights(arrays))
+        set_weights(model, from_record(arrays))
         results = [evaluate_model(model, x, y, num_classes) for x, y in tensors]
         correct = sum(int(r.class_correct.sum()) for r in results)
         accuracies.append(correct / max(1, sum(r.num_examples for r in results)))
@@ -133,7 +132,7 @@ def write_evaluation(store: PhaseStore, evaluations: dict[int, Evaluation],
 def save_model_phase(store: PhaseStore, result: TrainedModel) -> None:
     """Global model and per-round metrics (the clients' last local models were written by
     the training's :class:`fedunl_flwr.training_records.LastLocalModels` recorder)."""
-    store.write_arrays("global", record_to_dict(result.arrays))
+    store.write_arrays("global", from_record(result.arrays))
     store.write_text("metrics.csv", pd.DataFrame(result.history).to_csv(index=False))
 
 
@@ -143,7 +142,7 @@ def _stored_arrays(store: PhaseStore, model: SiteModel, name: str) -> ArrayRecor
     arrays = store.read_arrays(name)
     check_arrays_match(arrays, keys, [tuple(model.state_dict()[k].shape) for k in keys],
                        store.path)
-    return weights_to_record(keys, [arrays[k] for k in keys])
+    return to_record({k: arrays[k] for k in keys})
 
 
 def load_client_models(store: PhaseStore, model: SiteModel) -> dict[int, ArrayRecord]:

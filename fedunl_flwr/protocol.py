@@ -22,7 +22,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedunl_flwr.config import parse_int_list
-from fedunl_flwr.records import arrays_to_record, number_list, scalar, string_list
+from fedunl_flwr.records import number_list, scalar, string_list, to_record
 from fedunl_flwr.unlearning.neurons import Entry
 
 # Query actions (``query.<action>`` messages) a fedunl client answers.
@@ -329,7 +329,7 @@ def _content(metrics: Mapping[str, Any], info: Mapping[str, Any] | None = None,
         content["info"] = ConfigRecord(dict(info))
     if arrays is not None:
         content["arrays"] = arrays if isinstance(arrays, ArrayRecord) else \
-            arrays_to_record(arrays)
+            to_record(arrays)
     return content
 
 

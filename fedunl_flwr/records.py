@@ -1,5 +1,10 @@
-"""Conversions between models, NumPy weight lists and Flower ArrayRecords, and typed reads
-of the values in a client reply's records."""
+"""Conversions between models, Flower ArrayRecords and NumPy arrays, and typed reads of
+the values in a client reply's records.
+
+Three forms of a model's weights: the torch model, a ``NumPyClient``'s list in
+``state_keys`` order (``get_weights`` / ``set_weights``; the client's local work) and a
+``name -> array`` dict (server-side math), which is what a message's ArrayRecord carries
+(``to_record`` / ``from_record``; ``set_weights`` takes the dict too, checking names)."""
 
 from __future__ import annotations
 
@@ -17,14 +22,23 @@ def state_keys(model: nn.Module) -> list[str]:
 
 
 def get_weights(model: nn.Module) -> list[np.ndarray]:
-    """The model's exchanged state as NumPy arrays, in ``state_keys`` order."""
+    """The model's exchanged state as NumPy arrays, in ``state_keys`` order (a
+    ``NumPyClient``'s parameters)."""
     state = model.state_dict()
     return [state[k].detach().cpu().numpy().copy() for k in state_keys(model)]
 
 
-def set_weights(model: nn.Module, weights: Sequence[np.ndarray]) -> None:
-    """Load NumPy arrays (``state_keys`` order) into the model; shapes must match."""
+def set_weights(model: nn.Module,
+                weights: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> None:
+    """Load arrays into the model: a list in ``state_keys`` order, or a ``name -> array``
+    mapping (e.g. :func:`from_record`) whose names must be the model's; shapes must match."""
     keys = state_keys(model)
+    if isinstance(weights, Mapping):
+        if list(weights) != keys:
+            raise ValueError(f"arrays {sorted(set(weights) ^ set(keys))[:5]} do not fit the "
+                             "model's state entries" if set(weights) != set(keys) else
+                             "arrays are not in the model's state order")
+        weights = list(weights.values())
     if len(keys) != len(weights):
         raise ValueError(f"model has {len(keys)} state entries, got {len(weights)} arrays")
     state = model.state_dict()
@@ -36,28 +50,18 @@ def set_weights(model: nn.Module, weights: Sequence[np.ndarray]) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def weights_to_record(keys: Sequence[str], weights: Sequence[np.ndarray]) -> ArrayRecord:
-    """Named ArrayRecord (so server-side code can address tensors by name)."""
-    return arrays_to_record(dict(zip(keys, weights, strict=True)))
-
-
-def arrays_to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
-    """A ``name -> array`` mapping as an ArrayRecord (insertion order kept)."""
-    return ArrayRecord({k: Array(np.ascontiguousarray(w)) for k, w in arrays.items()})
-
-
 def model_to_record(model: nn.Module) -> ArrayRecord:
     """The model's exchanged state (``state_keys``) through Flower's state-dict path."""
     state = model.state_dict()
     return ArrayRecord({k: state[k] for k in state_keys(model)})
 
 
-def record_to_weights(record: ArrayRecord) -> list[np.ndarray]:
-    """The record's arrays in insertion order."""
-    return record.to_numpy_ndarrays()
+def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """A ``name -> array`` mapping as an ArrayRecord (insertion order kept)."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(w)) for k, w in arrays.items()})
 
 
-def record_to_dict(record: ArrayRecord) -> dict[str, np.ndarray]:
+def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
     """The record as an ordered ``name -> array`` dict."""
     return {k: v.numpy() for k, v in record.items()}
 

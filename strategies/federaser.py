@@ -46,7 +46,7 @@ from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.federation import Federation
 from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.phases import model_for
-from fedunl_flwr.records import arrays_to_record, record_to_dict
+from fedunl_flwr.records import from_record, to_record
 from fedunl_flwr.training_records import (
     ClientUpdates,
     RoundUpdates,
@@ -130,7 +130,7 @@ class CalibrationFedAvg(RemainingDataFedAvg):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        self._current = record_to_dict(arrays)
+        self._current = from_record(arrays)
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
@@ -140,13 +140,13 @@ class CalibrationFedAvg(RemainingDataFedAvg):
         if averaged is None:
             return averaged, metrics
         stored = next(self.stored)
-        new_models = {pid: record_to_dict(arrays) for pid, arrays in self.round_models.items()}
+        new_models = {pid: from_record(arrays) for pid, arrays in self.round_models.items()}
         missing = [pid for pid in new_models if pid not in stored.updates]
         if missing:
             raise RuntimeError(f"round {stored.server_round} of the records holds no update of "
                                f"client(s) {missing}")
         self.calibrated_rounds.append(stored.server_round)
-        return arrays_to_record(calibrated_step(self._current, new_models, stored,
+        return to_record(calibrated_step(self._current, new_models, stored,
                                                 self.parameters)), metrics
 
 
@@ -189,7 +189,7 @@ class FedEraser(UnlearningMethod):
         epochs = max(1, math.ceil(config.option(CALIBRATION_RATIO.key) * config.local_epochs))
         strategy = fine_tuning_strategy(run, CalibrationFedAvg, rounds=len(retained) - 1,
                                         stored=stored, parameters=parameters)
-        tuned = fine_tune(grid, run, arrays_to_record(rebuilt),
+        tuned = fine_tune(grid, run, to_record(rebuilt),
                           offset=time.perf_counter() - start, strategy=strategy,
                           train_config=ConfigRecord({protocol.PHASE: "unlearn",
                                                      protocol.LOCAL_EPOCHS: epochs}))

@@ -37,7 +37,7 @@ from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.metrics.forgetting import chance_target
 from fedunl_flwr.phases import model_for
 from fedunl_flwr.protocol import AscentReply, AscentSettings
-from fedunl_flwr.records import arrays_to_record, get_weights, record_to_dict, state_keys
+from fedunl_flwr.records import from_record, get_weights, state_keys, to_record
 from strategies.fair_protocol import cached_models
 from strategies.finetune import fine_tune
 from strategies.memorization_eval import memorization_summary
@@ -68,9 +68,9 @@ STOP_ACCURACY = Option("halimi-stop-accuracy", -1.0,
 
 def mean_arrays(models: Sequence[ArrayRecord]) -> ArrayRecord:
     """Unweighted mean of named arrays (float64 sums, the models' dtypes kept)."""
-    arrays = {k: record_to_dict(model) for k, model in enumerate(models)}
+    arrays = {k: from_record(model) for k, model in enumerate(models)}
     mean = weighted_mean(arrays, dict.fromkeys(arrays, 1.0))
-    return arrays_to_record({name: value.astype(arrays[0][name].dtype)
+    return to_record({name: value.astype(arrays[0][name].dtype)
                              for name, value in mean.items()})
 
 
@@ -114,7 +114,7 @@ class Halimi(UnlearningMethod):
         reference = mean_arrays(list(cached_models(run.original, remaining).values()))
         num_classes = federation.num_classes
         trainable = [name for name, _ in model_for(config, num_classes).named_parameters()]
-        references = record_to_dict(reference)
+        references = from_record(reference)
         randoms = [dict(zip(state_keys(model), get_weights(model), strict=True)) for model in
                    (model_for(config, num_classes, f"halimi-radius-{k}")
                     for k in range(RADIUS_SAMPLES))]

@@ -25,7 +25,7 @@ from fedunl_flwr.methods import Option
 from fedunl_flwr.metrics.forgetting import chance_target, forget_class_accuracy
 from fedunl_flwr.phases import evaluate_clients, model_for
 from fedunl_flwr.protocol import ActivationsReply, AttributionReply
-from fedunl_flwr.records import model_to_record, record_to_weights, set_weights
+from fedunl_flwr.records import from_record, model_to_record, set_weights
 from fedunl_flwr.unlearning.neurons import zero_units
 from strategies.unlearning import UnlearningMethod, UnlearningOutcome, UnlearningRun
 
@@ -47,7 +47,7 @@ def zero_units_in_arrays(run: UnlearningRun, arrays: ArrayRecord,
                          units: Iterable[tuple[str, int]]) -> ArrayRecord:
     """The global model ``arrays`` with ``units`` zeroed (a copy)."""
     model = model_for(run.config, run.federation.num_classes)
-    set_weights(model, record_to_weights(arrays))
+    set_weights(model, from_record(arrays))
     zero_units(model, units)
     return model_to_record(model)
 

@@ -24,7 +24,7 @@ from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.federation import Federation
 from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.phases import model_for
-from fedunl_flwr.records import arrays_to_record, record_to_dict
+from fedunl_flwr.records import from_record, to_record
 from strategies.finetune import fine_tune
 from strategies.memorization_eval import memorization_summary
 from strategies.unlearning import (
@@ -77,11 +77,11 @@ class WeightNegation(UnlearningMethod):
 
     def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
         start = time.perf_counter()
-        arrays, negated = negate_layers(record_to_dict(run.original.arrays),
+        arrays, negated = negate_layers(from_record(run.original.arrays),
                                         layer_weights(run.config, run.federation.num_classes),
                                         run.config.option(NEGATED_LAYERS.key))
         negated_seconds = time.perf_counter() - start
-        tuned = fine_tune(grid, run, arrays_to_record(arrays), offset=negated_seconds)
+        tuned = fine_tune(grid, run, to_record(arrays), offset=negated_seconds)
         return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, {
             "unlearn_seconds": tuned.seconds, "unlearn_rounds": run.config.unlearn_rounds,
             "negated": negated})

@@ -14,7 +14,7 @@ from experiments.simulate import simulate
 from fedunl_flwr.aggregation import weighted_mean
 from fedunl_flwr.config import ConfigError
 from fedunl_flwr.phases import initial_arrays
-from fedunl_flwr.records import record_to_dict
+from fedunl_flwr.records import from_record
 from fedunl_flwr.training_records import ClientUpdates, RoundUpdates
 from strategies.federaser import (
     calibrate,
@@ -105,7 +105,7 @@ def test_the_original_is_trained_with_its_records_and_the_same_weights(runs) -> 
                                                                     "round-0003.json"]
     # Round 1 started from the initial model, and an update is the client's model minus it.
     config = config_with(**{k.replace("-", "_"): v for k, v in BASE.items()})
-    initial = record_to_dict(initial_arrays(config, 10, 0))
+    initial = from_record(initial_arrays(config, 10, 0))
     with np.load(folder / "round-0001.npz") as stored:
         for name, value in initial.items():
             np.testing.assert_array_equal(stored[f"global/{name}"], value)

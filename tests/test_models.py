@@ -8,11 +8,12 @@ import torch
 
 from fedunl_flwr.models import MODELS, build_model
 from fedunl_flwr.records import (
+    from_record,
     get_weights,
-    record_to_weights,
+    model_to_record,
     set_weights,
     state_keys,
-    weights_to_record,
+    to_record,
 )
 
 
@@ -46,14 +47,24 @@ def test_weights_roundtrip_through_array_record():
     model = build_model("cnn", 1, 10, 8, seed=0)
     keys = state_keys(model)
     assert not any(k.endswith("num_batches_tracked") for k in keys)
-    record = weights_to_record(keys, get_weights(model))
+    record = to_record(dict(zip(keys, get_weights(model), strict=True)))
+    assert list(record) == keys
     other = build_model("cnn", 1, 10, 8, seed=5)
-    set_weights(other, record_to_weights(record))
+    set_weights(other, from_record(record))
     x = torch.randn(3, 1, 28, 28)
     assert torch.equal(model.eval()(x), other.eval()(x))
+    assert all(torch.equal(a, b) for a, b in zip(model_to_record(model).to_torch_state_dict()
+                                                 .values(), record.to_torch_state_dict()
+                                                 .values(), strict=True))
 
 
 def test_set_weights_rejects_other_architectures():
+    model = build_model("cnn", 1, 10, 8)
+    named = from_record(model_to_record(model))
+    with pytest.raises(ValueError, match="do not fit"):
+        set_weights(model, {f"x.{k}": v for k, v in named.items()})
+    with pytest.raises(ValueError, match="state order"):
+        set_weights(model, dict(reversed(named.items())))
     with pytest.raises(ValueError, match="shape mismatch"):
         set_weights(build_model("cnn", 1, 10, 8), get_weights(build_model("cnn", 1, 10, 16)))
     with pytest.raises(ValueError, match="unknown model"):
