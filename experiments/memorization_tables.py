@@ -33,7 +33,6 @@ Figure 2).
 
 from __future__ import annotations
 
-import json
 import math
 import textwrap
 import warnings
@@ -48,7 +47,7 @@ from fedunl_flwr.config import key_values
 from fedunl_flwr.methods import all_methods, get_method
 from fedunl_flwr.metrics.memorization import DATASET_ROW_LABEL, MEMORIZATION_GROUP_LABELS
 from fedunl_flwr.store import atomic_write_bytes
-from fedunl_flwr.summaries import MemorizationEvaluation, PhaseSummary, from_json
+from fedunl_flwr.summaries import MemorizationEvaluation, PhaseSummary
 
 TABLES = ("1", "F2", "F3", "F4", "F5", "F6", "H9", "H10")
 
@@ -90,11 +89,9 @@ class RunResult:
     @classmethod
     def load(cls, folder: Path, label: str = "") -> RunResult | None:
         """The run in ``folder``; None when its summary has no memorization evaluation."""
-        data = json.loads((Path(folder) / "summary.json").read_text())
-        if "group_table" not in data:
-            return None
-        return cls(Path(folder), PhaseSummary.parse(data),
-                   from_json(MemorizationEvaluation, data), label)
+        summary = PhaseSummary.load(Path(folder) / "summary.json")
+        evaluation = summary.evaluation(MemorizationEvaluation)
+        return None if evaluation is None else cls(Path(folder), summary, evaluation, label)
 
     @property
     def strategy(self) -> str:

@@ -139,6 +139,48 @@ class PhaseSummary:
         """The original training's settings (an unlearning key nests them)."""
         return self.config.get("training", self.config)
 
+    def evaluation(self, cls: type[T]) -> T | None:
+        """A declared evaluation of the model (e.g. :class:`MemorizationEvaluation`), read
+        back from the summary's top-level keys; None when the summary has none."""
+        first = dataclasses.fields(cls)[0].name
+        return from_json(cls, self.extra) if first in self.extra else None
+
+
+@dataclass(frozen=True)
+class UnlearningEntries:
+    """What an unlearning phase writes into its ``summary.json`` besides the unlearned
+    model's accuracy (which every phase writes): :meth:`PhaseSummary.parse` reads it back.
+
+    ``figures`` are the method's own (e.g. the clients that trained, FedEraser's retained
+    rounds) and ``evaluations`` the dataclasses of its declared evaluations; both are
+    written as top-level keys.
+    """
+
+    strategy: str
+    request: RequestSummary
+    train_class_counts: dict[str, list[int]]
+    client_domains: dict[str, str]
+    seconds: float
+    client_epochs: int
+    before: AccuracySummary
+    global_accuracy_before: float
+    global_accuracy_after: float
+    collateral_damage: dict[str, float] | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+    evaluations: tuple[DataclassInstance, ...] = ()
+
+    def to_json(self) -> dict:
+        entries = {"phase": "unlearn", **self.figures}
+        for evaluation in self.evaluations:
+            entries.update(to_json(evaluation))
+        for item in dataclasses.fields(self):
+            if item.name not in ("figures", "evaluations"):
+                value = getattr(self, item.name)
+                if value is not None:
+                    entries[item.name] = to_json(value) if dataclasses.is_dataclass(value) \
+                        else value
+        return entries
+
 
 # --- seed 001: the Grouped Memorization Evaluation of one unlearned model ----------------
 @dataclass(frozen=True)

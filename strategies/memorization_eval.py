@@ -66,7 +66,6 @@ from fedunl_flwr.summaries import (
     NoiseFloor,
     TestAccuracy,
     TimeAnalysis,
-    to_json,
 )
 from strategies.retrain import RetrainedModels, obtain_retrained
 from strategies.unlearning import (
@@ -416,9 +415,9 @@ def _log_result(table: pd.DataFrame, result: MemorizationEvaluation) -> None:
         log(WARNING, "fedunl: CSL agreement not computed: %s", result.csl_agreement.reason)
 
 
-def memorization_summary(grid: Grid, run: UnlearningRun, unlearned: TrainedModel) -> dict:
+def memorization_summary(grid: Grid, run: UnlearningRun, unlearned: TrainedModel
+                         ) -> MemorizationEvaluation:
     """The seed 001 methods' declared evaluation: :func:`memorization_evaluation` of the
-    unlearned model, as summary entries."""
-    return to_json(memorization_evaluation(grid, run, unlearned.arrays,
-                                           accuracy_curve(unlearned.history),
-                                           unlearned.evaluations))
+    unlearned model."""
+    return memorization_evaluation(grid, run, unlearned.arrays,
+                                   accuracy_curve(unlearned.history), unlearned.evaluations)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from logging import INFO
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
@@ -23,8 +23,11 @@ from fedunl_flwr.phases import TrainedModel, model_for, run_phase
 from fedunl_flwr.protocol import DataChange, ForgetSelection
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
 from fedunl_flwr.store import PhaseStore, RunStore
-from fedunl_flwr.summaries import to_json
+from fedunl_flwr.summaries import RequestSummary, UnlearningEntries
 from fedunl_flwr.training_records import RecordSpec
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 @dataclass(frozen=True)
@@ -179,12 +182,13 @@ class UnlearningRun:
 
 @dataclass
 class UnlearningOutcome:
-    """The unlearned model plus what the strategy measured on the way."""
+    """The unlearned model plus what the method measured on the way (``figures``: its own
+    JSON-able figures, top-level keys of the phase summary)."""
 
     arrays: ArrayRecord
     history: list[dict] = field(default_factory=list)
     client_epochs: int = 0
-    extra: dict = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
 # --- who holds D_u and who keeps data -------------------------------------------
@@ -226,9 +230,11 @@ def check_remaining_request(request: UnlearningRequest, federation: Federation) 
                           "data on any client: nothing to retrain or fine-tune on")
 
 
-#: A declared evaluation of the unlearned model: ``(grid, run, unlearned) -> summary
-#: entries``, run once the model is saved and evaluated on every client.
-Evaluation = Callable[[Grid, "UnlearningRun", TrainedModel], dict]
+#: A declared evaluation of the unlearned model: ``(grid, run, unlearned) -> a summary
+#: dataclass`` (e.g. :class:`fedunl_flwr.summaries.MemorizationEvaluation`), run once the
+#: model is saved and evaluated on every client; reports read it back with
+#: :meth:`fedunl_flwr.summaries.PhaseSummary.evaluation`.
+Evaluation = Callable[[Grid, "UnlearningRun", TrainedModel], "DataclassInstance"]
 
 
 class UnlearningMethod:
@@ -302,24 +308,22 @@ def run_unlearning(method: UnlearningMethod, grid: Grid, config: RunConfig,
 
     def summarize(unlearned: TrainedModel) -> dict:
         before, after = original.evaluations, unlearned.evaluations
-        extra = dict(outcome.extra)
-        for evaluate in method.evaluations:
-            extra.update(evaluate(grid, run, unlearned))
-        if request.scope == "class":
-            extra["collateral_damage"] = collateral_damage(before, after, request.clients,
-                                                           request.classes)
-        return {
-            "phase": "unlearn", "strategy": method.name, "request": request.as_dict(),
-            "train_class_counts": {str(p): list(c.train_class_counts)
-                                   for p, c in sorted(federation.clients.items())},
-            "client_domains": {str(p): c.domain
-                               for p, c in sorted(federation.clients.items())},
-            "seconds": unlearned.seconds, "client_epochs": outcome.client_epochs,
-            "before": to_json(accuracy_summary(before)),
-            "global_accuracy_before": accuracy_summary(before).global_accuracy,
-            "global_accuracy_after": accuracy_summary(after).global_accuracy,
-            **extra,
-        }
+        return UnlearningEntries(
+            strategy=method.name, request=RequestSummary(**request.as_dict()),
+            train_class_counts={str(p): list(c.train_class_counts)
+                                for p, c in sorted(federation.clients.items())},
+            client_domains={str(p): c.domain for p, c in sorted(federation.clients.items())},
+            seconds=unlearned.seconds, client_epochs=outcome.client_epochs,
+            before=accuracy_summary(before),
+            global_accuracy_before=accuracy_summary(before).global_accuracy,
+            global_accuracy_after=accuracy_summary(after).global_accuracy,
+            collateral_damage=collateral_damage(before, after, request.clients,
+                                                request.classes)
+            if request.scope == "class" else None,
+            figures=outcome.figures,
+            evaluations=tuple(evaluate(grid, run, unlearned)
+                              for evaluate in method.evaluations),
+        ).to_json()
 
     done = run_phase(grid, federation, store, model_for(config, federation.num_classes),
                      f"the {method.name} unlearning result", produce, summarize,

@@ -15,7 +15,9 @@ from fedunl_flwr.summaries import (
     MemorizationGroups,
     NoiseFloor,
     PhaseSummary,
+    RequestSummary,
     TimeAnalysis,
+    UnlearningEntries,
     from_json,
     to_json,
 )
@@ -42,6 +44,28 @@ def test_a_phase_summary_splits_accuracy_from_what_the_strategy_added() -> None:
     assert math.isnan(summary.accuracy.class_accuracy(0, 1))  # no test sample of class 1
     assert summary.accuracy.test_count(1, 1) == 2
     assert summary.accuracy.global_accuracy == pytest.approx(6 / 7)
+
+
+def test_what_an_unlearning_phase_writes_is_read_back_typed() -> None:
+    """The writer's typed entries (figures and declared evaluations as top-level keys)
+    come back through PhaseSummary.parse and PhaseSummary.evaluation."""
+    accuracy = accuracy_summary(evaluations())
+    agreement = CslAgreement(available=True, top_fraction=0.2, cosine=0.5, rounds=3)
+    entries = UnlearningEntries(
+        strategy="fedcccu", request=RequestSummary("class", [0], [1]),
+        train_class_counts={"0": [4, 0]}, client_domains={"0": "mnist"}, seconds=1.5,
+        client_epochs=2, before=accuracy, global_accuracy_before=0.5,
+        global_accuracy_after=0.4, figures={"zeroed_units": [["fc", 3]]},
+        evaluations=(agreement,))
+    written = entries.to_json()
+    assert "collateral_damage" not in written and written["phase"] == "unlearn"
+    summary = PhaseSummary.parse({**written, **to_json(accuracy), "config": {},
+                                  "class_names": ["a", "b"]})
+    assert summary.request == entries.request and summary.before == accuracy
+    assert summary.client_epochs == 2 and summary.strategy == "fedcccu"
+    assert summary.extra["zeroed_units"] == [["fc", 3]]
+    assert summary.evaluation(CslAgreement) == agreement
+    assert summary.evaluation(TimeAnalysis) is None
 
 
 def test_nested_summaries_round_trip_and_missing_keys_are_named() -> None:
