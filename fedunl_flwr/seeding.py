@@ -19,6 +19,7 @@ PURPOSES: tuple[str, ...] = (
     "attribution",       # which samples a client attributes: (client,)
     "augment",           # data augmentation: (client, phase, round)
     "test-top-up",       # extra test samples of a client's thinly tested classes
+    "noise",             # a method's added noise: (method,), e.g. FedRecovery's Gaussian
 )
 
 #: Streams whose generator is seeded with ``seed`` itself rather than the SHA-256 of the
