@@ -75,10 +75,14 @@ class BaseClient(NumPyClient):
                              tuple(self.class_names), self.data.fingerprint)
 
     def train_settings(self, config: dict) -> TrainSettings:
-        """Run-config settings; a message may override ``local-epochs``."""
-        return TrainSettings(self.config.optimizer, self.config.learning_rate,
+        """Run-config settings; a message may override ``local-epochs`` and the optimiser
+        (``optimizer``, ``learning-rate``, ``momentum``: e.g. FedOSD's plain SGD)."""
+        return TrainSettings(str(config.get(protocol.OPTIMIZER, self.config.optimizer)),
+                             float(config.get(protocol.LEARNING_RATE,
+                                              self.config.learning_rate)),
                              int(config.get(protocol.LOCAL_EPOCHS, self.config.local_epochs)),
-                             self.config.batch_size, self.config.augment)
+                             self.config.batch_size, self.config.augment,
+                             float(config.get(protocol.MOMENTUM, TrainSettings.momentum)))
 
     def generator(self, config: dict) -> torch.Generator:
         """Data-order stream of (client, phase, round), so runs are reproducible."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ class TrainSettings:
     epochs: int = 1
     batch_size: int = 32
     augment: bool = False
+    momentum: float = 0.9  # SGD only
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator,
@@ -38,17 +40,25 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator,
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """Adam or SGD (momentum 0.9) over the model's parameters."""
+    """Adam or SGD (momentum ``settings.momentum``, default 0.9) over the model's parameters."""
     if settings.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=0.9)
+        return torch.optim.SGD(model.parameters(), lr=settings.learning_rate,
+                               momentum=settings.momentum)
     raise ValueError(f"unknown optimizer {settings.optimizer!r}; use 'adam' or 'sgd'")
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy (the training loss)."""
+    return F.cross_entropy(logits, labels, reduction="none")
 
 
 def train_epochs(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                  settings: TrainSettings, generator: torch.Generator,
-                 sample_loss_sums: np.ndarray | None = None) -> float:
+                 sample_loss_sums: np.ndarray | None = None,
+                 sample_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy
+                 ) -> float:
     """Train ``model`` in place for ``settings.epochs`` epochs; return the mean loss.
 
     Parameters
@@ -56,6 +66,8 @@ def train_epochs(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     sample_loss_sums : np.ndarray, optional
         If given (one entry per sample), each sample's loss of every step is added
         to it: the cumulative sample loss (CSL) memorisation proxy.
+    sample_loss : callable
+        ``(logits, labels) -> per-sample losses`` minimised (default cross-entropy).
     """
     device = next(model.parameters()).device
     optimizer = make_optimizer(model, settings)
@@ -71,7 +83,7 @@ def train_epochs(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
             if settings.augment:
                 x = random_crop_flip(x, generator)
             x, y = x.to(device), labels[batch].to(device)
-            losses = F.cross_entropy(model(x), y, reduction="none")
+            losses = sample_loss(model(x), y)
             loss = losses.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -35,12 +35,16 @@ LOCAL_LOSS = "local_loss"        # summed loss over D_r (local fairness)
 CSL = "csl"                      # cumulative sample loss of D_u (seed 001 H.2)
 
 PROJECTED_ASCENT = "projected_ascent"  # Halimi et al.: gradient ascent on D_u
+UCE_DESCENT = "uce_descent"            # FedOSD: local descent of the UCE loss on D_u
 
 
 # Message config keys.
 PHASE = "phase"
 SERVER_ROUND = "server-round"
 LOCAL_EPOCHS = "local-epochs"
+OPTIMIZER = "optimizer"          # train: overrides run-config optimizer ("adam" / "sgd")
+LEARNING_RATE = "learning-rate"  # train: overrides run-config learning-rate
+MOMENTUM = "momentum"            # train: SGD momentum (default 0.9)
 DATA = "data"                    # mean_gradient: "remaining" (default) or "forget"
 FORGET = "forget"
 CLASSES = "classes"              # activations / attribution: which classes
