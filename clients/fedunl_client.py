@@ -7,6 +7,7 @@ import torch
 from flwr.compat.client.numpy_client import NumPyClient
 
 from clients.fair_unlearning import FairUnlearningWork
+from clients.fedau import fit_with_auxiliary_head
 from clients.handlers import QUERIES, QueryReply, query_handler, query_policy
 from clients.local_training import TrainSettings, train_epochs
 from clients.memorization import MemorizationWork
@@ -117,7 +118,12 @@ class BaseClient(NumPyClient):
         x, y = self.training_set(config)
         settings = self.train_settings(config)
         sample_losses = self.sample_loss_buffer(config, len(y))
-        loss = train_epochs(self.model, x, y, settings, self.generator(config), sample_losses)
+        if protocol.AUXILIARY_GAMMA in config:  # FedAU's original training
+            loss = fit_with_auxiliary_head(self, x, y, settings, self.generator(config),
+                                           sample_losses, config)
+        else:
+            loss = train_epochs(self.model, x, y, settings, self.generator(config),
+                                sample_losses)
         if sample_losses is not None:
             self.record_sample_losses(config, sample_losses)
         return get_weights(self.model), len(y), {"train-loss": loss,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,12 +39,15 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator,
     return out
 
 
-def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """Adam or SGD (momentum ``settings.momentum``, default 0.9) over the model's parameters."""
+def make_optimizer(model: nn.Module, settings: TrainSettings,
+                   extra: Sequence[nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """Adam or SGD (momentum ``settings.momentum``, default 0.9) over the model's parameters
+    and ``extra`` ones (e.g. FedAU's auxiliary head)."""
+    parameters = [*model.parameters(), *extra]
     if settings.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+        return torch.optim.Adam(parameters, lr=settings.learning_rate)
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=settings.learning_rate,
+        return torch.optim.SGD(parameters, lr=settings.learning_rate,
                                momentum=settings.momentum)
     raise ValueError(f"unknown optimizer {settings.optimizer!r}; use 'adam' or 'sgd'")
 
@@ -57,8 +60,8 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def train_epochs(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                  settings: TrainSettings, generator: torch.Generator,
                  sample_loss_sums: np.ndarray | None = None,
-                 sample_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy
-                 ) -> float:
+                 sample_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy,
+                 extra_parameters: Sequence[nn.Parameter] = ()) -> float:
     """Train ``model`` in place for ``settings.epochs`` epochs; return the mean loss.
 
     Parameters
@@ -67,10 +70,13 @@ def train_epochs(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
         If given (one entry per sample), each sample's loss of every step is added
         to it: the cumulative sample loss (CSL) memorisation proxy.
     sample_loss : callable
-        ``(logits, labels) -> per-sample losses`` minimised (default cross-entropy).
+        ``(logits, labels) -> per-sample losses`` minimised (default cross-entropy);
+        ``labels`` are the rows of ``labels`` in the batch (any shape).
+    extra_parameters : sequence of parameters
+        Trained alongside the model's (``sample_loss`` uses them).
     """
     device = next(model.parameters()).device
-    optimizer = make_optimizer(model, settings)
+    optimizer = make_optimizer(model, settings, extra_parameters)
     model.train()
     total, count = 0.0, 0
     for _ in range(settings.epochs):

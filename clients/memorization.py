@@ -56,7 +56,7 @@ from fedunl_flwr.protocol import (
 )
 from fedunl_flwr.records import set_weights
 from fedunl_flwr.store import atomic_write_bytes
-from fedunl_flwr.training_records import client_csl_path
+from fedunl_flwr.training_records import CSL_FOLDER, client_record_path
 
 
 class MemorizationWork(ClientState):
@@ -163,7 +163,8 @@ class MemorizationWork(ClientState):
         atomic_write_bytes(self._csl_path(folder), buffer.getvalue())
 
     def _csl_path(self, folder: str) -> Path:
-        return client_csl_path(self.config.resolved_results_dir(), folder, self.partition_id)
+        return client_record_path(self.config.resolved_results_dir(), folder, CSL_FOLDER,
+                                  self.partition_id)
 
     def _read_csl(self, folder: str) -> tuple[np.ndarray, np.ndarray] | None:
         path = self._csl_path(folder)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from logging import INFO
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -96,13 +97,17 @@ class FedAvgTrain(FedAvg):
     recorders : list[RoundRecorder] (default: none)
         Training records (``fedunl_flwr.training_records``): each sees every round's
         global model, the clients' returned models and their aggregation weights.
+    client_config : callable, optional
+        ``partition id -> entries`` added to that client's train messages (what a
+        client-side training record asks of it, e.g. FedAU's auxiliary head).
     """
 
     def __init__(self, federation: Federation, participants: list[int], num_rounds: int,
                  fraction_train: float = 1.0, evaluate_every: int = 1, seed: int = 0,
                  phase: str = "train", aggregation: str = "weighted",
                  target_error: float = 0.0,
-                 recorders: list[RoundRecorder] | None = None) -> None:
+                 recorders: list[RoundRecorder] | None = None,
+                 client_config: Callable[[int], Mapping[str, Any]] | None = None) -> None:
         super().__init__(fraction_train=fraction_train, min_train_nodes=1,
                          min_evaluate_nodes=1, min_available_nodes=1)
         unknown = sorted(set(participants) - set(federation.clients))
@@ -119,6 +124,7 @@ class FedAvgTrain(FedAvg):
         self.aggregation = aggregation
         self.target_error = target_error
         self.recorders = list(recorders or [])
+        self.client_config = client_config
         self._sent: ArrayRecord | None = None
         self.converged_round: int | None = None
         self.rng = numpy_generator(seed, "sampling", phase)
@@ -148,10 +154,19 @@ class FedAvgTrain(FedAvg):
 
     def train_messages(self, partition_ids: list[int], arrays: ArrayRecord,
                        config: ConfigRecord) -> list[Message]:
-        """One train message per partition id, carrying the global model and config."""
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        return list(self._construct_messages(
-            record, self.federation.node_ids(partition_ids), MessageType.TRAIN))
+        """One train message per partition id, carrying the global model and config
+        (plus the client's own ``client_config`` entries)."""
+        if self.client_config is None:
+            record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+            return list(self._construct_messages(
+                record, self.federation.node_ids(partition_ids), MessageType.TRAIN))
+        messages: list[Message] = []
+        for pid in partition_ids:
+            own = ConfigRecord({**dict(config), **self.client_config(pid)})
+            record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: own})
+            messages += list(self._construct_messages(
+                record, self.federation.node_ids([pid]), MessageType.TRAIN))
+        return messages
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:

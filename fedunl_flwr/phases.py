@@ -210,7 +210,10 @@ def train_original(grid: Grid, config: RunConfig, federation: Federation,
     strategy = FedAvgTrain(federation, federation.partition_ids, config.num_server_rounds,
                            config.fraction_train, config.evaluate_every, config.seed,
                            aggregation=config.aggregation, target_error=config.target_error,
-                           recorders=recorders)
+                           recorders=[r for r in recorders if r is not None],
+                           client_config=(lambda pid: {k: v for spec in records
+                                                       for k, v in spec.train_config(pid).items()})
+                           if records else None)
 
     def produce() -> TrainedModel:
         start = time.perf_counter()

@@ -36,6 +36,7 @@ CSL = "csl"                      # cumulative sample loss of D_u (seed 001 H.2)
 
 PROJECTED_ASCENT = "projected_ascent"  # Halimi et al.: gradient ascent on D_u
 UCE_DESCENT = "uce_descent"            # FedOSD: local descent of the UCE loss on D_u
+AUXILIARY_HEAD = "auxiliary_head"      # FedAU: the client's auxiliary head W2
 
 
 # Message config keys.
@@ -45,6 +46,9 @@ LOCAL_EPOCHS = "local-epochs"
 OPTIMIZER = "optimizer"          # train: overrides run-config optimizer ("adam" / "sgd")
 LEARNING_RATE = "learning-rate"  # train: overrides run-config learning-rate
 MOMENTUM = "momentum"            # train: SGD momentum (default 0.9)
+#: train (original training, FedAU): train the auxiliary head with this gamma, random
+#: labels for the forget samples the message's ForgetSelection names.
+AUXILIARY_GAMMA = "auxiliary-gamma"
 DATA = "data"                    # mean_gradient: "remaining" (default) or "forget"
 FORGET = "forget"
 CLASSES = "classes"              # activations / attribution: which classes
@@ -585,6 +589,27 @@ class AscentReply:
                    int(scalar(metrics, "num-samples")))
 
 
+@dataclass(frozen=True)
+class AuxiliaryHeadReply:
+    """``query.auxiliary_head`` (FedAU): the client's auxiliary classification head W2
+    (``weight``, ``bias``) as its last round of the original training left it."""
+
+    partition_id: int
+    head: ArrayRecord
+    last_round: int
+
+    def to_content(self) -> RecordDict:
+        return _content({PARTITION_ID: self.partition_id, "last-round": self.last_round},
+                        arrays=self.head)
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> AuxiliaryHeadReply:
+        metrics = _metrics(content)
+        return cls(int(scalar(metrics, PARTITION_ID)), content.array_records["arrays"],
+                   int(scalar(metrics, "last-round")))
+
+
 #: Any reply a client builds (the ClientApp sends ``reply.to_content()``).
 Reply = (DescribeReply | TrainReply | EvaluateReply | ActivationsReply | AttributionReply
-         | MeanGradientReply | PerSampleReply | LocalLossReply | CslReply | AscentReply)
+         | MeanGradientReply | PerSampleReply | LocalLossReply | CslReply | AscentReply
+         | AuxiliaryHeadReply)

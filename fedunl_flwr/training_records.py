@@ -13,7 +13,7 @@ Two records are kept for every original and never join a key: the clients' last 
 models (server-side, :class:`LastLocalModels`) and the clients' cumulative sample losses
 (client-side: the train messages of the original name its phase folder in
 ``records-to``, and each client adds its per-sample losses to
-:func:`client_csl_path`). ``records_bytes`` counts both.
+:func:`client_record_path`). ``records_bytes`` counts both.
 """
 
 from __future__ import annotations
@@ -38,14 +38,17 @@ CSL_FOLDER = "csl"
 
 class RecordSpec(Protocol):
     """A kind of training history: its folder name, the settings that join the training
-    phase's key, and the recorder that writes it."""
+    phase's key, the server-side recorder that writes it (None for a record the clients
+    write) and what each client's train messages of the original must carry for it."""
 
     @property
     def folder(self) -> str: ...
 
     def key(self) -> dict[str, Any]: ...
 
-    def recorder(self, folder: Path) -> RoundRecorder: ...
+    def recorder(self, folder: Path) -> RoundRecorder | None: ...
+
+    def train_config(self, partition_id: int) -> dict[str, Any]: ...
 
 
 class RoundRecorder(Protocol):
@@ -70,13 +73,16 @@ def records_bytes(store: PhaseStore) -> dict[str, int]:
             for folder in sorted(root.iterdir()) if folder.is_dir()}
 
 
-def client_csl_path(results_dir: Path, phase_folder: str, partition_id: int) -> Path:
-    """Where client ``partition_id`` keeps its CSL for the training phase ``phase_folder``
-    (``<scenario>/train-<hash>``, :func:`fedunl_flwr.protocol.records_folder`) under its
-    own results dir: in a simulation the run store's phase folder itself; on a real
-    SuperNode a folder of the same name under the node's results dir (per-sample losses
-    never leave the node but through the evaluation-only ``query.csl``)."""
-    return results_dir / phase_folder / RECORDS_FOLDER / CSL_FOLDER / f"client-{partition_id}.npz"
+def client_record_path(results_dir: Path, phase_folder: str, kind: str,
+                       partition_id: int) -> Path:
+    """Where client ``partition_id`` keeps its record ``kind`` (e.g. :data:`CSL_FOLDER`)
+    for the training phase ``phase_folder`` (``<scenario>/train-<hash>``,
+    :func:`fedunl_flwr.protocol.records_folder`) under its own results dir: in a
+    simulation the run store's phase folder itself; on a real SuperNode a folder of the
+    same name under the node's results dir (what it holds leaves the node only through
+    the queries that read it)."""
+    return (results_dir / phase_folder / RECORDS_FOLDER / kind
+            / f"client-{partition_id}.npz")
 
 
 # --- the clients' last local models (every training phase) --------------------------------
@@ -121,6 +127,9 @@ class ClientUpdates:
 
     def recorder(self, folder: Path) -> ClientUpdatesRecorder:
         return ClientUpdatesRecorder(self, folder)
+
+    def train_config(self, partition_id: int) -> dict[str, Any]:
+        return {}
 
 
 class ClientUpdatesRecorder:

@@ -6,8 +6,6 @@ Retraining, fine-tuning and the seed 001 methods built on it train with this str
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
-
 from fedunl_flwr.fedavg_train import FedAvgTrain
 from fedunl_flwr.federation import Federation
 from strategies.unlearning import UnlearningRequest, remaining_participants
@@ -34,16 +32,6 @@ class RemainingDataFedAvg(FedAvgTrain):
                  phase: str = "unlearn", aggregation: str = "weighted") -> None:
         super().__init__(federation, remaining_participants(request, federation), num_rounds,
                          fraction_train=fraction_train, evaluate_every=evaluate_every,
-                         seed=seed, phase=phase, aggregation=aggregation)
+                         seed=seed, phase=phase, aggregation=aggregation,
+                         client_config=lambda pid: request.removal(pid).encode())
         self.request = request
-
-    def train_messages(self, partition_ids: list[int], arrays: ArrayRecord,
-                       config: ConfigRecord) -> list[Message]:
-        """One message per client, each with its own removal settings."""
-        messages: list[Message] = []
-        for pid in partition_ids:
-            own = ConfigRecord({**dict(config), **self.request.removal(pid).encode()})
-            record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: own})
-            messages += list(self._construct_messages(
-                record, self.federation.node_ids([pid]), MessageType.TRAIN))
-        return messages

@@ -18,6 +18,7 @@ TINY = ("scenario='mnist-iid' num-clients=3 samples-per-client=60 test-samples-p
 METHODS: dict[str, tuple[str, dict[str, object]]] = {
     "federaser": ("federaser-interval=1",
                   {"retained_rounds": [1, 2, 3], "calibrated_rounds": [2, 3]}),
+    "fedau": ("fedau-alpha=0.2", {"alpha": 0.2, "heads_from": [1], "client_epochs": 0}),
     "fedosd": ("fedosd-rounds=2", {"unlearning_rounds": 2, "post_training_rounds": 1}),
     "fedrecovery": ("fedrecovery-sigma=0.001", {"sigma": 0.001, "client_epochs": 0}),
 }

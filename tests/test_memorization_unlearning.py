@@ -15,7 +15,7 @@ from fedunl_flwr.data.scenarios import ClientData
 from fedunl_flwr.federation import ClientInfo, Federation
 from fedunl_flwr.metrics.memorization import MEMORIZATION_GROUP_LABELS
 from fedunl_flwr.records import get_weights
-from fedunl_flwr.training_records import client_csl_path
+from fedunl_flwr.training_records import CSL_FOLDER, client_record_path
 from fedunl_flwr.unlearning.parameter_selection import selection_count
 from strategies import get_unlearning_method
 from strategies.fedmemeraser import FedMemEraser
@@ -138,7 +138,7 @@ def test_client_records_csl_only_when_the_original_asks(tiny_client: FedunlClien
                                                         tmp_path: Path) -> None:
     weights = get_weights(tiny_client.model)
     phase = "mnist-iid/train-0123456789ab"
-    path = client_csl_path(tmp_path, phase, 0)
+    path = client_record_path(tmp_path, phase, CSL_FOLDER, 0)
     record = {"records-to": phase}
     assert not tiny_client.query_csl(None, {"forget-all": True, **record}).available
     tiny_client.fit(weights, {"phase": "train", "server-round": 1, **record})
