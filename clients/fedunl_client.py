@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from flwr.compat.client.numpy_client import NumPyClient
 
+from clients.curvature import CURVATURE_OPTIMIZERS, train_curvature_epochs
 from clients.fair_unlearning import FairUnlearningWork
 from clients.fedau import fit_with_auxiliary_head
 from clients.handlers import QUERIES, QueryReply, query_handler, query_policy
@@ -121,6 +122,8 @@ class BaseClient(NumPyClient):
         if protocol.AUXILIARY_GAMMA in config:  # FedAU's original training
             loss = fit_with_auxiliary_head(self, x, y, settings, self.generator(config),
                                            sample_losses, config)
+        elif settings.optimizer in CURVATURE_OPTIMIZERS:  # Liu et al.'s rapid retraining
+            loss = train_curvature_epochs(self.model, x, y, settings, self.generator(config))
         else:
             loss = train_epochs(self.model, x, y, settings, self.generator(config),
                                 sample_losses)

@@ -20,6 +20,7 @@ METHODS: dict[str, tuple[str, dict[str, object]]] = {
                   {"retained_rounds": [1, 2, 3], "calibrated_rounds": [2, 3]}),
     "fedau": ("fedau-alpha=0.2", {"alpha": 0.2, "heads_from": [1], "client_epochs": 0}),
     "fedosd": ("fedosd-rounds=2", {"unlearning_rounds": 2, "post_training_rounds": 1}),
+    "liu": ("liu-exact-rounds=1", {"retraining_rounds": 3, "curvature_rounds": [2, 3]}),
     "fedrecovery": ("fedrecovery-sigma=0.001", {"sigma": 0.001, "client_epochs": 0}),
 }
 
