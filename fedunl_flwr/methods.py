@@ -38,7 +38,7 @@ class Option:
     default : bool | int | float | str
         Default value (its type is the key's type).
     doc : str
-        One line for the README's key table.
+        One line for the key table (docs/method-options.md).
     check : Callable[[Any], bool] | None
         Validation of a value; ``rule`` says what it demands.
     rule : str
@@ -174,7 +174,7 @@ def method_table() -> str:
 
 
 def option_table() -> str:
-    """The README's table of method-owned run-config keys (Markdown)."""
+    """docs/method-options.md's table of method-owned run-config keys (Markdown)."""
     rows = ["| key | default | method | meaning |", "|---|---|---|---|"]
     for key, option in sorted(all_options().items()):
         owners = ", ".join(f"`{m.name}`" for m in all_methods().values()
@@ -196,7 +196,8 @@ def pyproject_block() -> str:
 #: (file, begin marker, end marker, renderer) of every generated block.
 GENERATED_BLOCKS = (
     ("README.md", "<!-- methods:begin -->", "<!-- methods:end -->", method_table),
-    ("README.md", "<!-- method-options:begin -->", "<!-- method-options:end -->", option_table),
+    ("docs/method-options.md", "<!-- method-options:begin -->", "<!-- method-options:end -->",
+     option_table),
     ("pyproject.toml", "# method-options:begin", "# method-options:end", pyproject_block),
 )
 

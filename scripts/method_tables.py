@@ -1,10 +1,12 @@
-"""Regenerate (``--write``) or check the registry's tables in README.md and pyproject.toml.
+"""Regenerate (``--write``) or check the registry's tables in README.md,
+docs/method-options.md and pyproject.toml.
 
-The README's table of ``strategy`` values, its table of method-owned run-config keys,
-and those keys' defaults in ``pyproject.toml`` (Flower accepts only ``--run-config``
-keys listed there) are generated from ``fedunl_flwr.methods``: after adding or changing
-a method, run ``python scripts/method_tables.py --write``. Without ``--write`` the
-script exits 1 when a file differs (``tests/test_methods.py`` does the same check).
+The README's table of ``strategy`` values, docs/method-options.md's table of
+method-owned run-config keys, and those keys' defaults in ``pyproject.toml`` (Flower
+accepts only ``--run-config`` keys listed there) are generated from
+``fedunl_flwr.methods``: after adding or changing a method, run
+``python scripts/method_tables.py --write``. Without ``--write`` the script exits 1 when
+a file differs (``tests/test_methods.py`` does the same check).
 
 Usage::
 
@@ -45,7 +47,7 @@ def main() -> int:
     if stale:
         print(f"out of date: {', '.join(stale)}; run python scripts/method_tables.py --write")
         return 1
-    print("README.md and pyproject.toml match the method registry")
+    print(f"{', '.join(files)} match the method registry")
     return 0
 
 
