@@ -122,7 +122,7 @@ class AuxiliaryHeads:
 
 
 # --- the method -----------------------------------------------------------------------------
-@register_method("fedau", label="FedAU", scopes=("client", "samples"), doc=(
+@register_method("fedau", label="FedAU", order=64, scopes=("client", "samples"), doc=(
                  "FedAU (Gu et al. 2024): the clients of the request train an auxiliary head "
                  "on random labels during the original training; unlearning replaces the "
                  "classifier by α·W1 + (1-α)·mean W2 (`fedau-alpha`)"), options=(ALPHA, GAMMA))

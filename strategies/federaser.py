@@ -151,7 +151,7 @@ class CalibrationFedAvg(RemainingDataFedAvg):
 
 
 # --- the method -----------------------------------------------------------------------------
-@register_method("federaser", label="FedEraser", scopes=("client",), doc=(
+@register_method("federaser", label="FedEraser", order=67, scopes=("client",), doc=(
                  "FedEraser (Liu et al. 2021): rebuild from the client updates stored every "
                  "`federaser-interval` rounds, each step calibrated by the remaining clients' "
                  "short local training (per-client norm, as the paper)"),

@@ -239,7 +239,7 @@ class ProjectedPostTraining(_PlainSgdRounds):
 
 
 # --- the method -----------------------------------------------------------------------------
-@register_method("fedosd", label="FedOSD", scopes=("client",), doc=(
+@register_method("fedosd", label="FedOSD", order=65, scopes=("client",), doc=(
                  "FedOSD (Pan et al. 2025): the leaving clients descend the UCE loss, the "
                  "server steps along the direction orthogonal to the others' pseudo-gradients "
                  "(`fedosd-rounds`), then `unlearn-rounds` of post-training projected away "

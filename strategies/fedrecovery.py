@@ -128,7 +128,7 @@ def recover(final: Arrays, correction: Arrays, sigma: float, noisy: Sequence[str
 
 
 # --- the method -----------------------------------------------------------------------------
-@register_method("fedrecovery", label="FedRecovery", scopes=("client",), doc=(
+@register_method("fedrecovery", label="FedRecovery", order=63, scopes=("client",), doc=(
                  "FedRecovery (Zhang et al. 2023): server-only, one shot: subtract the "
                  "leaving clients' round residuals weighted by the global steps' norms, "
                  "then Gaussian noise (`fedrecovery-sigma`)"), options=(SIGMA,))

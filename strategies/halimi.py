@@ -89,7 +89,7 @@ def ball_radius(reference: Mapping[str, np.ndarray], random_models: Sequence[Map
     return fraction * float(np.mean(distances))
 
 
-@register_method("halimi", label="Halimi", scopes=("client",), doc=(
+@register_method("halimi", label="Halimi et al.", order=61, scopes=("client",), doc=(
                  "seed 001 baseline (Halimi et al. 2022): the leaving client does projected "
                  "gradient ascent on its data from the remaining clients' mean model w_ref, "
                  "inside an l2 ball around it; then the remaining clients post-train for "

@@ -82,7 +82,7 @@ class RapidRetraining(RemainingDataFedAvg):
         return super().configure_train(server_round, arrays, config, grid)
 
 
-@register_method("liu", label="Liu et al.", doc=(
+@register_method("liu", label="Liu et al.", order=62, doc=(
                  "Liu et al. 2022: retrain from the initial model on the remaining data with a "
                  "diagonal-Fisher Newton-type local step (`liu-curvature`), exact rounds by the "
                  "j0/T0 schedule"),

@@ -56,7 +56,7 @@ def layer_weights(config: RunConfig, num_classes: int) -> list[str]:
             if tensor.dim() >= 2]
 
 
-@register_method("not", label="NoT", scopes=("client", "class", "samples"), doc=(
+@register_method("not", label="NoT", order=66, scopes=("client", "class", "samples"), doc=(
                  "seed 001 baseline (NoT, Khalil et al. 2025): negate the weights of the "
                  "first `not-negated-layers` conv/linear layers, then the remaining "
                  "clients fine-tune for `unlearn-rounds`"),
