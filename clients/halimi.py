@@ -62,7 +62,7 @@ def projected_gradient_ascent(model: nn.Module, inputs: torch.Tensor, labels: to
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     center = [p.detach().clone() for p in params]
-    optimizer = torch.optim.SGD(params, lr=settings.learning_rate)
+    optimizer = torch.optim.SGD(params, lr=settings.learning_rate, momentum=settings.momentum)
     accuracy = evaluate_model(model, inputs, labels, num_classes).accuracy
     steps, epochs, distance = 0, 0, 0.0
     while epochs < settings.epochs and accuracy > settings.stop_accuracy:
@@ -84,6 +84,8 @@ def projected_gradient_ascent(model: nn.Module, inputs: torch.Tensor, labels: to
             loss = -F.cross_entropy(logits, y)  # ascent: minimise the negative loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if settings.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, settings.clip_norm)
             optimizer.step()
             distance = project_to_ball(params, center, settings.radius)
             steps += 1

@@ -296,12 +296,16 @@ class AscentSettings:
     radius: float         # [radius] l2 radius of the ball around the received model
     stop_accuracy: float  # [stop-accuracy] stop once accuracy on the data is <= this
     batch_size: int       # [batch-size]
+    momentum: float       # [momentum] SGD momentum
+    clip_norm: float      # [clip-norm] gradient norm clip before each step (0 = off)
 
-    KEYS = ("learning-rate", "epochs", "radius", "stop-accuracy", "batch-size")
+    KEYS = ("learning-rate", "epochs", "radius", "stop-accuracy", "batch-size", "momentum",
+            "clip-norm")
 
     def encode(self) -> dict[str, float | int]:
         return dict(zip(self.KEYS, (self.learning_rate, self.epochs, self.radius,
-                                    self.stop_accuracy, self.batch_size), strict=True))
+                                    self.stop_accuracy, self.batch_size, self.momentum,
+                                    self.clip_norm), strict=True))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AscentSettings:
@@ -310,7 +314,8 @@ class AscentSettings:
             raise ValueError(f"query {PROJECTED_ASCENT!r} needs config {missing}")
         return cls(float(config["learning-rate"]), int(config["epochs"]),
                    float(config["radius"]), float(config["stop-accuracy"]),
-                   int(config["batch-size"]))
+                   int(config["batch-size"]), float(config["momentum"]),
+                   float(config["clip-norm"]))
 
 
 # --- typed replies ---------------------------------------------------------------------
