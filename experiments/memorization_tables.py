@@ -460,6 +460,78 @@ def time_figure(grouped: Mapping[str, Mapping[str, list[RunResult]]], path: Path
     plt.close(fig)
 
 
+# --- beyond the noise floor: bootstrap intervals -----------------------------------------
+#: Bootstrap draws and the interval's coverage.
+BOOTSTRAP_DRAWS = 2000
+BOOTSTRAP_LEVEL = 0.95
+
+
+def bootstrap_interval(per_seed: Sequence[np.ndarray], draws: int = BOOTSTRAP_DRAWS,
+                       level: float = BOOTSTRAP_LEVEL, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the mean of per-sample differences, resampling seeds (the
+    arrays) with replacement and, within each drawn seed, its samples.
+
+    ``per_seed[k][i]`` is, for sample i of seed k, the unlearned model's correctness minus
+    the reference retrained models' mean correctness: the interval covers the accuracy
+    difference to retraining with the variation of both the seeds and the samples.
+    NaN bounds when no seed has a sample.
+    """
+    arrays = [np.asarray(a, dtype=np.float64) for a in per_seed if len(a)]
+    if not arrays:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    stats = np.empty(draws)
+    for b in range(draws):
+        chosen = rng.integers(0, len(arrays), len(arrays))
+        stats[b] = np.mean([arrays[k][rng.integers(0, len(arrays[k]), len(arrays[k]))].mean()
+                            for k in chosen])
+    tail = (1 - level) / 2
+    low, high = np.quantile(stats, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def sample_differences(run: RunResult, column: str) -> np.ndarray:
+    """Per forget sample of ``column``'s group (or all of D_u): the unlearned model's
+    correctness minus the mean over the reference retrained models (``du_samples.csv``)."""
+    frame = pd.read_csv(run.path / "du_samples.csv")
+    if column != DATASET_ROW_LABEL:
+        frame = frame[frame["group"] == column]
+    reference = [f"correct_retrained_{j}"
+                 for j in run.evaluation.memorization.reference_retrains]
+    return (frame["correct_unlearned"] - frame[reference].mean(axis=1)).to_numpy()
+
+
+def beyond_noise_frame(grouped: Mapping[str, Mapping[str, list[RunResult]]]) -> pd.DataFrame:
+    """Per section, row and accuracy column: the mean difference to retraining (points)
+    and its bootstrap interval; ``beyond noise`` when the interval excludes 0."""
+    records = []
+    for section in sorted(grouped, key=_section_key):
+        for row in sorted(grouped[section], key=_row_key):
+            runs = grouped[section][row]
+            for column in ACCURACY_COLUMNS:
+                per_seed = [sample_differences(run, column) for run in runs]
+                low, high = bootstrap_interval(per_seed)
+                pooled = [d for d in per_seed if len(d)]
+                mean = float(np.mean([d.mean() for d in pooled])) if pooled else math.nan
+                records.append({"section": section, "row": row, "column": column,
+                                "difference": 100 * mean, "low": 100 * low,
+                                "high": 100 * high, "seeds": len(pooled),
+                                "beyond noise": bool(low > 0 or high < 0)})
+    return pd.DataFrame.from_records(records)
+
+
+def beyond_noise_markdown(frame: pd.DataFrame) -> str:
+    """Rows x columns of ``difference [low, high]``, ``*`` where beyond noise."""
+    table = frame.assign(cell=[
+        f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]{'*' if beyond else ''}" if not math.isnan(d) else "-"
+        for d, lo, hi, beyond in zip(frame["difference"], frame["low"], frame["high"],
+                                     frame["beyond noise"], strict=True)])
+    wide = table.pivot_table(index=["section", "row"], columns="column", values="cell",
+                             aggfunc="first", sort=False)
+    wide = wide[[c for c in ACCURACY_COLUMNS if c in wide.columns]]
+    return wide.reset_index().to_markdown(index=False) + "\n"
+
+
 # --- the builder -----------------------------------------------------------------------
 def build_memorization_report(preset: dict, results: list[dict[str, Path]],
                               out_dir: Path) -> list[Path]:
@@ -475,6 +547,7 @@ def build_memorization_report(preset: dict, results: list[dict[str, Path]],
     numbers = numbers_frame(cells)
     times = time_frame(grouped)
     floors = floor_frame(grouped)
+    noise = beyond_noise_frame(grouped)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"memorization_{table}"
@@ -491,6 +564,14 @@ def build_memorization_report(preset: dict, results: list[dict[str, Path]],
            "\nMemorization scores below 0 are clipped to 0 and score-0 samples belong to "
            "no group (the authors' evaluation code), so the group sizes may sum to less "
            "than |D_u|.\n",
+           "\n## Accuracy minus retraining, with bootstrap intervals\n",
+           beyond_noise_markdown(noise),
+           f"\nPoints: the unlearned model's accuracy minus the reference retrained "
+           f"models' mean, per group; in brackets the {BOOTSTRAP_LEVEL:.0%} percentile "
+           f"interval of {BOOTSTRAP_DRAWS} bootstrap draws that resample the seeds and, "
+           "within each, the group's samples. * = the interval excludes 0: the row "
+           "differs from retraining beyond the noise of seeds and samples (a row without * "
+           "cannot be told from retraining, or ranked against another such row).\n",
            "\n## Time analysis and CSL agreement\n",
            _frame_markdown(times),
            f"\nSpeedup = retrain time to peak / unlearning time to peak (peak = first "
@@ -499,6 +580,8 @@ def build_memorization_report(preset: dict, results: list[dict[str, Path]],
     written = []
     for name, text in ((f"{stem}.csv", numbers.to_csv(index=False, float_format="%.4f")),
                        (f"{stem}_floor.csv", floors.to_csv(index=False, float_format="%.4f")),
+                       (f"{stem}_bootstrap.csv",
+                        noise.to_csv(index=False, float_format="%.4f")),
                        (f"{stem}.md", "\n".join(md)),
                        (f"{stem}_time.csv", times.to_csv(index=False, float_format="%.4f"))):
         atomic_write_bytes(out_dir / name, text.encode())

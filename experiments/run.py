@@ -17,6 +17,10 @@ a TOML file of this shape::
     strategy = "delete-retrain"
     label = "Delete"                # optional column name in the report (not run-config)
 
+Two optional keys multiply the runs: ``seeds = [0, 1, 2]`` repeats every run with each
+``seed``, and ``[[sections]]`` tables (run-config overrides, e.g. one scenario each)
+repeat every run in each section (a run's own keys win over its section's).
+
 ``--set key=value`` overrides run-config in every run (values are TOML; a bare word
 or ``0,3`` is taken as a string). All runs' configurations, and the report builder,
 are checked before the first run starts. Each run is one in-process Flower
@@ -51,7 +55,7 @@ REPORTS: dict[str, str] = {
     "fair": "experiments.fair_tables:build_report",
     "memorization": "experiments.memorization_tables:build_memorization_report",
 }
-PRESET_KEYS = {"table", "description", "report", "base", "runs"}
+PRESET_KEYS = {"table", "description", "report", "base", "runs", "seeds", "sections"}
 RUN_ONLY_KEYS = {"label"}  # allowed in [[runs]] tables, not run-config
 
 ReportBuilder = Callable[[dict, list[dict[str, Path]], Path], list[Path]]
@@ -98,6 +102,16 @@ def load_preset(name: str) -> tuple[str, dict]:
     runs = preset.get("runs")
     if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
         raise PresetError(f"preset {path}: needs at least one [[runs]] table")
+    seeds = preset.get("seeds", [None])
+    if not isinstance(seeds, list) or not seeds or not all(
+            s is None or (isinstance(s, int) and s >= 0) for s in seeds):
+        raise PresetError(f"preset {path}: seeds must be a non-empty list of integers >= 0")
+    sections = preset.get("sections", [{}])
+    if not isinstance(sections, list) or not sections or not all(
+            isinstance(t, dict) for t in sections):
+        raise PresetError(f"preset {path}: sections must be [[sections]] tables")
+    preset["runs"] = [{**section, **run, **({"seed": seed} if seed is not None else {})}
+                      for section in sections for seed in seeds for run in runs]
     return path.stem, preset
 
 

@@ -3,6 +3,7 @@ the mean gradient, the server's mean and the update statistic."""
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import numpy as np
@@ -134,3 +135,20 @@ def test_update_statistic_resets_the_entries_that_moved_least() -> None:
     for value in (reset["0.weight"].flatten()[:2], reset["0.bias"]):
         assert value.abs().max() <= 5 ** -0.5
     assert torch.equal(resetter.masks["0.weight"], moved)
+
+
+def test_bootstrap_intervals_resample_seeds_and_samples() -> None:
+    from experiments.memorization_tables import bootstrap_interval
+
+    assert bootstrap_interval([np.zeros(10), np.zeros(5)]) == (0.0, 0.0)
+    low, high = bootstrap_interval([np.ones(10), np.ones(3)])
+    assert low == high == 1.0  # every sample better than retraining: beyond noise
+    # Half the samples +1, half -1: an interval around 0.
+    mixed = [np.array([1.0, -1.0] * 10), np.array([1.0, -1.0] * 10)]
+    low, high = bootstrap_interval(mixed)
+    assert low < 0 < high
+    # Seeds that disagree widen the interval beyond what one seed's samples give.
+    one = bootstrap_interval([np.full(20, 0.5)])
+    two = bootstrap_interval([np.full(20, 0.9), np.full(20, 0.1)])
+    assert one == (0.5, 0.5) and two[0] < 0.5 < two[1]
+    assert all(math.isnan(v) for v in bootstrap_interval([np.zeros(0)]))

@@ -384,7 +384,8 @@ def test_report_builder_makes_table_1_and_figure(runs, tmp_path: Path) -> None:
     files = build_memorization_report({"table": "1", "description": "tiny"}, results,
                                       tmp_path)
     names = sorted(p.name for p in files)
-    assert names == ["memorization_1.csv", "memorization_1.md", "memorization_1_floor.csv",
+    assert names == ["memorization_1.csv", "memorization_1.md",
+                     "memorization_1_bootstrap.csv", "memorization_1_floor.csv",
                      "memorization_1_time.csv", "memorization_1_time.png"]
     markdown = (tmp_path / "memorization_1.md").read_text()
     for text in ("Fashion-MNIST IID", "Ours (n=1)", "Fine-tune (n=1)",
@@ -394,6 +395,11 @@ def test_report_builder_makes_table_1_and_figure(runs, tmp_path: Path) -> None:
     ours = numbers[(numbers["row"] == "Ours") & (numbers["column"] == "D_u")].iloc[0]
     assert ours["mean"] == pytest.approx(_summary(runs["fedmemeraser"])["du_accuracy"]["unlearned"],
                                          abs=1e-3)
+    # The bootstrap interval of the D_u difference holds the difference itself.
+    noise = pd.read_csv(tmp_path / "memorization_1_bootstrap.csv")
+    du = noise[(noise["row"] == "Ours") & (noise["column"] == "D_u")].iloc[0]
+    assert du["low"] <= du["difference"] <= du["high"] and du["seeds"] == 1
+    assert "Accuracy minus retraining, with bootstrap intervals" in markdown
     assert (tmp_path / "memorization_1_time.png").stat().st_size > 1000
     times = pd.read_csv(tmp_path / "memorization_1_time.csv")
     assert set(times["row"]) == {"Ours", "Fine-tune"} and times["speedup"].gt(0).all()
