@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from clients.local_training import TrainSettings, random_crop_flip
+from clients.local_training import TrainSettings, training_batches
 
 CURVATURE_OPTIMIZERS = ("fisher", "adahessian")
 BETAS = (0.9, 0.999)
@@ -89,29 +89,19 @@ def train_curvature_epochs(model: nn.Module, inputs: torch.Tensor, labels: torch
     if settings.optimizer not in CURVATURE_OPTIMIZERS:
         raise ValueError(f"curvature optimizer must be one of {CURVATURE_OPTIMIZERS}, "
                          f"got {settings.optimizer!r}")
-    device = next(model.parameters()).device
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = DiagonalNewton(parameters, settings.learning_rate)
     hessian = settings.optimizer == "adahessian"
     model.train()
     total, count = 0.0, 0
-    for _ in range(settings.epochs):
-        order = torch.randperm(len(labels), generator=generator)
-        for start in range(0, len(order), settings.batch_size):
-            batch = order[start:start + settings.batch_size]
-            if len(batch) < 2 and len(order) > 1:
-                continue  # BatchNorm cannot train on a single sample
-            x = inputs[batch]
-            if settings.augment:
-                x = random_crop_flip(x, generator)
-            x, y = x.to(device), labels[batch].to(device)
-            loss = F.cross_entropy(model(x), y)
-            gradients = torch.autograd.grad(loss, parameters, create_graph=hessian)
-            diagonals = (hutchinson_diagonal(parameters, gradients, generator) if hessian
-                         else fisher_diagonal(model, x, y))
-            for p, g in zip(parameters, gradients, strict=True):
-                p.grad = g.detach()
-            optimizer.step([d.detach() for d in diagonals])
-            total += loss.item() * len(batch)
-            count += len(batch)
+    for batch, x, y in training_batches(model, inputs, labels, settings, generator):
+        loss = F.cross_entropy(model(x), y)
+        gradients = torch.autograd.grad(loss, parameters, create_graph=hessian)
+        diagonals = (hutchinson_diagonal(parameters, gradients, generator) if hessian
+                     else fisher_diagonal(model, x, y))
+        for p, g in zip(parameters, gradients, strict=True):
+            p.grad = g.detach()
+        optimizer.step([d.detach() for d in diagonals])
+        total += loss.item() * len(batch)
+        count += len(batch)
     return total / max(1, count)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +52,25 @@ def make_optimizer(model: nn.Module, settings: TrainSettings,
     raise ValueError(f"unknown optimizer {settings.optimizer!r}; use 'adam' or 'sgd'")
 
 
+def training_batches(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                     settings: TrainSettings, generator: torch.Generator
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``settings.epochs`` seeded passes of ``(positions, inputs, labels)`` mini-batches on
+    the model's device (augmented when ``settings.augment``; a trailing batch of one is
+    skipped: BatchNorm cannot train on a single sample)."""
+    device = next(model.parameters()).device
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        for start in range(0, len(order), settings.batch_size):
+            batch = order[start:start + settings.batch_size]
+            if len(batch) < 2 and len(order) > 1:
+                continue
+            x = inputs[batch]
+            if settings.augment:
+                x = random_crop_flip(x, generator)
+            yield batch, x.to(device), labels[batch].to(device)
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-sample cross-entropy (the training loss)."""
     return F.cross_entropy(logits, labels, reduction="none")
@@ -75,29 +94,19 @@ def train_epochs(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     extra_parameters : sequence of parameters
         Trained alongside the model's (``sample_loss`` uses them).
     """
-    device = next(model.parameters()).device
     optimizer = make_optimizer(model, settings, extra_parameters)
     model.train()
     total, count = 0.0, 0
-    for _ in range(settings.epochs):
-        order = torch.randperm(len(labels), generator=generator)
-        for start in range(0, len(order), settings.batch_size):
-            batch = order[start:start + settings.batch_size]
-            if len(batch) < 2 and len(order) > 1:
-                continue  # BatchNorm cannot train on a single sample
-            x = inputs[batch]
-            if settings.augment:
-                x = random_crop_flip(x, generator)
-            x, y = x.to(device), labels[batch].to(device)
-            losses = sample_loss(model(x), y)
-            loss = losses.mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-            count += len(batch)
-            if sample_loss_sums is not None:
-                np.add.at(sample_loss_sums, batch.numpy(), losses.detach().cpu().numpy())
+    for batch, x, y in training_batches(model, inputs, labels, settings, generator):
+        losses = sample_loss(model(x), y)
+        loss = losses.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+        count += len(batch)
+        if sample_loss_sums is not None:
+            np.add.at(sample_loss_sums, batch.numpy(), losses.detach().cpu().numpy())
     return total / max(1, count)
 
 

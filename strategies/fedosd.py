@@ -169,7 +169,8 @@ def post_training_step(global_arrays: Arrays, models: Mapping[int, Arrays], init
 
 # --- the Flower strategies of the two stages ------------------------------------------------
 class _PlainSgdRounds(RemainingDataFedAvg):
-    """Clients train with plain SGD at ``η_t = base_lr · 0.999^(first_round + t)``."""
+    """Clients train with plain SGD at ``η_t = base_lr · 0.999^(first_round + t)``; the
+    server replaces FedAvg's average by :meth:`server_step` on the returned models."""
 
     def __init__(self, *args: Any, base_lr: float, parameters: list[str],
                  first_round: int = 0, **kwargs: Any) -> None:
@@ -187,11 +188,22 @@ class _PlainSgdRounds(RemainingDataFedAvg):
         config[protocol.MOMENTUM] = 0.0
         return super().configure_train(server_round, arrays, config, grid)
 
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        averaged, metrics = super().aggregate_train(server_round, replies)
+        if averaged is None or self._sent is None:
+            return averaged, metrics
+        models = {pid: from_record(a) for pid, a in self.round_models.items()}
+        return to_record(self.server_step(from_record(self._sent), models)), metrics
+
+    def server_step(self, global_arrays: Arrays, models: Mapping[int, Arrays]
+                    ) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
 
 class OrthogonalDescent(_PlainSgdRounds):
     """Unlearning rounds: the leaving clients descend UCE (``query.uce_descent``), the
-    others train as usual; ``aggregate_train`` replaces FedAvg's average by
-    :func:`orthogonal_step`."""
+    others train as usual; the server steps by :func:`orthogonal_step`."""
 
     def __init__(self, *args: Any, leaving: list[int], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -210,32 +222,23 @@ class OrthogonalDescent(_PlainSgdRounds):
                                     message_type=f"query.{protocol.UCE_DESCENT}"))
         return messages
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        averaged, metrics = super().aggregate_train(server_round, replies)
-        if averaged is None or self._sent is None:
-            return averaged, metrics
-        models = {pid: from_record(a) for pid, a in self.round_models.items()}
-        return to_record(orthogonal_step(from_record(self._sent), models, self.leaving,
-                                         self.parameters, self.lr)), metrics
+    def server_step(self, global_arrays: Arrays, models: Mapping[int, Arrays]
+                    ) -> dict[str, np.ndarray]:
+        return orthogonal_step(global_arrays, models, self.leaving, self.parameters, self.lr)
 
 
 class ProjectedPostTraining(_PlainSgdRounds):
-    """Post-training rounds on the remaining clients; ``aggregate_train`` replaces
-    FedAvg's average by :func:`post_training_step` against the original model."""
+    """Post-training rounds on the remaining clients; the server steps by
+    :func:`post_training_step` against the original model."""
 
     def __init__(self, *args: Any, initial: Arrays, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.initial = initial
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        averaged, metrics = super().aggregate_train(server_round, replies)
-        if averaged is None or self._sent is None:
-            return averaged, metrics
-        models = {pid: from_record(a) for pid, a in self.round_models.items()}
-        return to_record(post_training_step(from_record(self._sent), models, self.initial,
-                                            self.parameters, self.lr)), metrics
+    def server_step(self, global_arrays: Arrays, models: Mapping[int, Arrays]
+                    ) -> dict[str, np.ndarray]:
+        return post_training_step(global_arrays, models, self.initial, self.parameters,
+                                  self.lr)
 
 
 # --- the method -----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from strategies.fedosd import (
     post_training_step,
     without_component,
 )
+from tests.memorization_checks import assert_moves_toward_retraining
 from tests.test_memorization_unlearning import (  # tiny_client: the fixture, used below
     BASE,
     FOUR,
@@ -122,16 +123,5 @@ def test_fedosd_moves_the_leaving_clients_most_memorized_samples_toward_retraini
     """Measured: top two groups (20 samples) original 85%, FedOSD 30%, retrained 30%;
     test accuracy 45% -> 59% (post-training keeps training)."""
     assert summary["unlearning_rounds"] == 5 and summary["post_training_rounds"] == 2
-    memorization = summary["memorization"]
-    accuracy, sizes = memorization["group_accuracy"], memorization["group_sizes"]
-
-    def top_two(values: list[float]) -> float:
-        return (values[0] * sizes[0] + values[1] * sizes[1]) / (sizes[0] + sizes[1])
-
-    original, unlearned = top_two(accuracy["original"]), top_two(accuracy["unlearned"])
-    retrained = top_two(accuracy["retrained"][0])
-    print("FedOSD top two groups: original", original, "unlearned", unlearned,
-          "retrained", retrained, "D_u", accuracy["original"][-1], accuracy["unlearned"][-1],
-          "test", summary["test_accuracy"])
-    assert abs(unlearned - retrained) < abs(original - retrained) / 2
+    assert_moves_toward_retraining(summary, "FedOSD")
     assert summary["test_accuracy"]["unlearned"] > 40
