@@ -243,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:28s} {preset.get('description', '')}")
         return 0 if args.list else 2
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Explicit: a runner started in the background of a non-interactive shell inherits
+    # SIGINT ignored, and Ctrl-C (or a supervisor's SIGINT) would not stop it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run_preset(args.preset, parse_sets(args.sets), args.out, args.cpus_per_client,
                    args.dry_run, args.engine)

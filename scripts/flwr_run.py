@@ -155,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                         help='run-config overrides, e.g. -c "num-server-rounds=3"')
     args = parser.parse_args(argv)
     # SIGTERM (and SIGINT) unwind through the finally blocks below, which stop the
-    # SuperLink and everything it started.
+    # SuperLink and everything it started. SIGINT's handler is set explicitly: a process
+    # started in the background of a non-interactive shell inherits SIGINT ignored.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     try:
         num_supernodes = args.num_supernodes or scenario_clients(args.run_config)

@@ -47,7 +47,7 @@ from fedunl_flwr.config import RunConfig
 from fedunl_flwr.methods import Option, register_method
 from fedunl_flwr.phases import model_for
 from fedunl_flwr.records import from_record, to_record
-from fedunl_flwr.seeding import stream_seed
+from fedunl_flwr.seeding import numpy_generator
 from fedunl_flwr.training_records import (
     ClientUpdates,
     RoundUpdates,
@@ -150,7 +150,7 @@ class FedRecovery(UnlearningMethod):
             read_client_updates(run.original.store, EVERY_ROUND), final, leaving)
         parameters = [n for n, _ in model_for(config, run.federation.num_classes
                                               ).named_parameters()]
-        rng = np.random.default_rng(stream_seed(config.seed, "noise", "fedrecovery"))
+        rng = numpy_generator(config.seed, "noise", "fedrecovery")
         sigma = float(config.option(SIGMA.key))
         recovered = recover(final, correction, sigma, parameters, rng)
         return UnlearningOutcome(to_record(recovered), figures={

@@ -172,9 +172,12 @@ def test_sigterm_and_ctrl_c_stop_everything_the_run_started(tmp_path, how, runne
 
     env = {**os.environ, "FEDUNL_RESULTS_DIR": str(tmp_path),
            "FLWR_HOME": str(tmp_path / ".flwr")}
+    # The runner starts with SIGINT ignored, as a background job of a non-interactive
+    # shell (a CI script) inherits it: Ctrl-C must still stop it.
     runner = subprocess.Popen([sys.executable, *STOPPABLE_RUNNERS[runner_name]],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     log = []
     for line in runner.stdout:  # wait until the simulation trains
         log.append(line)
