@@ -16,7 +16,6 @@ W2 to the server when the client asks to be forgotten.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +29,11 @@ from fedunl_flwr import protocol
 from fedunl_flwr.protocol import AuxiliaryHeadReply, ForgetSelection
 from fedunl_flwr.records import to_record
 from fedunl_flwr.seeding import torch_generator
-from fedunl_flwr.store import atomic_write_bytes
-from fedunl_flwr.training_records import client_record_path
+from fedunl_flwr.training_records import (
+    client_record_path,
+    read_client_record,
+    write_client_record,
+)
 
 #: The record's folder (``records/<kind>/``) in the training phase.
 AUXILIARY_HEADS = "auxiliary-heads"
@@ -89,13 +91,10 @@ def initial_head(classifier: nn.Linear, previous: dict[str, np.ndarray] | None,
 
 
 def _read_head(path: Path) -> tuple[dict[str, np.ndarray], int] | None:
-    if not path.exists():
+    stored = read_client_record(path, ("weight", "bias", "round"))
+    if stored is None:
         return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {"weight": data["weight"], "bias": data["bias"]}, int(data["round"])
-    except (OSError, ValueError, KeyError, EOFError):
-        return None
+    return {"weight": stored["weight"], "bias": stored["bias"]}, int(stored["round"])
 
 
 def fit_with_auxiliary_head(client, inputs: torch.Tensor, labels: torch.Tensor,
@@ -121,10 +120,9 @@ def fit_with_auxiliary_head(client, inputs: torch.Tensor, labels: torch.Tensor,
     head = initial_head(client.model.get_submodule("classifier"), previous, gamma)
     loss = train_with_auxiliary_head(client.model, head, inputs, labels, auxiliary, settings,
                                      generator, sample_losses)
-    buffer = io.BytesIO()
-    np.savez(buffer, allow_pickle=False, weight=head.weight.detach().cpu().numpy(),
-             bias=head.bias.detach().cpu().numpy(), round=server_round)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_client_record(path, {"weight": head.weight.detach().cpu().numpy(),
+                               "bias": head.bias.detach().cpu().numpy(),
+                               "round": np.asarray(server_round)})
     return loss
 
 

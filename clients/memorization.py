@@ -33,7 +33,6 @@ a node's messages from different worker processes). Round 1 starts a fresh sum.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -55,8 +54,12 @@ from fedunl_flwr.protocol import (
     PerSampleReply,
 )
 from fedunl_flwr.records import set_weights
-from fedunl_flwr.store import atomic_write_bytes
-from fedunl_flwr.training_records import CSL_FOLDER, client_record_path
+from fedunl_flwr.training_records import (
+    CSL_FOLDER,
+    client_record_path,
+    read_client_record,
+    write_client_record,
+)
 
 
 class MemorizationWork(ClientState):
@@ -157,25 +160,18 @@ class MemorizationWork(ClientState):
             sums, rounds = np.zeros_like(losses), np.zeros(0, dtype=np.int64)
         else:
             sums, rounds = state
-        buffer = io.BytesIO()
-        np.savez(buffer, csl=sums + losses, rounds=np.append(rounds, server_round),
-                 allow_pickle=False)
-        atomic_write_bytes(self._csl_path(folder), buffer.getvalue())
+        write_client_record(self._csl_path(folder), {
+            "csl": sums + losses, "rounds": np.append(rounds, server_round)})
 
     def _csl_path(self, folder: str) -> Path:
         return client_record_path(self.config.resolved_results_dir(), folder, CSL_FOLDER,
                                   self.partition_id)
 
     def _read_csl(self, folder: str) -> tuple[np.ndarray, np.ndarray] | None:
-        path = self._csl_path(folder)
-        if not path.exists():
+        stored = read_client_record(self._csl_path(folder), ("csl", "rounds"))
+        if stored is None or stored["csl"].shape != (len(self.y_train),):
             return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                sums, rounds = data["csl"], data["rounds"]
-        except (OSError, ValueError, KeyError, EOFError):
-            return None
-        return (sums, rounds) if sums.shape == (len(self.y_train),) else None
+        return stored["csl"], stored["rounds"]
 
 
 def _over_forget_data(config: Mapping[str, Any]) -> bool:

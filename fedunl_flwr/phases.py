@@ -70,6 +70,11 @@ def model_for(config: RunConfig, num_classes: int, init_index: int | str | None 
                        init=config.model_init)
 
 
+def parameter_names(config: RunConfig, num_classes: int) -> list[str]:
+    """The run's model's trainable tensors (state entries that are not buffers)."""
+    return [name for name, _ in model_for(config, num_classes).named_parameters()]
+
+
 def initial_arrays(config: RunConfig, num_classes: int, init_index: int) -> ArrayRecord:
     """Freshly initialised model weights from stream ``(seed, "init", init_index)``."""
     return model_to_record(model_for(config, num_classes, init_index))

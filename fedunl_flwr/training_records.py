@@ -18,8 +18,9 @@ models (server-side, :class:`LastLocalModels`) and the clients' cumulative sampl
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 from flwr.app import ArrayRecord
 
-from fedunl_flwr.store import CheckpointError, PhaseStore
+from fedunl_flwr.store import CheckpointError, PhaseStore, atomic_write_bytes
 
 #: Sub-folder of a training phase that holds its records.
 RECORDS_FOLDER = "records"
@@ -83,6 +84,25 @@ def client_record_path(results_dir: Path, phase_folder: str, kind: str,
     the queries that read it)."""
     return (results_dir / phase_folder / RECORDS_FOLDER / kind
             / f"client-{partition_id}.npz")
+
+
+def write_client_record(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write a client-side record file atomically (no pickled arrays)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_client_record(path: Path, names: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """The arrays ``names`` of a client-side record file; None when it is missing or
+    unreadable (the record then starts afresh, or its query says it is not there)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in names}
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
 
 
 # --- the clients' last local models (every training phase) --------------------------------

@@ -45,7 +45,7 @@ from fedunl_flwr.aggregation import Arrays, weighted_mean
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.federation import Federation
 from fedunl_flwr.methods import Option, register_method
-from fedunl_flwr.phases import model_for
+from fedunl_flwr.phases import parameter_names
 from fedunl_flwr.records import from_record, to_record
 from fedunl_flwr.training_records import (
     ClientUpdates,
@@ -180,8 +180,7 @@ class FedEraser(UnlearningMethod):
         start = time.perf_counter()
         spec = ClientUpdates(config.option(INTERVAL.key))
         remaining = run.request.remaining_clients(run.federation)
-        parameters = [n for n, _ in model_for(config, run.federation.num_classes
-                                              ).named_parameters()]
+        parameters = parameter_names(config, run.federation.num_classes)
         retained = recorded_rounds(run.original.store, spec)
         stored = read_client_updates(run.original.store, spec)
         first = next(stored)

@@ -46,7 +46,7 @@ from flwr.serverapp import Grid
 from fedunl_flwr import protocol
 from fedunl_flwr.aggregation import Arrays, weighted_mean
 from fedunl_flwr.methods import Option, register_method
-from fedunl_flwr.phases import model_for
+from fedunl_flwr.phases import parameter_names
 from fedunl_flwr.records import from_record, to_record
 from strategies.finetune import fine_tune, fine_tuning_strategy
 from strategies.memorization_eval import memorization_summary
@@ -257,8 +257,7 @@ class FedOSD(UnlearningMethod):
     def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
         config = run.config
         start = time.perf_counter()
-        parameters = [n for n, _ in model_for(config, run.federation.num_classes
-                                              ).named_parameters()]
+        parameters = parameter_names(config, run.federation.num_classes)
         rounds = int(config.option(ROUNDS.key))
         epochs = config.unlearn_local_epochs or config.local_epochs
         train_config = ConfigRecord({protocol.PHASE: "unlearn", protocol.LOCAL_EPOCHS: epochs})

@@ -45,7 +45,7 @@ from flwr.serverapp import Grid
 from fedunl_flwr.aggregation import Arrays, weighted_mean
 from fedunl_flwr.config import RunConfig
 from fedunl_flwr.methods import Option, register_method
-from fedunl_flwr.phases import model_for
+from fedunl_flwr.phases import parameter_names
 from fedunl_flwr.records import from_record, to_record
 from fedunl_flwr.seeding import numpy_generator
 from fedunl_flwr.training_records import (
@@ -148,8 +148,7 @@ class FedRecovery(UnlearningMethod):
         final = from_record(run.original.arrays)
         correction, weights = recovery_correction(
             read_client_updates(run.original.store, EVERY_ROUND), final, leaving)
-        parameters = [n for n, _ in model_for(config, run.federation.num_classes
-                                              ).named_parameters()]
+        parameters = parameter_names(config, run.federation.num_classes)
         rng = numpy_generator(config.seed, "noise", "fedrecovery")
         sigma = float(config.option(SIGMA.key))
         recovered = recover(final, correction, sigma, parameters, rng)

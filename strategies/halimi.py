@@ -47,7 +47,7 @@ from fedunl_flwr.aggregation import weighted_mean
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.federation import Federation, query_clients
 from fedunl_flwr.methods import Option, register_method
-from fedunl_flwr.phases import model_for
+from fedunl_flwr.phases import model_for, parameter_names
 from fedunl_flwr.protocol import AscentReply, AscentSettings
 from fedunl_flwr.records import from_record, get_weights, state_keys, to_record
 from strategies.fair_protocol import cached_models
@@ -139,7 +139,7 @@ class Halimi(UnlearningMethod):
         remaining = request.remaining_clients(federation)
         reference = mean_arrays(list(cached_models(run.original, remaining).values()))
         num_classes = federation.num_classes
-        trainable = [name for name, _ in model_for(config, num_classes).named_parameters()]
+        trainable = parameter_names(config, num_classes)
         references = from_record(reference)
         randoms = [dict(zip(state_keys(model), get_weights(model), strict=True)) for model in
                    (model_for(config, num_classes, f"halimi-radius-{k}")
