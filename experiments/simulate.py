@@ -20,7 +20,8 @@ def simulate(overrides: Mapping[str, Any], num_supernodes: int | None = None,
              cpus_per_client: float = 1.0, engine: str = "ray") -> dict[str, Path]:
     """One simulated run of the app with run-config ``overrides``.
 
-    ``engine="ray"`` is Flower's ``run_simulation`` (Ray virtual clients);
+    A comma-separated ``strategy`` runs each method in turn (keys ``<method>.train``,
+    ``<method>.unlearn``). ``engine="ray"`` is Flower's ``run_simulation`` (Ray virtual clients);
     ``engine="inprocess"`` runs the same ServerApp and ClientApp over
     :class:`fedunl_flwr.inprocess.InProcessGrid` (real Flower messages, no Ray: seconds
     instead of a Ray start). Returns the phase folders the server listed in the run
@@ -36,7 +37,9 @@ def simulate(overrides: Mapping[str, Any], num_supernodes: int | None = None,
     if os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1"):
         gpus = 1.0 / min(count, 4)
     store = RunStore(config.resolved_results_dir())
-    store.index_path(config.run_key()).unlink(missing_ok=True)  # only this run's listing counts
+    configs = config.per_method()
+    for each in configs:  # only this run's listing counts
+        store.index_path(each.run_key()).unlink(missing_ok=True)
     if engine == "inprocess":
         run_in_process(build_server_app(dict(overrides)), build_client_app(dict(overrides)),
                        count)
@@ -48,9 +51,14 @@ def simulate(overrides: Mapping[str, Any], num_supernodes: int | None = None,
                        backend_config={"client_resources": {"num_cpus": cpus_per_client,
                                                             "num_gpus": gpus},
                                        "init_args": {"log_to_driver": True}})
-    paths = store.read_index(config.run_key())
-    missing = [str(p) for p in (paths or {}).values() if not (p / "summary.json").exists()]
-    if paths is None or missing:
-        raise RuntimeError(f"simulation did not complete: the server listed no complete "
-                           f"phases ({missing or 'no index'}); see the log above")
+    paths: dict[str, Path] = {}
+    for each in configs:
+        listed = store.read_index(each.run_key())
+        missing = [str(p) for p in (listed or {}).values() if not (p / "summary.json").exists()]
+        if listed is None or missing:
+            raise RuntimeError(f"simulation did not complete: the server listed no complete "
+                               f"phases for {each.strategy} ({missing or 'no index'}); see "
+                               "the log above")
+        prefix = f"{each.strategy}." if len(configs) > 1 else ""
+        paths.update({prefix + k: v for k, v in listed.items()})
     return paths

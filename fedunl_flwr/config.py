@@ -7,7 +7,7 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,23 @@ class RunConfig:
             if not ok:
                 raise ConfigError(message)
 
+    def per_method(self) -> list[RunConfig]:
+        """One config per method of ``strategy``: a comma-separated ``strategy`` (e.g.
+        ``'fedmemeraser,not'``) compares several methods on one federation in one run;
+        each is its own run with its own key. Raises :class:`ConfigError` for an empty
+        or repeated name, or ``fedavg`` in a list (every run trains the original)."""
+        names = [name.strip() for name in self.strategy.split(",")]
+        if len(names) == 1:
+            return [self] if names[0] == self.strategy else [replace(self, strategy=names[0])]
+        if "" in names:
+            raise ConfigError(f"strategy {self.strategy!r} has an empty name in its list")
+        if len(set(names)) < len(names):
+            raise ConfigError(f"strategy {self.strategy!r} names a method twice")
+        if TRAIN_ONLY in names:
+            raise ConfigError(f"strategy {self.strategy!r}: {TRAIN_ONLY!r} cannot be part "
+                              "of a list (every run trains the original model)")
+        return [replace(self, strategy=name) for name in names]
+
     # --- derived values -------------------------------------------------------
     def resolved_data_dir(self) -> Path:
         """The dataset folder: ``data-dir``, else ``$FEDUNL_DATA_DIR``, else a user cache."""
@@ -192,6 +209,9 @@ class RunConfig:
     def run_key(self) -> dict[str, Any]:
         """The settings that determine a whole run (its unlearning key, or its training
         key for ``strategy = fedavg``): the run store's index is keyed by it."""
+        if "," in self.strategy:
+            raise ConfigError(f"strategy {self.strategy!r} lists several methods: each has "
+                              "its own run key (RunConfig.per_method)")
         return self.training_key() if self.strategy == TRAIN_ONLY else self.unlearning_key()
 
     def unlearning_key(self) -> dict[str, Any]:

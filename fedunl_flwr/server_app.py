@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Mapping
 from logging import INFO
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
@@ -16,13 +17,19 @@ from flwr.supercore.logger import FLOWER_LOGGER
 from fedunl_flwr.client_app import load_run_config
 from fedunl_flwr.config import RunConfig
 from fedunl_flwr.data.scenarios import get_scenario
-from fedunl_flwr.federation import discover_federation, summarize_error
+from fedunl_flwr.federation import Federation, discover_federation, summarize_error
 from fedunl_flwr.models import MODELS
 from fedunl_flwr.phases import train_original
 from fedunl_flwr.reports.accuracy import accuracy_frame, frame_to_markdown
 from fedunl_flwr.store import RunStore
 from strategies import get_unlearning_method
-from strategies.unlearning import check_request_shape, run_unlearning, validate_request
+from strategies.unlearning import (
+    UnlearningMethod,
+    UnlearningRequest,
+    check_request_shape,
+    run_unlearning,
+    validate_request,
+)
 
 
 class FlowerEchoFilter(logging.Filter):
@@ -70,23 +77,43 @@ def quiet_flower_log() -> None:
 
 
 def check_names(config: RunConfig) -> None:
-    """Fail before any work on an unknown scenario, model or strategy, or a request
-    that cannot fit the scenario (client ids out of range, empty lists)."""
+    """Fail before any work on an unknown scenario, model or strategy (each of a
+    comma-separated list), or a request that cannot fit the scenario (client ids out of
+    range, empty lists)."""
     scenario = get_scenario(config.scenario)
     if config.model and config.model not in MODELS:
         raise ValueError(f"unknown model {config.model!r}; choose one of {sorted(MODELS)}")
-    get_unlearning_method(config.strategy)
-    check_request_shape(config, scenario.num_clients(config.num_clients))
+    for each in config.per_method():
+        get_unlearning_method(each.strategy)
+        check_request_shape(each, scenario.num_clients(config.num_clients))
 
 
 def run(grid: Grid, config: RunConfig) -> dict:
-    """All phases of one run; returns paths of what was written."""
+    """All phases of one run; returns paths of what was written (``train`` and
+    ``unlearn``; ``<method>.train`` and ``<method>.unlearn`` when ``strategy`` lists
+    several methods, which run one after the other on one federation)."""
     check_names(config)
-    method = get_unlearning_method(config.strategy)
     scenario = get_scenario(config.scenario)
     federation = discover_federation(grid, scenario.num_clients(config.num_clients))
-    request = validate_request(method, config, federation) if method else None
+    # Every request is validated before the first round of training.
+    plan = []
+    for each in config.per_method():
+        method = get_unlearning_method(each.strategy)
+        plan.append((each, method,
+                     validate_request(method, each, federation) if method else None))
     store = RunStore(config.resolved_results_dir())
+    outputs: dict[str, str] = {}
+    for each, method, request in plan:
+        paths = run_method(grid, each, federation, store, method, request)
+        prefix = f"{each.strategy}." if len(plan) > 1 else ""
+        outputs.update({prefix + k: str(v) for k, v in paths.items()})
+    return outputs
+
+
+def run_method(grid: Grid, config: RunConfig, federation: Federation, store: RunStore,
+               method: UnlearningMethod | None,
+               request: UnlearningRequest | None) -> dict[str, Path]:
+    """Train (or load) the original that ``method`` needs and unlearn ``request``."""
     records = method.training_records(config) if method is not None else ()
     original = train_original(grid, config, federation, store, records)
     table = accuracy_frame(original.evaluations, federation.class_names)
@@ -99,7 +126,7 @@ def run(grid: Grid, config: RunConfig) -> dict:
     index = store.write_index(config.run_key(), outputs)
     log(INFO, "fedunl: results in %s (listed in %s)",
         ", ".join(map(str, outputs.values())), index)
-    return {k: str(v) for k, v in outputs.items()}
+    return outputs
 
 
 def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:

@@ -101,3 +101,23 @@ def test_target_error_enters_the_training_key_only_when_set():
     fixed = RunConfig().training_key()
     assert "target_error" not in fixed  # stored phases of fixed-round runs keep their key
     assert RunConfig(target_error=0.05).training_key()["target_error"] == 0.05
+
+
+def test_a_strategy_list_splits_into_one_config_per_method():
+    config = RunConfig.from_mapping({"strategy": "fedmemeraser, not", "rho": 0.4})
+    first, second = config.per_method()
+    assert (first.strategy, second.strategy) == ("fedmemeraser", "not")
+    # each keeps every other setting, and its key holds its own options only
+    assert first.options == second.options == config.options
+    assert first.run_key()["options"]["rho"] == 0.4 and "rho" not in str(second.run_key())
+    assert RunConfig.from_mapping({"strategy": "not"}).per_method()[0].strategy == "not"
+    with pytest.raises(ConfigError, match="several methods"):
+        config.run_key()
+
+
+@pytest.mark.parametrize(("strategy", "message"), [
+    ("not,,fedau", "empty name"), ("not,not", "twice"), ("fedavg,not", "cannot be part"),
+])
+def test_a_bad_strategy_list_is_refused(strategy, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_mapping({"strategy": strategy}).per_method()

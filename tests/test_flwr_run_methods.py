@@ -1,5 +1,6 @@
 """Every seed 001 baseline through ``flwr run`` (SuperLink, Ray virtual clients) on a tiny
-client-level request: each finishes and writes its summary with the memorization
+client-level request: one run whose ``strategy`` lists them all (one SuperLink and Ray
+start instead of seven); each finishes and writes its summary with the memorization
 evaluation. What each method does is tested in its own module, in process."""
 
 from __future__ import annotations
@@ -27,15 +28,34 @@ METHODS: dict[str, tuple[str, dict[str, object]]] = {
 }
 
 
+@pytest.fixture(scope="module")
+def every_baseline(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    options = " ".join(options for options, _ in METHODS.values())
+    result = flwr_run(results, f"{TINY} strategy='{','.join(METHODS)}' {options}")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return results
+
+
 @pytest.mark.simulation
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_a_baseline_runs_through_flwr_run(tmp_path, method) -> None:
-    options, expected = METHODS[method]
-    result = flwr_run(tmp_path, f"{TINY} strategy='{method}' {options}")
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    (folder,) = (tmp_path / "mnist-iid").glob(f"unlearn-{method}-*")
+def test_a_baseline_runs_through_flwr_run(every_baseline, method) -> None:
+    _, expected = METHODS[method]
+    (folder,) = (every_baseline / "mnist-iid").glob(f"unlearn-{method}-*")
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["strategy"] == method and "group_table" in summary
     # None: the entry must be there, its value is the method's own measurement.
     assert {key: summary[key] if expected[key] is not None else None
             for key in expected} == expected
+
+
+@pytest.mark.simulation
+def test_one_run_lists_each_method_in_the_run_store_index(every_baseline) -> None:
+    # Each method of the list is a run of its own: one index entry per method, whose
+    # config names that method alone; methods that need no training records share one
+    # original.
+    entries = [json.loads(p.read_text()) for p in (every_baseline / "index").glob("*.json")]
+    assert sorted(e["config"]["strategy"] for e in entries) == sorted(METHODS)
+    originals = {e["config"]["strategy"]: e["folders"]["train"] for e in entries}
+    assert originals["not"] == originals["fedosd"] == originals["halimi"]
+    assert originals["fedau"] != originals["not"]  # FedAU's heads: an original of its own
