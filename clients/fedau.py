@@ -12,6 +12,10 @@ so for client-level requests, gamma = 0.5) and its result stays with the client,
 ``records/auxiliary-heads/client-<k>.npz`` of the training phase (a client-side
 training record, like CSL); only the model is uploaded. ``query.auxiliary_head`` hands
 W2 to the server when the client asks to be forgotten.
+
+For a class-level request (the message's forget selection names a class c) the auxiliary
+labels are c on every sample and W2 carries over from round to round, starting at zero
+(the authors' ``ul_class`` mode); the server then subtracts it.
 """
 
 from __future__ import annotations
@@ -90,6 +94,18 @@ def initial_head(classifier: nn.Linear, previous: dict[str, np.ndarray] | None,
     return head
 
 
+def carried_head(classifier: nn.Linear, previous: dict[str, np.ndarray] | None) -> nn.Linear:
+    """Class scope's W2: the previous round's head, zero in round 1."""
+    head = nn.Linear(classifier.in_features, classifier.out_features)
+    head.to(classifier.weight.device)
+    with torch.no_grad():
+        for name in ("weight", "bias"):
+            value = getattr(head, name)
+            value.copy_(torch.zeros_like(value) if previous is None else
+                        torch.as_tensor(previous[name], dtype=value.dtype))
+    return head
+
+
 def _read_head(path: Path) -> tuple[dict[str, np.ndarray], int] | None:
     stored = read_client_record(path, ("weight", "bias", "round"))
     if stored is None:
@@ -112,12 +128,18 @@ def fit_with_auxiliary_head(client, inputs: torch.Tensor, labels: torch.Tensor,
     stored = _read_head(path)
     previous = stored[0] if stored is not None and server_round > 1 and \
         stored[1] < server_round else None
-    forget = torch.zeros(len(labels), dtype=torch.bool)
-    forget[torch.as_tensor(client.forget_positions(config), dtype=torch.long)] = True
-    auxiliary = auxiliary_labels(labels, forget, client.num_classes,
-                                 torch_generator(client.config.seed, "relabel",
-                                                 client.partition_id, "fedau"))
-    head = initial_head(client.model.get_submodule("classifier"), previous, gamma)
+    classifier = client.model.get_submodule("classifier")
+    selection = ForgetSelection.from_config(config)
+    if selection.classes:  # class scope: W2 learns the class on every sample, carried over
+        auxiliary = torch.full_like(labels, selection.classes[0])
+        head = carried_head(classifier, previous)
+    else:
+        forget = torch.zeros(len(labels), dtype=torch.bool)
+        forget[torch.as_tensor(client.forget_positions(config), dtype=torch.long)] = True
+        auxiliary = auxiliary_labels(labels, forget, client.num_classes,
+                                     torch_generator(client.config.seed, "relabel",
+                                                     client.partition_id, "fedau"))
+        head = initial_head(classifier, previous, gamma)
     loss = train_with_auxiliary_head(client.model, head, inputs, labels, auxiliary, settings,
                                      generator, sample_losses)
     write_client_record(path, {"weight": head.weight.detach().cpu().numpy(),
