@@ -62,6 +62,33 @@ def write_flower_config(flwr_home: Path, port: int) -> None:
     )
 
 
+def stage_app(root: Path, into: Path) -> Path:
+    """Copy the app's files into ``into``, leaving out what ``.gitignore`` names and
+    ``.git``, without entering either.
+
+    ``flwr run`` builds the app's FAB by walking every file under its folder, the
+    virtual environment's tens of thousands included, before it filters them (about 5 s
+    per run); the staged copy holds only the files it can keep, so it builds the same
+    FAB in a fraction of that.
+    """
+    import pathspec
+
+    ignore = root / ".gitignore"
+    spec = pathspec.GitIgnoreSpec.from_lines(
+        ignore.read_text().splitlines() if ignore.is_file() else [])
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder).relative_to(root)
+        dirs[:] = [d for d in dirs if d != ".git" and not (Path(folder) / d).is_symlink()
+                   and not spec.match_file(f"{(here / d).as_posix()}/")]
+        for name in files:
+            source = Path(folder) / name
+            if source.is_symlink() or spec.match_file((here / name).as_posix()):
+                continue
+            (into / here).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, into / here / name)
+    return into
+
+
 def descendant_groups(pid: int) -> set[int]:
     """Process groups of ``pid``'s descendants: the SuperLink's SuperExec starts a session
     of its own, and the simulation (with its Ray cluster) runs under it."""
@@ -189,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         federation = (f"num-supernodes={num_supernodes} "
                       f"client-resources-num-cpus={args.cpus_per_client:g} "
                       f"client-resources-num-gpus={args.gpus_per_client:g}")
-        command = ["flwr", "run", ".", CONNECTION, "--stream", "--federation-config",
+        app = stage_app(ROOT, Path(state) / "app")
+        command = ["flwr", "run", str(app), CONNECTION, "--stream", "--federation-config",
                    federation]
         for item in args.run_config:
             command += ["--run-config", item]

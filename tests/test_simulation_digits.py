@@ -278,3 +278,28 @@ def test_a_simulation_under_the_tests_environment_writes_nothing_at_home(tmp_pat
                           text=True, timeout=300, env={**os.environ, "HOME": str(home)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert not list(home.rglob("*")), sorted(map(str, home.rglob("*")))
+
+
+def test_the_staged_app_holds_what_flwr_would_package_and_nothing_ignored(tmp_path):
+    """scripts/flwr_run.py hands ``flwr run`` a copy of the app without ignored folders
+    (the venv) and ``.git``: the FAB built from it is the one built from the checkout."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flwr_run", ROOT / "scripts" / "flwr_run.py")
+    assert spec is not None and spec.loader is not None
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    app = tmp_path / "app"
+    (app / ".git").mkdir(parents=True)
+    (app / ".git" / "HEAD").write_text("ref")
+    (app / ".venv" / "lib").mkdir(parents=True)
+    (app / ".venv" / "lib" / "big.py").write_text("x = 1")
+    (app / "pkg" / "__pycache__").mkdir(parents=True)
+    (app / "pkg" / "__pycache__" / "m.pyc").write_bytes(b"\0")
+    (app / "pkg" / "m.py").write_text("y = 2")
+    (app / "pkg" / "old.fab").write_bytes(b"\0")
+    (app / ".gitignore").write_text(".venv/\n__pycache__/\n*.fab\n")
+    (app / "link.py").symlink_to(app / "pkg" / "m.py")
+    staged = runner.stage_app(app, tmp_path / "staged")
+    assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()
+                  ) == [".gitignore", "pkg/m.py"]
