@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scripts.flwr_run import stage_app
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -116,6 +118,7 @@ def test_tls_deployment_with_authenticated_data_file_nodes(tmp_path, data_dir) -
         make_site(data_dir, tmp_path / f"site{index}.npz", index)
     link = free_port()
     started: list[subprocess.Popen] = []
+    app = str(stage_app(ROOT, tmp_path / "app"))  # `flwr run .` without walking the venv
 
     def start(name: str, command: list[str]) -> subprocess.Popen:
         # The process writes its own copy of the log handle; ours closes once it started.
@@ -163,7 +166,7 @@ def test_tls_deployment_with_authenticated_data_file_nodes(tmp_path, data_dir) -
             nodes.append(supernode(f"node{index}", index))
         rogue = supernode("rogue", 0, "--max-retries", "2")
 
-        run = flwr("run", ".", "tls-local", "--stream", "--run-config",
+        run = flwr("run", app, "tls-local", "--stream", "--run-config",
                    "scenario='mnist-iid' num-clients=2 num-server-rounds=1 "
                    f"samples-per-client=100 test-samples-per-client=50 "
                    f"results-dir='{tmp_path / 'results'}'")
@@ -187,7 +190,7 @@ def test_tls_deployment_with_authenticated_data_file_nodes(tmp_path, data_dir) -
         # rounds skip evaluation (each message costs a ClientApp process here) and the
         # node dies once round 1 is in: the SuperLink notices by its missed heartbeats.
         failing = subprocess.Popen(
-            [str(BIN / "flwr"), "run", ".", "tls-local", "--stream", "--run-config",
+            [str(BIN / "flwr"), "run", app, "tls-local", "--stream", "--run-config",
              "scenario='mnist-iid' num-clients=2 num-server-rounds=400 evaluate-every=1000 "
              f"samples-per-client=100 test-samples-per-client=50 "
              f"results-dir='{tmp_path / 'results-killed'}'"],

@@ -283,12 +283,8 @@ def test_a_simulation_under_the_tests_environment_writes_nothing_at_home(tmp_pat
 def test_the_staged_app_holds_what_flwr_would_package_and_nothing_ignored(tmp_path):
     """scripts/flwr_run.py hands ``flwr run`` a copy of the app without ignored folders
     (the venv) and ``.git``: the FAB built from it is the one built from the checkout."""
-    import importlib.util
+    from scripts.flwr_run import stage_app
 
-    spec = importlib.util.spec_from_file_location("flwr_run", ROOT / "scripts" / "flwr_run.py")
-    assert spec is not None and spec.loader is not None
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
     app = tmp_path / "app"
     (app / ".git").mkdir(parents=True)
     (app / ".git" / "HEAD").write_text("ref")
@@ -300,6 +296,6 @@ def test_the_staged_app_holds_what_flwr_would_package_and_nothing_ignored(tmp_pa
     (app / "pkg" / "old.fab").write_bytes(b"\0")
     (app / ".gitignore").write_text(".venv/\n__pycache__/\n*.fab\n")
     (app / "link.py").symlink_to(app / "pkg" / "m.py")
-    staged = runner.stage_app(app, tmp_path / "staged")
+    staged = stage_app(app, tmp_path / "staged")
     assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()
                   ) == [".gitignore", "pkg/m.py"]
