@@ -13,10 +13,11 @@ from clients.handlers import QUERIES, QueryReply, query_handler, query_policy
 from clients.local_training import TrainSettings, train_epochs
 from clients.memorization import MemorizationWork
 from fedunl_flwr import protocol
-from fedunl_flwr.config import RunConfig
+from fedunl_flwr.config import RunConfig, parse_int_list
 from fedunl_flwr.data.scenarios import ClientData
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.metrics.evaluation import evaluate_model
+from fedunl_flwr.metrics.verification import apply_trigger, backdoor_positions
 from fedunl_flwr.models import build_model, get_device
 from fedunl_flwr.protocol import DataChange, DescribeReply
 from fedunl_flwr.records import get_weights, set_weights
@@ -53,6 +54,27 @@ class BaseClient(NumPyClient):
         self.y_train = labels_to_tensor(data.y_train)
         self.x_test = images_to_tensor(data.x_test, in_channels)
         self.y_test = labels_to_tensor(data.y_test)
+        self.backdoor_positions = self._plant_backdoor()
+
+    def _plant_backdoor(self) -> np.ndarray:
+        """Write the trigger into this client's chosen training samples and relabel them to
+        the target, when ``backdoor-clients`` names it (run-config; a verification aid:
+        the backdoored original is its own stored phase). Returns their positions."""
+        text = self.config.backdoor_clients.strip()
+        if not text or self.partition_id not in parse_int_list(text, "backdoor-clients"):
+            return np.zeros(0, dtype=np.int64)
+        if not 0 <= self.config.backdoor_target < self.num_classes:
+            raise ValueError(f"backdoor-target {self.config.backdoor_target} is not a class "
+                             f"of this federation (0..{self.num_classes - 1})")
+        positions = backdoor_positions(self.y_train, self.config.backdoor_fraction,
+                                       self.config.backdoor_target,
+                                       torch_generator(self.config.seed, "backdoor",
+                                                       self.partition_id))
+        index = torch.as_tensor(positions, dtype=torch.long)
+        self.x_train[index] = apply_trigger(self.x_train[index])
+        self.y_train = self.y_train.clone()  # it shares memory with the partition's array
+        self.y_train[index] = self.config.backdoor_target
+        return positions
 
     @classmethod
     def query_actions(cls) -> list[str]:

@@ -108,17 +108,23 @@ class MemorizationWork(ClientState):
 
     def query_per_sample(self, weights: list[np.ndarray] | None, config: dict
                          ) -> PerSampleReply:
-        """True-label probability, correctness and loss of each forget sample."""
+        """True-label probability, correctness, loss and entropies of each forget sample,
+        or (``data`` = ``remaining``) of each remaining training sample, numbered in
+        order."""
         set_weights(self.model, _required(weights, "per_sample"))
-        positions, x, y = self._forget_set(config)
-        if len(y):
-            out = per_sample_outputs(self.model, x, y)
+        if config.get(protocol.DATA, protocol.FORGET) == protocol.REMAINING:
+            x, y = self.training_set(config)
+            positions = np.arange(len(y))
         else:
-            out = {"true_prob": np.zeros(0), "correct": np.zeros(0, bool), "loss": np.zeros(0)}
+            positions, x, y = self._forget_set(config)
+        out = per_sample_outputs(self.model, x, y)
+
+        def values(key: str) -> tuple[float, ...]:
+            return tuple(out[key].astype(float).tolist())
+
         return PerSampleReply(self.partition_id, tuple(positions.astype(int).tolist()),
-                              tuple(out["true_prob"].astype(float).tolist()),
-                              tuple(out["correct"].astype(int).tolist()),
-                              tuple(out["loss"].astype(float).tolist()))
+                              values("true_prob"), tuple(out["correct"].astype(int).tolist()),
+                              values("loss"), values("entropy"), values("m_entropy"))
 
     def query_local_loss(self, weights: list[np.ndarray] | None, config: dict
                          ) -> LocalLossReply:

@@ -16,6 +16,8 @@ from fedunl_flwr.initialization import INIT_SCHEMES
 from fedunl_flwr.methods import TRAIN_ONLY
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: Membership-inference features (``mia-feature``); ``off`` skips the attack.
+MIA_FEATURES = ("confidence", "entropy", "m-entropy", "off")
 
 
 class ConfigError(ValueError):
@@ -71,6 +73,11 @@ class RunConfig:
     retrain_seeds: int = 1
     heldout_retrains: bool = False
     peak_tolerance: float = 0.0
+    # Verification (fedunl_flwr/metrics/verification.py)
+    backdoor_clients: str = ""
+    backdoor_fraction: float = 0.5
+    backdoor_target: int = 0
+    mia_feature: str = "confidence"
     # Method-owned keys: sorted (kebab-case key, value) pairs (hashable, like the rest).
     options: tuple[tuple[str, Any], ...] = ()
 
@@ -156,6 +163,10 @@ class RunConfig:
              "unlearn-local-epochs must be >= 0 (0 = local-epochs)"),
             (0.0 <= self.peak_tolerance < 1.0, "peak-tolerance must be in [0, 1)"),
             (self.retrain_seeds >= 1, "retrain-seeds must be >= 1"),
+            (0.0 < self.backdoor_fraction <= 1.0, "backdoor-fraction must be in (0, 1]"),
+            (self.backdoor_target >= 0, "backdoor-target must be a class id >= 0"),
+            (self.mia_feature in MIA_FEATURES,
+             f"mia-feature must be one of {list(MIA_FEATURES)}, got {self.mia_feature!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -204,6 +215,10 @@ class RunConfig:
             del key["target_error"]
         if not key["min_test_per_class"]:  # no top-up: the key of before
             del key["min_test_per_class"]
+        if self.backdoor_clients.strip():  # a planted backdoor trains another original
+            key["backdoor"] = {"clients": sorted(set(parse_int_list(
+                self.backdoor_clients, "backdoor-clients"))),
+                "fraction": self.backdoor_fraction, "target": self.backdoor_target}
         return key
 
     def run_key(self) -> dict[str, Any]:
@@ -220,7 +235,10 @@ class RunConfig:
 
         values = asdict(self)
         skip = set(self.training_key()) | {"data_dir", "download", "results_dir",
-                                           "evaluate_every", "options"}
+                                           "evaluate_every", "options", "backdoor_clients",
+                                           "backdoor_fraction", "backdoor_target"}
+        if self.mia_feature == "confidence":  # the default: the key of before
+            skip.add("mia_feature")
         key = {"training": self.training_key(),
                **{k: v for k, v in values.items() if k not in skip}}
         own = method_options(self.strategy, dict(self.options))

@@ -9,6 +9,7 @@ from logging import INFO
 
 import numpy as np
 import pandas as pd
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
@@ -80,6 +81,18 @@ def initial_arrays(config: RunConfig, num_classes: int, init_index: int) -> Arra
     return model_to_record(model_for(config, num_classes, init_index))
 
 
+def central_test_tensors(config: RunConfig) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """The scenario's real test sets as model inputs and labels, one pair per dataset;
+    None when the server cannot read them (the data lives only on the SuperNodes)."""
+    try:
+        test_sets = scenario_test_sets(config.scenario, str(config.resolved_data_dir()),
+                                       config.download)
+    except (FileNotFoundError, OSError):
+        return None
+    in_channels = get_scenario(config.scenario).in_channels
+    return [(images_to_tensor(x, in_channels), labels_to_tensor(y)) for _, x, y in test_sets]
+
+
 def central_test_accuracies(config: RunConfig, num_classes: int,
                             models: list[ArrayRecord]) -> list[float] | None:
     """Accuracy of each of ``models`` on the scenario's real test sets, evaluated by the
@@ -88,13 +101,9 @@ def central_test_accuracies(config: RunConfig, num_classes: int,
     None when the server cannot read the datasets (a deployment whose data lives only
     on the SuperNodes); callers then report the pooled client test splits and say so.
     """
-    try:
-        test_sets = scenario_test_sets(config.scenario, str(config.resolved_data_dir()),
-                                       config.download)
-    except (FileNotFoundError, OSError):
+    tensors = central_test_tensors(config)
+    if tensors is None:
         return None
-    in_channels = get_scenario(config.scenario).in_channels
-    tensors = [(images_to_tensor(x, in_channels), labels_to_tensor(y)) for _, x, y in test_sets]
     model = model_for(config, num_classes).to(get_device())
     accuracies = []
     for arrays in models:

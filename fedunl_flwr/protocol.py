@@ -49,7 +49,8 @@ MOMENTUM = "momentum"            # train: SGD momentum (default 0.9)
 #: train (original training, FedAU): train the auxiliary head with this gamma, random
 #: labels for the forget samples the message's ForgetSelection names.
 AUXILIARY_GAMMA = "auxiliary-gamma"
-DATA = "data"                    # mean_gradient: "remaining" (default) or "forget"
+DATA = "data"                    # mean_gradient: "remaining" (default) or "forget";
+REMAINING = "remaining"          # per_sample: "forget" (default) or "remaining"
 FORGET = "forget"
 CLASSES = "classes"              # activations / attribution: which classes
 STEPS = "steps"                  # attribution: Riemann steps m
@@ -506,24 +507,29 @@ class MeanGradientReply:
 
 @dataclass(frozen=True)
 class PerSampleReply:
-    """``query.per_sample`` (evaluation only): each forget sample's outputs."""
+    """``query.per_sample`` (evaluation only): each forget sample's outputs (each
+    remaining training sample's with ``DATA`` = ``remaining``: membership inference)."""
 
     partition_id: int
     positions: tuple[int, ...]
     true_prob: tuple[float, ...]
     correct: tuple[int, ...]
     loss: tuple[float, ...]
+    entropy: tuple[float, ...]
+    m_entropy: tuple[float, ...]
 
     def to_content(self) -> RecordDict:
         return _content({PARTITION_ID: self.partition_id, "positions": list(self.positions),
                          "true-prob": list(self.true_prob), "correct": list(self.correct),
-                         "loss": list(self.loss)})
+                         "loss": list(self.loss), "entropy": list(self.entropy),
+                         "m-entropy": list(self.m_entropy)})
 
     @classmethod
     def from_content(cls, content: RecordDict) -> PerSampleReply:
         return cls(int(scalar(_metrics(content), PARTITION_ID)), _ints(content, "positions"),
                    _floats(content, "true-prob"), _ints(content, "correct"),
-                   _floats(content, "loss"))
+                   _floats(content, "loss"), _floats(content, "entropy"),
+                   _floats(content, "m-entropy"))
 
 
 @dataclass(frozen=True)

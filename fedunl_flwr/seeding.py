@@ -20,6 +20,8 @@ PURPOSES: tuple[str, ...] = (
     "augment",           # data augmentation: (client, phase, round)
     "test-top-up",       # extra test samples of a client's thinly tested classes
     "noise",             # a method's added noise: (method,), e.g. FedRecovery's Gaussian
+    "backdoor",          # which training samples carry the planted trigger: (client,)
+    "mia",               # membership inference: test-set halves, attack subsamples
 )
 
 #: Streams whose generator is seeded with ``seed`` itself rather than the SHA-256 of the

@@ -295,3 +295,34 @@ class MemorizationEvaluation:
     time_analysis: TimeAnalysis
     csl_agreement: CslAgreement
     memorization: MemorizationGroups
+
+
+# --- verification beyond accuracy (strategies/verification.py) ----------------------------
+@dataclass(frozen=True)
+class ModelScores:
+    """One check (%) of the original, the unlearned and each reference retrained model."""
+
+    original: float
+    unlearned: float
+    retrained: list[float]
+
+
+@dataclass(frozen=True)
+class VerificationChecks:
+    """The planted backdoor's attack success rate on triggered test images, and the
+    membership-inference attack on D_u (``fedunl_flwr.metrics.verification``); a check
+    that could not run is None, with its reason in ``skipped``."""
+
+    backdoor_asr: ModelScores | None
+    backdoor_clients: list[int]
+    mia_feature: str
+    mia_efficacy: ModelScores | None
+    mia_threshold_accuracy: ModelScores | None
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VerificationEvaluation:
+    """Top-level ``verification`` key of an unlearning summary."""
+
+    verification: VerificationChecks

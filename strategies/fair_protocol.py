@@ -38,6 +38,7 @@ from strategies.unlearning import (
     UnlearningRun,
     unlearn_config,
 )
+from strategies.verification import verification_summary
 
 
 def cached_models(original: TrainedModel, partition_ids: Iterable[int]) -> dict[int, ArrayRecord]:
@@ -185,6 +186,7 @@ class RetrainRoute(UnlearningMethod):
     """
 
     scopes: ClassVar[tuple[str, ...]] = ("class",)
+    evaluations = (verification_summary,)
     fair: ClassVar[bool] = True
     relabel: ClassVar[bool] = False
 

@@ -63,6 +63,7 @@ from strategies.unlearning import (
     forget_holders,
     parse_forget_samples,
 )
+from strategies.verification import verification_summary
 
 ALPHA = Option("fedau-alpha", 0.1,
                "FedAU: weight of the global classifier in α·W1 + (1-α)·mean W2 (the paper's "
@@ -160,7 +161,7 @@ class AuxiliaryHeads:
 class FedAU(UnlearningMethod):
     """One linear operation on the classification layer with the clients' auxiliary heads."""
 
-    evaluations = (memorization_summary,)
+    evaluations = (memorization_summary, verification_summary)
     trains_on_remaining = True
 
     def validate(self, config: RunConfig, request: UnlearningRequest,

@@ -63,6 +63,7 @@ from strategies.unlearning import (
     UnlearningRequest,
     UnlearningRun,
 )
+from strategies.verification import verification_summary
 
 INTERVAL = Option("federaser-interval", 2,
                   "FedEraser: the server keeps the client updates every this many rounds (Δt; "
@@ -160,7 +161,7 @@ class FedEraser(UnlearningMethod):
     """Reconstruct the global model from the retained client updates of the remaining
     clients, calibrating each step's direction by a short local training."""
 
-    evaluations = (memorization_summary,)
+    evaluations = (memorization_summary, verification_summary)
     trains_on_remaining = True
 
     def training_records(self, config: RunConfig) -> tuple[ClientUpdates, ...]:

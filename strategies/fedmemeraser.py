@@ -63,6 +63,7 @@ from strategies.unlearning import (
     forget_holders,
     remaining_participants,
 )
+from strategies.verification import verification_summary
 
 #: Selection strategies that rank by the forget data's gradient (Table F4 baselines).
 NEEDS_FORGET_GRADIENT = ("salun", "localized", "deep", "shallow")
@@ -191,7 +192,7 @@ def reset_by_update(original: Mapping[str, torch.Tensor], aggregate: ArrayRecord
 class FedMemEraser(UnlearningMethod):
     """Reset the rho fraction of parameters least used by the remaining data, fine-tune."""
 
-    evaluations = (memorization_summary,)
+    evaluations = (memorization_summary, verification_summary)
     trains_on_remaining = True
 
     def validate(self, config: RunConfig, request: UnlearningRequest,

@@ -52,6 +52,7 @@ from strategies.finetune import fine_tune, fine_tuning_strategy
 from strategies.memorization_eval import memorization_summary
 from strategies.remaining import RemainingDataFedAvg
 from strategies.unlearning import UnlearningMethod, UnlearningOutcome, UnlearningRun
+from strategies.verification import verification_summary
 
 ROUNDS = Option("fedosd-rounds", 5,
                 "FedOSD: unlearning rounds (UCE at the leaving clients, orthogonal steepest "
@@ -251,7 +252,7 @@ class FedOSD(UnlearningMethod):
     """Orthogonal steepest descent of the leaving clients' UCE, then projected
     post-training of the remaining clients."""
 
-    evaluations = (memorization_summary,)
+    evaluations = (memorization_summary, verification_summary)
     trains_on_remaining = True
 
     def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:

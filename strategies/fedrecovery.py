@@ -56,6 +56,7 @@ from fedunl_flwr.training_records import (
 )
 from strategies.memorization_eval import memorization_summary
 from strategies.unlearning import UnlearningMethod, UnlearningOutcome, UnlearningRun
+from strategies.verification import verification_summary
 
 SIGMA = Option("fedrecovery-sigma", 0.0,
                "FedRecovery: std of the Gaussian noise added to the corrected model's "
@@ -135,7 +136,7 @@ def recover(final: Arrays, correction: Arrays, sigma: float, noisy: Sequence[str
 class FedRecovery(UnlearningMethod):
     """Subtract the p_i-weighted residuals of the leaving clients from the final model."""
 
-    evaluations = (memorization_summary,)
+    evaluations = (memorization_summary, verification_summary)
     trains_on_remaining = True
 
     def training_records(self, config: RunConfig) -> tuple[ClientUpdates, ...]:

@@ -20,6 +20,7 @@ from fedunl_flwr.methods import register_method
 from strategies.memorization_eval import memorization_summary
 from strategies.remaining import RemainingDataFedAvg
 from strategies.unlearning import UnlearningMethod, UnlearningOutcome, UnlearningRun, unlearn_config
+from strategies.verification import verification_summary
 
 #: The fine-tuning strategy class (FedAvg on D_r or a subclass overriding one hook).
 S = TypeVar("S", bound=RemainingDataFedAvg)
@@ -80,7 +81,7 @@ def fine_tune(grid: Grid, run: UnlearningRun, arrays: ArrayRecord, offset: float
 class FineTune(UnlearningMethod):
     """FedAvg on the remaining data from the original model, ``unlearn-rounds`` rounds."""
 
-    evaluations = (memorization_summary,)
+    evaluations = (memorization_summary, verification_summary)
     trains_on_remaining = True
 
     def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:

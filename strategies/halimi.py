@@ -59,6 +59,7 @@ from strategies.unlearning import (
     UnlearningRequest,
     UnlearningRun,
 )
+from strategies.verification import verification_summary
 
 #: Random initialisations the radius is measured against.
 RADIUS_SAMPLES = 3
@@ -124,7 +125,7 @@ def ball_radius(reference: Mapping[str, np.ndarray], random_models: Sequence[Map
 class Halimi(UnlearningMethod):
     """Projected gradient ascent at the leaving client, then FedAvg post-training."""
 
-    evaluations = (memorization_summary,)
+    evaluations = (memorization_summary, verification_summary)
     trains_on_remaining = True
 
     def validate(self, config: RunConfig, request: UnlearningRequest,

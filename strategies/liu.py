@@ -34,6 +34,7 @@ from strategies.finetune import fine_tune, fine_tuning_strategy
 from strategies.memorization_eval import memorization_summary
 from strategies.remaining import RemainingDataFedAvg
 from strategies.unlearning import UnlearningMethod, UnlearningOutcome, UnlearningRun
+from strategies.verification import verification_summary
 
 CURVATURE = Option("liu-curvature", "fisher",
                    "Liu et al.: curvature of the local Newton-type step: `fisher` (diagonal "
@@ -90,7 +91,7 @@ class RapidRetraining(RemainingDataFedAvg):
 class Liu(UnlearningMethod):
     """Rapid retraining: curvature-preconditioned FedAvg from the initial model."""
 
-    evaluations = (memorization_summary,)
+    evaluations = (memorization_summary, verification_summary)
     trains_on_remaining = True
 
     def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:

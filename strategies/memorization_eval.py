@@ -84,25 +84,28 @@ GROUP_ROWS: tuple[str, ...] = (*MEMORIZATION_GROUP_LABELS, DATASET_ROW_LABEL)
 
 # --- queries ---------------------------------------------------------------------------
 def per_sample(grid: Grid, federation: Federation, request: UnlearningRequest,
-               holders: Sequence[int], arrays: ArrayRecord) -> dict[str, np.ndarray]:
-    """Per-sample outputs of ``arrays`` on D_u, clients in ascending order."""
+               holders: Sequence[int], arrays: ArrayRecord,
+               remaining: bool = False) -> dict[str, np.ndarray]:
+    """Per-sample outputs of ``arrays`` on D_u, clients in ascending order (on each
+    client's remaining training data instead with ``remaining``)."""
+    configs = ({p: {**request.removal(p).encode(), protocol.DATA: protocol.REMAINING}
+                for p in holders} if remaining else
+               {p: request.forget_selection(p).encode() for p in holders})
     replies = query_clients(grid, federation, list(holders), protocol.PER_SAMPLE,
-                            PerSampleReply, arrays,
-                            {p: request.forget_selection(p).encode() for p in holders})
-    parts: dict[str, list] = {"client": [], "position": [], "true_prob": [], "correct": [],
-                              "loss": []}
+                            PerSampleReply, arrays, configs)
+    columns = ("positions", "true_prob", "correct", "loss", "entropy", "m_entropy")
+    parts: dict[str, list] = {"client": [], **{c: [] for c in columns}}
     for pid in holders:
         reply = replies[pid]
         parts["client"] += [pid] * len(reply.positions)
-        parts["position"] += list(reply.positions)
-        parts["true_prob"] += list(reply.true_prob)
-        parts["correct"] += list(reply.correct)
-        parts["loss"] += list(reply.loss)
+        for column in columns:
+            parts[column] += list(getattr(reply, column))
     return {"client": np.asarray(parts["client"], dtype=np.int64),
-            "position": np.asarray(parts["position"], dtype=np.int64),
+            "position": np.asarray(parts["positions"], dtype=np.int64),
             "true_prob": np.clip(np.asarray(parts["true_prob"], dtype=np.float64), 0.0, 1.0),
             "correct": np.asarray(parts["correct"], dtype=np.int64).astype(bool),
-            "loss": np.asarray(parts["loss"], dtype=np.float64)}
+            **{c: np.asarray(parts[c], dtype=np.float64) for c in ("loss", "entropy",
+                                                                     "m_entropy")}}
 
 
 def local_losses(grid: Grid, federation: Federation, request: UnlearningRequest,

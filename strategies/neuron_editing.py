@@ -28,6 +28,7 @@ from fedunl_flwr.protocol import ActivationsReply, AttributionReply
 from fedunl_flwr.records import from_record, model_to_record, set_weights
 from fedunl_flwr.unlearning.neurons import zero_units
 from strategies.unlearning import UnlearningMethod, UnlearningOutcome, UnlearningRun
+from strategies.verification import verification_summary
 
 #: The run-config keys of every model-editing route.
 ZERO_UNITS = Option("zero-units", 50,
@@ -94,6 +95,7 @@ class NeuronEditing(UnlearningMethod, Generic[R]):
     """
 
     scopes: ClassVar[tuple[str, ...]] = ("class",)
+    evaluations = (verification_summary,)
     action: ClassVar[str] = ""
     reply_type: type[R]
 

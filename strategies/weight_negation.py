@@ -33,6 +33,7 @@ from strategies.unlearning import (
     UnlearningRequest,
     UnlearningRun,
 )
+from strategies.verification import verification_summary
 
 NEGATED_LAYERS = Option("not-negated-layers", 1,
                         "NoT: negate the weights of this many first conv/linear layers",
@@ -64,7 +65,7 @@ def layer_weights(config: RunConfig, num_classes: int) -> list[str]:
 class WeightNegation(UnlearningMethod):
     """Layer-wise weight negation, then FedAvg fine-tuning on the remaining data."""
 
-    evaluations = (memorization_summary,)
+    evaluations = (memorization_summary, verification_summary)
     trains_on_remaining = True
 
     def validate(self, config: RunConfig, request: UnlearningRequest,

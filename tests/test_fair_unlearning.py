@@ -46,6 +46,9 @@ BASE = {
     "unlearn-local-epochs": EPOCHS, "forget-scope": "class", "forget-clients": "0",
     "zero-units": 40, "attribution-top-n": 20, "attribution-steps": 4,
     "attribution-samples": 16,
+    # Membership inference needs a retrained model per request: the contract test and
+    # tests/test_verification.py check it for the routes.
+    "mia-feature": "off",
 }
 ROUTES = ("delete-retrain", "relabel-poison", "neuron-zeroing", "fedcccu",
           "delete-retrain-all")

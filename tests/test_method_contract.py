@@ -35,7 +35,8 @@ def request_for(name: str, data_dir: Path) -> dict:
     if "client" in method.scopes:
         return {**CLIENT_REQUEST, "strategy": name, "retrain-seeds": 1,
                 "heldout-retrains": False}
-    return {**CLASS_REQUEST, "strategy": name, "forget-classes": str(forget_class(data_dir))}
+    return {**CLASS_REQUEST, "strategy": name, "forget-classes": str(forget_class(data_dir)),
+            "mia-feature": "confidence"}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,11 @@ def test_every_method_keeps_the_contract(name: str, results: Path, data_dir: Pat
         assert unlearned.files == original.files
         assert any(not np.array_equal(unlearned[k], original[k]) for k in unlearned.files), \
             f"{name} returned the original model unchanged"
+
+    # Verification beyond accuracy: the membership-inference check of each model.
+    if name != "retrain":
+        mia = summary["verification"]["mia_efficacy"]
+        assert 0 <= mia["original"] <= 100 and 0 <= mia["unlearned"] <= 100 and mia["retrained"]
 
     # The report builder of its family reads it.
     out = tmp_path / "report"

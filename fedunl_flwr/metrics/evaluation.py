@@ -55,16 +55,27 @@ def evaluate_model(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
 @torch.no_grad()
 def per_sample_outputs(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                        batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Per-sample true-label probability, correctness and loss."""
+    """Per-sample true-label probability, correctness, loss, the prediction's entropy and
+    its modified entropy (Song & Mittal 2021: -(1 - p_y) log p_y - sum_{i != y} p_i
+    log(1 - p_i), the membership-inference features)."""
     device = next(model.parameters()).device
     model.eval()
-    prob, correct, loss = [], [], []
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("true_prob", "correct", "loss",
+                                                            "entropy", "m_entropy")}
     for start in range(0, len(labels), batch_size):
         x = inputs[start:start + batch_size].to(device)
         y = labels[start:start + batch_size].to(device)
         logits = model(x)
-        prob.append(logits.softmax(dim=1).gather(1, y[:, None]).squeeze(1).cpu())
-        correct.append((logits.argmax(dim=1) == y).cpu())
-        loss.append(F.cross_entropy(logits, y, reduction="none").cpu())
-    return {"true_prob": torch.cat(prob).numpy(), "correct": torch.cat(correct).numpy(),
-            "loss": torch.cat(loss).numpy()}
+        probs = logits.softmax(dim=1)
+        true = probs.gather(1, y[:, None]).squeeze(1)
+        log_probs = logits.log_softmax(dim=1)
+        others = torch.ones_like(probs, dtype=torch.bool).scatter_(1, y[:, None], False)
+        log_rest = torch.log1p(-probs.clamp(max=1 - 1e-7))
+        parts["true_prob"].append(true.cpu())
+        parts["correct"].append((logits.argmax(dim=1) == y).cpu())
+        parts["loss"].append(F.cross_entropy(logits, y, reduction="none").cpu())
+        parts["entropy"].append(-(probs * log_probs).sum(dim=1).cpu())
+        parts["m_entropy"].append((-(1 - true) * log_probs.gather(1, y[:, None]).squeeze(1)
+                                   - (probs * log_rest * others).sum(dim=1)).cpu())
+    return {k: torch.cat(v).numpy() if v else np.zeros(0, bool if k == "correct" else float)
+            for k, v in parts.items()}
