@@ -30,7 +30,12 @@ import pandas as pd
 from fedunl_flwr.data.scenarios import get_scenario
 from fedunl_flwr.methods import all_methods
 from fedunl_flwr.store import atomic_write_bytes
-from fedunl_flwr.summaries import AccuracySummary, PhaseSummary, RequestSummary
+from fedunl_flwr.summaries import (
+    AccuracySummary,
+    PhaseSummary,
+    RequestSummary,
+    VerificationEvaluation,
+)
 
 # Route columns in the paper's order, then the unfair contrast.
 MAX_CLASSES = 10
@@ -222,6 +227,27 @@ def cost_table(summaries: Mapping[str, PhaseSummary]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def verification_table(summaries: Mapping[str, PhaseSummary]) -> pd.DataFrame:
+    """Each route's membership-inference efficacy on D_u and backdoor ASR (%), beside the
+    original's and the retrained models' mean (docs/verification.md); empty when no run
+    measured them."""
+    rows = {}
+    for name, summary in _columns(summaries):
+        found = summary.evaluation(VerificationEvaluation)
+        if found is None:
+            continue
+        row: dict[str, float] = {}
+        for title, scores in (("MIA efficacy", found.verification.mia_efficacy),
+                              ("backdoor ASR", found.verification.backdoor_asr)):
+            if scores is not None:
+                row |= {f"{title} (%)": scores.unlearned,
+                        f"{title}, original": scores.original,
+                        f"{title}, retrained": float(np.mean(scores.retrained))}
+        if row:
+            rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def _flat(frame: pd.DataFrame) -> pd.DataFrame:
     """Markdown-friendly copy: flat column names, percent strings."""
     out = frame.copy()
@@ -373,6 +399,11 @@ def build_fair_report(run_dirs: Mapping[str, Path], out_dir: Path) -> list[Path]
         ("cost", "Cost of each route (client-epochs = local epochs summed over clients)",
          cost_table(summaries), lambda frame: to_markdown(frame, percent=False)),
     ]
+    checks = verification_table(summaries)
+    if not checks.empty:
+        tables.append(("verification", "Verification beyond accuracy: membership inference "
+                       "on D_u and the planted backdoor (%)", checks,
+                       lambda frame: to_markdown(frame, percent=False)))
     written: list[Path] = []
     sections = [f"# Fair unlearning report: {training['scenario']}\n",
                 f"Request: clients {clients} forget classes {classes} "

@@ -47,18 +47,22 @@ from fedunl_flwr.config import key_values
 from fedunl_flwr.methods import all_methods, get_method
 from fedunl_flwr.metrics.memorization import DATASET_ROW_LABEL, MEMORIZATION_GROUP_LABELS
 from fedunl_flwr.store import atomic_write_bytes
-from fedunl_flwr.summaries import MemorizationEvaluation, PhaseSummary
+from fedunl_flwr.summaries import MemorizationEvaluation, PhaseSummary, VerificationEvaluation
 
 TABLES = ("1", "F2", "F3", "F4", "F5", "F6", "H9", "H10")
 
-#: Value columns: five groups, D_u, test accuracy, local fairness.
+#: Value columns: five groups, D_u, test accuracy, local fairness, then the verification
+#: checks (docs/verification.md; shown when some run has them).
 ACCURACY_COLUMNS: tuple[str, ...] = (*MEMORIZATION_GROUP_LABELS, DATASET_ROW_LABEL)
-COLUMNS: tuple[str, ...] = (*ACCURACY_COLUMNS, "Test", "LF")
+VERIFICATION_COLUMNS: tuple[str, ...] = ("MIA", "ASR")
+COLUMNS: tuple[str, ...] = (*ACCURACY_COLUMNS, "Test", "LF", *VERIFICATION_COLUMNS)
 COLUMN_TITLES: dict[str, str] = {
     **{label: f"Group {label}" for label in MEMORIZATION_GROUP_LABELS},
     DATASET_ROW_LABEL: "Unlearning Dataset Acc. (%) (Δ↓)",
     "Test": "Test Dataset Acc. (%) ↑",
     "LF": "Local Fairness (10^-3) ↓",
+    "MIA": "MIA Efficacy on D_u (%)",
+    "ASR": "Backdoor ASR (%)",
 }
 SELECTION_LABELS = {"redundant": "Ours", "salun": "SalUn", "localized": "Localized",
                     "deep": "Deep", "shallow": "Shallow"}
@@ -101,10 +105,24 @@ class RunResult:
     def leaving_clients(self) -> int:
         return len(self.summary.request.clients) if self.summary.request else 0
 
+    def verification_values(self, model: int | None) -> list[float]:
+        """MIA efficacy and backdoor ASR of the unlearned model (``model`` None) or of
+        reference retrained model ``model``; NaN where not measured."""
+        checks = self.summary.evaluation(VerificationEvaluation)
+        values = []
+        for scores in ((checks.verification.mia_efficacy, checks.verification.backdoor_asr)
+                       if checks is not None else (None, None)):
+            if scores is None:
+                values.append(math.nan)
+            else:
+                values.append(scores.unlearned if model is None else scores.retrained[model])
+        return values
+
     def unlearned_vector(self) -> np.ndarray:
         ev = self.evaluation
         return np.array([*_floats(ev.memorization.group_accuracy.unlearned),
-                         ev.test_accuracy.unlearned, ev.local_fairness.unlearned], dtype=float)
+                         ev.test_accuracy.unlearned, ev.local_fairness.unlearned,
+                         *self.verification_values(None)], dtype=float)
 
     def retrained_vectors(self) -> dict[str, np.ndarray]:
         """Reference retrained model store -> its vector (columns of ``unlearned_vector``).
@@ -114,7 +132,8 @@ class RunResult:
         ev = self.evaluation
         return {store: np.array([*_floats(ev.memorization.group_accuracy.retrained[j]),
                                  ev.test_accuracy.retrained[j],
-                                 ev.local_fairness.retrained[j]], dtype=float)
+                                 ev.local_fairness.retrained[j],
+                                 *self.verification_values(j)], dtype=float)
                 for j, store in enumerate(ev.memorization.reference_stores)}
 
 
@@ -551,7 +570,10 @@ def build_memorization_report(preset: dict, results: list[dict[str, Path]],
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"memorization_{table}"
-    shown = [DATASET_ROW_LABEL, "Test"] if table == "H9" else list(COLUMNS)
+    measured = [c for c in VERIFICATION_COLUMNS
+                if numbers.loc[numbers["column"] == c, "mean"].notna().any()]
+    shown = ([DATASET_ROW_LABEL, "Test"] if table == "H9" else
+             [c for c in COLUMNS if c not in VERIFICATION_COLUMNS or c in measured])
     title = _title(table, preset)
     md = [f"# {title}\n"]
     if preset.get("description"):

@@ -89,5 +89,6 @@ def test_every_method_keeps_the_contract(name: str, results: Path, data_dir: Pat
     elif summary["request"]["scope"] == "class":
         written = build_fair_report({name: paths["unlearn"]}, out)
         assert (out / "table4_global.csv") in written
+        assert "MIA efficacy (%)" in (out / "verification.md").read_text()
     else:  # retraining: the reference every memorization evaluation reads
         assert summary["retrain"]["stores"], summary["retrain"]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from clients.fedunl_client import FedunlClient
+from experiments.memorization_tables import build_memorization_report
 from experiments.simulate import simulate
 from fedunl_flwr.config import ConfigError
 from fedunl_flwr.data.scenarios import ClientData
@@ -148,3 +149,8 @@ def test_the_backdoored_original_obeys_the_trigger_and_the_retrained_model_does_
     assert mia["original"] > mia["retrained"][0] + 20.0
     train = json.loads((paths["train"] / "summary.json").read_text())
     assert train["config"]["backdoor"] == {"clients": [0], "fraction": 1.0, "target": 0}
+    # Table 1's report gains both columns.
+    written = build_memorization_report({}, [paths], tmp_path / "report")
+    table = next(p for p in written if p.suffix == ".md").read_text()
+    assert "MIA Efficacy on D_u (%)" in table and "Backdoor ASR (%)" in table
+    assert f"{asr['unlearned']:.2f}" in table
