@@ -93,7 +93,8 @@ class BaseClient(NumPyClient):
 
     def query_describe(self, weights: list[np.ndarray] | None, config: dict) -> QueryReply:
         """What the server may know of this client: sizes, label counts, class names."""
-        counts = np.bincount(self.data.y_train, minlength=self.num_classes)
+        # The labels it trains on (a planted backdoor relabels some).
+        counts = np.bincount(self.y_train.numpy(), minlength=self.num_classes)
         return DescribeReply(self.partition_id, len(self.y_train), len(self.y_test),
                              tuple(int(c) for c in counts), self.data.domain,
                              tuple(self.class_names), self.data.fingerprint)

@@ -54,6 +54,7 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 REPORTS: dict[str, str] = {
     "fair": "experiments.fair_tables:build_report",
     "memorization": "experiments.memorization_tables:build_memorization_report",
+    "cross": "experiments.cross_tables:build_cross_report",
 }
 PRESET_KEYS = {"table", "description", "report", "base", "runs", "seeds", "sections"}
 RUN_ONLY_KEYS = {"label"}  # allowed in [[runs]] tables, not run-config

@@ -9,10 +9,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from clients.fedunl_client import FedunlClient
+from experiments.cross_tables import build_cross_report
 from experiments.memorization_tables import build_memorization_report
 from experiments.simulate import simulate
 from fedunl_flwr.config import ConfigError
@@ -154,3 +156,22 @@ def test_the_backdoored_original_obeys_the_trigger_and_the_retrained_model_does_
     table = next(p for p in written if p.suffix == ".md").read_text()
     assert "MIA Efficacy on D_u (%)" in table and "Backdoor ASR (%)" in table
     assert f"{asr['unlearned']:.2f}" in table
+
+    # The cross table: a seed 000 route on a class-level request of the same original
+    # beside the seed 001 method (client 1: all of client 0's samples now carry label 0).
+    route = simulate({**BACKDOOR, "strategy": "delete-retrain", "forget-scope": "class",
+                      "forget-clients": "1", "forget-classes": "1", "unlearn-rounds": 1,
+                      "results-dir": str(tmp_path), "data-dir": str(data_dir)},
+                     engine="inprocess")
+    assert route["train"] == paths["train"]  # one backdoored original for both
+    written = build_cross_report({}, [route, paths], tmp_path / "cross")
+    by_scope = {p.stem: pd.read_csv(p, index_col=0) for p in written if p.suffix == ".csv"}
+    client, by_class = by_scope["cross_client"], by_scope["cross_class"]
+    assert list(client.index) == ["Fine-tune", "Original", "Retrained"]
+    assert client.at["Fine-tune", "backdoor ASR (%)"] == pytest.approx(asr["unlearned"], abs=1e-3)
+    assert client.at["Original", "MIA efficacy (%)"] == pytest.approx(mia["original"], abs=1e-3)
+    assert next(iter(by_class.index)) == "Delete" and "collateral damage (pts)" in by_class
+    routed = json.loads((route["unlearn"] / "summary.json").read_text())
+    assert by_class.at["Delete", "backdoor ASR (%)"] == pytest.approx(
+        routed["verification"]["backdoor_asr"]["unlearned"], abs=1e-3)
+    assert 0 <= by_class.at["Original", "forget-class acc. (%)"] <= 100
