@@ -8,15 +8,21 @@ another order and changes the last bits)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.mark.simulation
 def test_same_config_twice_gives_the_same_models_and_summary(tmp_path, data_dir) -> None:
-    """Once through Ray (one CPU, so one torch thread, per virtual client), once in
-    process with one torch thread: the same bits."""
+    """Once through Ray (one CPU, so one torch thread, per virtual client) in a process
+    whose HOME must stay empty, once in process with one torch thread: the same bits."""
     import torch
 
     from experiments.simulate import simulate
@@ -26,7 +32,20 @@ def test_same_config_twice_gives_the_same_models_and_summary(tmp_path, data_dir)
             "model-width": 8, "aggregation": "mean", "strategy": "fedmemeraser",
             "forget-scope": "client", "forget-clients": "1", "unlearn-rounds": 2,
             "data-dir": str(data_dir)}
-    first = simulate({**base, "results-dir": str(tmp_path / "a")}, cpus_per_client=1.0)
+    # The Ray half runs in a process of its own with an empty HOME: Flower would create
+    # ~/.flwr/source; the suite's environment (conftest) points FLWR_HOME elsewhere, and
+    # the app keeps everything under results-dir, so nothing may appear there.
+    home = tmp_path / "home"
+    home.mkdir()
+    script = ("import json\nfrom experiments.simulate import simulate\n"
+              f"paths = simulate({{**{base!r}, 'results-dir': {str(tmp_path / 'a')!r}}}, "
+              "cpus_per_client=1.0)\n"
+              "print(json.dumps({k: str(v) for k, v in paths.items()}))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "HOME": str(home)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list(home.rglob("*")), sorted(map(str, home.rglob("*")))
+    first = {k: Path(v) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -272,23 +272,6 @@ def test_client_tracebacks_are_shortened_to_their_last_line(monkeypatch):
     assert short.filter(whole) and whole.getMessage() == trace
 
 
-@pytest.mark.simulation
-def test_a_simulation_under_the_tests_environment_writes_nothing_at_home(tmp_path, data_dir):
-    """Flower would create ~/.flwr/source; the suite's environment (conftest) points
-    FLWR_HOME elsewhere, and the app itself keeps everything under results-dir."""
-    home = tmp_path / "home"
-    home.mkdir()
-    script = ("from experiments.simulate import simulate\n"
-              f"simulate({{'scenario': 'mnist-iid', 'num-clients': 2, 'samples-per-client': 40, "
-              f"'test-samples-per-client': 20, 'num-server-rounds': 1, 'model': 'cnn', "
-              f"'model-width': 4, 'results-dir': {str(tmp_path / 'results')!r}, "
-              f"'data-dir': {str(data_dir)!r}}})\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "HOME": str(home)})
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert not list(home.rglob("*")), sorted(map(str, home.rglob("*")))
-
-
 def test_the_staged_app_holds_what_flwr_would_package_and_nothing_ignored(tmp_path):
     """scripts/flwr_run.py hands ``flwr run`` a copy of the app without ignored folders
     (the venv) and ``.git``: the FAB built from it is the one built from the checkout."""
