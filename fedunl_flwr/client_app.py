@@ -40,6 +40,9 @@ def load_run_config(run_config: Mapping[str, Any],
 def _client_for(config: RunConfig, partition_id: int, data_file: str) -> FedunlClient:
     scenario = get_scenario(config.scenario)
     if data_file:
+        if config.backdoor_clients.strip():
+            raise ValueError("backdoor-clients plants a trigger into simulated clients' "
+                             "data; a node with its own data-file does not poison it")
         data = load_client_file(data_file, partition_id)
         num_classes = int(max(data.y_train.max(), data.y_test.max()) + 1)
         class_names = tuple(str(c) for c in range(num_classes))

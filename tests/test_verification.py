@@ -126,6 +126,20 @@ def test_a_named_client_plants_the_trigger_and_relabels(tmp_path: Path) -> None:
         client(backdoor_clients="0", backdoor_target=7)
 
 
+def test_a_node_with_its_own_data_refuses_to_plant_a_backdoor(tmp_path: Path) -> None:
+    from fedunl_flwr.client_app import _client_for
+
+    site = tmp_path / "site.npz"
+    rng = np.random.default_rng(0)
+    np.savez(site, x_train=rng.integers(0, 255, (20, 12, 12), dtype=np.uint8),
+             y_train=np.arange(20) % 4, x_test=rng.integers(0, 255, (8, 12, 12),
+                                                            dtype=np.uint8),
+             y_test=np.arange(8) % 4)
+    config = config_with(scenario="mnist-iid", backdoor_clients="0")
+    with pytest.raises(ValueError, match="does not poison it"):
+        _client_for(config, 0, str(site))
+
+
 # --- runs -----------------------------------------------------------------------------------
 BACKDOOR = {"scenario": "mnist-iid", "num-clients": 4, "samples-per-client": 200,
             "test-samples-per-client": 50, "num-server-rounds": 5, "model": "cnn",
