@@ -8,7 +8,8 @@ scenario's real test images itself); membership inference unless ``mia-feature``
 the D_u holders on D_u (``query.per_sample``, evaluation only: a real SuperNode refuses
 it unless its node config allows), and the server scores the test set (non-members; one
 half trains the attack, the other half is the threshold attack's non-member target). A
-check that cannot run (the server has no test set) is named in ``skipped``.
+check that cannot run (the server has no test set; real SuperNodes that refuse
+per-sample outputs) is named in ``skipped`` and the run goes on.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedunl_flwr.config import parse_int_list
+from fedunl_flwr.federation import ClientError
 from fedunl_flwr.metrics.evaluation import per_sample_outputs
 from fedunl_flwr.metrics.verification import (
     apply_trigger,
@@ -63,33 +65,44 @@ def verification_summary(grid: Grid, run: UnlearningRun, unlearned: TrainedModel
                        for arrays in models])
     efficacy = threshold = None
     if config.mia_feature != "off" and test is not None:
-        rng = numpy_generator(config.seed, "mia")
-        holders = forget_holders(request, federation)
-        remaining = remaining_participants(request, federation)
-        results = []
-        for arrays in models:
-            set_weights(model, from_record(arrays))
-            outputs = [per_sample_outputs(model, x, y) for x, y in test]
-            nonmembers = np.concatenate([mia_feature_values(o, config.mia_feature)
-                                         for o in outputs])
-            halves = np.array_split(numpy_generator(config.seed, "mia", "halves")
-                                    .permutation(len(nonmembers)), 2)
-            members = mia_feature_values(
-                per_sample(grid, federation, request, remaining, arrays, remaining=True),
-                config.mia_feature)
-            targets = mia_feature_values(per_sample(grid, federation, request, holders,
-                                                    arrays), config.mia_feature)
-            results.append((mia_efficacy(members, nonmembers[halves[0]], targets, rng),
-                            threshold_attack_accuracy(members, nonmembers[halves[0]],
-                                                      targets, nonmembers[halves[1]])))
-        efficacy = _scores([r[0] for r in results])
-        threshold = _scores([r[1] for r in results])
+        try:
+            results = [membership_inference(grid, run, model, arrays, test)
+                       for arrays in models]
+        except ClientError as err:  # real SuperNodes refuse per-sample outputs by default
+            skipped.append(f"membership inference: {err}")
+        else:
+            efficacy = _scores([r[0] for r in results])
+            threshold = _scores([r[1] for r in results])
     checks = VerificationChecks(
         asr, sorted(set(parse_int_list(backdoor, "backdoor-clients"))) if backdoor else [],
         config.mia_feature, efficacy, threshold, skipped)
     log(INFO, "fedunl: verification (original / unlearned / retrained): backdoor ASR %s, "
         "MIA efficacy %s", _show(asr), _show(efficacy))
     return VerificationEvaluation(checks)
+
+
+def membership_inference(grid: Grid, run: UnlearningRun, model: torch.nn.Module,
+                         arrays: ArrayRecord, test: list[tuple[torch.Tensor, torch.Tensor]]
+                         ) -> tuple[float, float]:
+    """MIA efficacy on D_u and the threshold attack's balanced accuracy (%) of ``arrays``:
+    members are the remaining clients' training samples, non-members the test set's
+    halves (one trains the attack, the other is the threshold attack's target)."""
+    config, federation, request = run.config, run.federation, run.request
+    set_weights(model, from_record(arrays))
+    nonmembers = np.concatenate([mia_feature_values(per_sample_outputs(model, x, y),
+                                                    config.mia_feature) for x, y in test])
+    shadow, target = np.array_split(numpy_generator(config.seed, "mia", "halves")
+                                    .permutation(len(nonmembers)), 2)
+    members = mia_feature_values(
+        per_sample(grid, federation, request, remaining_participants(request, federation),
+                   arrays, remaining=True), config.mia_feature)
+    targets = mia_feature_values(
+        per_sample(grid, federation, request, forget_holders(request, federation), arrays),
+        config.mia_feature)
+    return (mia_efficacy(members, nonmembers[shadow], targets,
+                         numpy_generator(config.seed, "mia", "attack")),
+            threshold_attack_accuracy(members, nonmembers[shadow], targets,
+                                      nonmembers[target]))
 
 
 @torch.no_grad()
