@@ -196,7 +196,9 @@ BASE = {"scenario": "fashion-mnist-iid", "num-clients": 4, "samples-per-client":
         "test-samples-per-client": 50, "num-server-rounds": 4, "model": "cnn",
         "model-width": 16, "local-epochs": 2, "unlearn-rounds": 2, "retrain-seeds": 1,
         "heldout-retrains": True, "model-init": "kaiming-relu", "aggregation": "mean",
-        "forget-scope": "client", "forget-clients": "0", "rho": 0.6}
+        "forget-scope": "client", "forget-clients": "0", "rho": 0.6,
+        # Membership inference is tests/test_verification.py's and the contract test's.
+        "mia-feature": "off"}
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def request_for(name: str, data_dir: Path) -> dict:
     assert method is not None
     if "client" in method.scopes:
         return {**CLIENT_REQUEST, **SMALLER, "strategy": name, "retrain-seeds": 1,
-                "heldout-retrains": False}
+                "heldout-retrains": False, "mia-feature": "confidence"}
     return {**CLASS_REQUEST, "strategy": name, "forget-classes": str(forget_class(data_dir)),
             "mia-feature": "confidence"}
 
