@@ -196,13 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     # Flower's executables (and the ones the SuperLink starts) sit beside this
     # interpreter; find them even when the virtual environment is not activated.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["FLWR_HOME"] = env.get("FLWR_HOME", str(ROOT / ".flwr"))
+    # Each run gets a Flower home of its own (its connection config names this run's
+    # SuperLink): two runs started from one checkout shared `.flwr/config.toml` and one
+    # asked the other's SuperLink for its status.
+    state = tempfile.mkdtemp(prefix="fedunl-superlink-")
+    env["FLWR_HOME"] = str(Path(state) / "flwr-home")
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     env.setdefault("FEDUNL_RESULTS_DIR", str(ROOT / "results"))
     # Flower 1.41 serves the runtime, control and fleet APIs on one HTTP port.
     port = free_port()
     write_flower_config(Path(env["FLWR_HOME"]), port)
-    state = tempfile.mkdtemp(prefix="fedunl-superlink-")
     # The SuperLink writes its own copy of the log handle; ours closes once it started.
     with open(Path(state) / "superlink.log", "w") as superlink_log:
         superlink = subprocess.Popen(

@@ -94,14 +94,14 @@ def test_bad_run_config_fails_before_starting_anything(tmp_path):
     result = flwr_run(tmp_path, "scenario='no-such-scenario'")
     assert result.returncode == 2
     assert "unknown scenario 'no-such-scenario'" in result.stderr
-    assert not (tmp_path / ".flwr").exists()
+    assert "+ flwr run" not in result.stdout  # no SuperLink, no run
 
 
 def test_missing_dataset_fails_before_starting_anything(tmp_path):
     result = flwr_run(tmp_path, f"data-dir='{tmp_path / 'empty'}' num-server-rounds=1")
     assert result.returncode == 2
     assert "mnist" in result.stderr and str(tmp_path / "empty") in result.stderr
-    assert not (tmp_path / ".flwr").exists()
+    assert "+ flwr run" not in result.stdout  # no SuperLink, no run
 
 
 @pytest.mark.parametrize("config, message", [
@@ -118,7 +118,7 @@ def test_bad_names_and_requests_fail_before_starting_anything(tmp_path, config, 
     result = flwr_run(tmp_path, config)
     assert result.returncode == 2, result.stdout[-2000:]
     assert message in result.stderr
-    assert not (tmp_path / ".flwr").exists()
+    assert "+ flwr run" not in result.stdout  # no SuperLink, no run
 
 
 def test_a_request_the_clients_cannot_serve_ends_with_one_line_and_exit_2(tmp_path):
@@ -144,14 +144,21 @@ def test_a_diverging_run_fails_and_stores_no_complete_phase(tmp_path, data_dir):
     assert not list(tmp_path.rglob("summary.json"))  # nothing looks complete
 
 
-def test_too_few_simulated_nodes_fail_within_seconds(tmp_path):
+def test_too_few_simulated_nodes_fail_within_seconds_in_two_runs_at_once(tmp_path):
+    """Two runners started together from one checkout, with one FLWR_HOME in their
+    environment: each runs on its own SuperLink with its own Flower home, so each
+    reports its own run (they once shared the connection config)."""
     env = {**os.environ, "FEDUNL_RESULTS_DIR": str(tmp_path),
            "FLWR_HOME": str(tmp_path / ".flwr")}
-    result = subprocess.run([sys.executable, "scripts/flwr_run.py", "--num-supernodes", "2"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1
-    assert "expected 9 clients, 2 connected after 10 s" in result.stdout
-    assert "num-supernodes=9" in result.stdout
+    runners = [subprocess.Popen([sys.executable, "scripts/flwr_run.py", "--num-supernodes",
+                                 str(count)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for count in (2, 3)]
+    for count, runner in zip((2, 3), runners, strict=True):
+        output = runner.communicate(timeout=300)[0]
+        assert runner.returncode == 1, output[-3000:]
+        assert f"expected 9 clients, {count} connected after 10 s" in output, output[-3000:]
+        assert "num-supernodes=9" in output
+    assert not (tmp_path / ".flwr").exists()
 
 
 STOPPABLE_RUNNERS = {
