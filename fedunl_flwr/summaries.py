@@ -184,12 +184,17 @@ class UnlearningEntries:
 
 # --- seed 001: the Grouped Memorization Evaluation of one unlearned model ----------------
 @dataclass(frozen=True)
-class DuAccuracy:
-    """Accuracy (%) on the unlearning dataset D_u."""
+class ModelScores:
+    """One figure (%) of the original, the unlearned and each reference retrained model."""
 
     original: float
     unlearned: float
     retrained: list[float]
+
+
+@dataclass(frozen=True)
+class DuAccuracy(ModelScores):
+    """Accuracy (%) on the unlearning dataset D_u."""
 
 
 @dataclass(frozen=True)
@@ -298,15 +303,6 @@ class MemorizationEvaluation:
 
 
 # --- verification beyond accuracy (strategies/verification.py) ----------------------------
-@dataclass(frozen=True)
-class ModelScores:
-    """One check (%) of the original, the unlearned and each reference retrained model."""
-
-    original: float
-    unlearned: float
-    retrained: list[float]
-
-
 @dataclass(frozen=True)
 class VerificationChecks:
     """The planted backdoor's attack success rate on triggered test images, and the

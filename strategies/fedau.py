@@ -82,21 +82,18 @@ def unlearned_classifier(global_arrays: Arrays, heads: Sequence[Mapping[str, np.
                          alpha: float) -> dict[str, np.ndarray]:
     """``α · W1 + (1 - α) · mean_u W2_u`` on the classifier's weight and bias; every other
     tensor as it is."""
-    if not heads:
-        raise ValueError("no auxiliary head to unlearn with")
-    mean = weighted_mean(dict(enumerate(heads)), dict.fromkeys(range(len(heads)), 1.0),
-                         ["weight", "bias"])
-    out = dict(global_arrays)
-    for name, part in zip(CLASSIFIER, ("weight", "bias"), strict=True):
-        value = np.asarray(global_arrays[name])
-        out[name] = (alpha * value.astype(np.float64) + (1 - alpha) * mean[part]
-                     ).astype(value.dtype)
-    return out
+    return _combine_classifier(global_arrays, heads, alpha, 1 - alpha)
 
 
 def class_unlearned_classifier(global_arrays: Arrays,
                                heads: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Class scope: ``W1 - mean_u W2_u`` on the classifier's weight and bias."""
+    return _combine_classifier(global_arrays, heads, 1.0, -1.0)
+
+
+def _combine_classifier(global_arrays: Arrays, heads: Sequence[Mapping[str, np.ndarray]],
+                        own: float, head: float) -> dict[str, np.ndarray]:
+    """``own · W1 + head · mean_u W2_u`` on the classifier; the rest unchanged."""
     if not heads:
         raise ValueError("no auxiliary head to unlearn with")
     mean = weighted_mean(dict(enumerate(heads)), dict.fromkeys(range(len(heads)), 1.0),
@@ -104,7 +101,7 @@ def class_unlearned_classifier(global_arrays: Arrays,
     out = dict(global_arrays)
     for name, part in zip(CLASSIFIER, ("weight", "bias"), strict=True):
         value = np.asarray(global_arrays[name])
-        out[name] = (value.astype(np.float64) - mean[part]).astype(value.dtype)
+        out[name] = (own * value.astype(np.float64) + head * mean[part]).astype(value.dtype)
     return out
 
 
