@@ -55,6 +55,12 @@ class Federation:
         return [self.clients[p].node_id for p in partition_ids]
 
     @cached_property
+    def answers(self) -> dict[tuple, dict[int, Any]]:
+        """Replies to evaluation queries, kept for this federation's lifetime (one server
+        run): see :func:`query_clients`'s ``memo``."""
+        return {}
+
+    @cached_property
     def _partition_by_node(self) -> dict[int, int]:
         # Built once: every round maps each reply through it.
         return {info.node_id: pid for pid, info in self.clients.items()}
@@ -229,16 +235,37 @@ def discover_federation(grid: Grid, expected_clients: int) -> Federation:
     return Federation(clients, names)
 
 
+def arrays_digest(arrays: ArrayRecord) -> str:
+    """SHA-256 of a model's tensor names, shapes, dtypes and bytes."""
+    digest = hashlib.sha256()
+    for name, array in arrays.items():
+        digest.update(f"{name}|{array.dtype}|{array.shape}|".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
 def query_clients(grid: Grid, federation: Federation, partition_ids: list[int], action: str,
                   reply_type: type[R], arrays: ArrayRecord | None = None,
-                  configs: dict[int, dict] | None = None) -> dict[int, R]:
+                  configs: dict[int, dict] | None = None, memo: bool = False) -> dict[int, R]:
     """Send ``query.<action>`` (optional model, per-client config) to each client.
 
     Returns the typed replies keyed by the partition of the node that sent each; a
-    client error raises :class:`ClientError`.
+    client error raises :class:`ClientError`. With ``memo`` (for queries whose answer is
+    a function of the model, the config and the client's fixed data: the evaluation
+    queries), an identical query in the same federation is answered from the replies
+    kept in ``federation.answers``: the original and the retrained models are scored
+    once per run, not once per method of a ``strategy`` list, nor again by each check.
     """
     if not partition_ids:
         return {}
+    key = None
+    if memo:
+        key = (action, reply_type.__name__, arrays_digest(arrays) if arrays is not None
+               else None, tuple(partition_ids),
+               repr(sorted((p, sorted((configs or {}).get(p, {}).items()))
+                           for p in partition_ids)))
+        if key in federation.answers:
+            return dict(federation.answers[key])
     messages = []
     for pid in partition_ids:
         content = RecordDict({"config": ConfigRecord(dict((configs or {}).get(pid, {})))})
@@ -253,4 +280,7 @@ def query_clients(grid: Grid, federation: Federation, partition_ids: list[int], 
     for reply in replies:
         decoded = reply_type.from_content(reply.content)
         typed[federation.partition_of(reply, decoded.partition_id)] = decoded
-    return {pid: typed[pid] for pid in partition_ids}
+    answer = {pid: typed[pid] for pid in partition_ids}
+    if key is not None:
+        federation.answers[key] = answer
+    return dict(answer)

@@ -8,4 +8,13 @@ export PATH="$PWD/.venv/bin:$PATH"
 # Lint and types first (configured in pyproject.toml): a finding fails the command.
 .venv/bin/ruff check --quiet .
 .venv/bin/mypy
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=10 "$@"
+# Two workers (pytest-xdist, whole modules each, so a module's fixtures are computed
+# once): much of the suite is single-threaded Python or waits on process starts and
+# heartbeats, so a 2-core machine runs two modules at once. Each worker's torch then uses
+# one thread unless OMP_NUM_THREADS says otherwise (two workers of two threads each on
+# two cores spin against each other: 937 s against 682 s serially). FEDUNL_TEST_WORKERS=0
+# runs the suite serially; tests/conftest.py orders the modules, longest first.
+workers=${FEDUNL_TEST_WORKERS:-2}
+[ "$workers" = 0 ] || export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=10 \
+  -n "$workers" --dist loadfile --no-loadscope-reorder "$@"

@@ -92,7 +92,7 @@ def per_sample(grid: Grid, federation: Federation, request: UnlearningRequest,
                 for p in holders} if remaining else
                {p: request.forget_selection(p).encode() for p in holders})
     replies = query_clients(grid, federation, list(holders), protocol.PER_SAMPLE,
-                            PerSampleReply, arrays, configs)
+                            PerSampleReply, arrays, configs, memo=True)
     columns = ("positions", "true_prob", "correct", "loss", "entropy", "m_entropy")
     parts: dict[str, list] = {"client": [], **{c: [] for c in columns}}
     for pid in holders:
@@ -113,7 +113,7 @@ def local_losses(grid: Grid, federation: Federation, request: UnlearningRequest,
     """Mean loss of ``arrays`` on each client's remaining training data."""
     replies = query_clients(grid, federation, list(clients), protocol.LOCAL_LOSS,
                             LocalLossReply, arrays,
-                            {p: request.removal(p).encode() for p in clients})
+                            {p: request.removal(p).encode() for p in clients}, memo=True)
     return {str(p): replies[p].loss_sum / max(1, replies[p].num_examples) for p in clients}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,21 @@ def data_dir() -> Path:
         pytest.fail("set FEDUNL_DATA_DIR to the folder holding mnist.npz, usps.npz, "
                     f"cifar10.npz and tinyimagenet_subset.npz (got {str(folder)!r})")
     return folder
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order the modules for ``pytest -n 2 --dist loadfile`` (scripts/test.sh), longest
+    first as far as markers tell: deployment tests (they mostly wait, for heartbeats and
+    process starts, and started first they overlap the rest instead of being the run's
+    tail), then modules by their number of simulations. Modules stay contiguous, so each
+    module's fixtures are set up once, on one worker or in a serial run."""
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    modules = list(dict.fromkeys(module(item) for item in items))
+    deployed = {module(item) for item in items if item.get_closest_marker("deployment")}
+    simulations = Counter(module(item) for item in items
+                          if item.get_closest_marker("simulation"))
+    rank = {name: (name not in deployed, -simulations[name], index)
+            for index, name in enumerate(modules)}
+    items.sort(key=lambda item: rank[module(item)])

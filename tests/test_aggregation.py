@@ -267,3 +267,57 @@ def test_a_reply_is_the_partition_of_the_node_that_sent_it() -> None:
     stranger.metadata = type("Meta", (), {"src_node_id": 999})()
     with pytest.raises(ClientError, match="node 999, which is not in the federation"):
         strategy.aggregate_train(1, as_messages(stranger))
+
+
+def test_evaluation_queries_are_answered_once_per_federation(monkeypatch) -> None:
+    """``memo``: the same evaluation query (model, clients, config) is sent once; another
+    model, config or client set is sent again; queries without ``memo`` always are."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedunl_flwr.federation import query_clients
+    from fedunl_flwr.protocol import LOCAL_LOSS, LocalLossReply
+
+    for field in ("_run_id", "_node_id", "_task_id"):  # messages are built outside a run
+        monkeypatch.setattr(TaskIdentity, field, 1)
+
+    class CountingGrid:
+        """Answers each query.local_loss with the sum of the model's weights."""
+
+        def __init__(self) -> None:
+            self.sent: list[Message] = []
+            self.replies: dict[str, object] = {}
+
+        def push_messages(self, messages):
+            ids = []
+            for message in messages:
+                self.sent.append(message)
+                pid = message.metadata.dst_node_id - 100
+                total = float(message.content["arrays"]["w"].numpy().sum())
+                answer = Reply(LocalLossReply(pid, total, 10).to_content())
+                answer.metadata.reply_to_message_id = f"m{len(self.sent)}"
+                self.replies[f"m{len(self.sent)}"] = answer
+                ids.append(f"m{len(self.sent)}")
+            return ids
+
+        def pull_messages(self, ids):
+            return [self.replies.pop(i) for i in list(ids)]
+
+    def model(value: float) -> ArrayRecord:
+        return ArrayRecord({"w": Array(np.full((2,), value, dtype=np.float32))})
+
+    grid, fed = CountingGrid(), federation(2)
+
+    def ask(arrays: ArrayRecord, clients=(0, 1), config=None, memo=True):
+        replies = query_clients(cast(Grid, grid), fed, list(clients), LOCAL_LOSS,
+                                LocalLossReply, arrays, config, memo=memo)
+        return {p: r.loss_sum for p, r in replies.items()}
+
+    assert ask(model(1.0)) == {0: 2.0, 1: 2.0} and len(grid.sent) == 2
+    assert ask(model(1.0)) == {0: 2.0, 1: 2.0} and len(grid.sent) == 2  # kept
+    assert ask(model(3.0)) == {0: 6.0, 1: 6.0} and len(grid.sent) == 4  # another model
+    ask(model(1.0), clients=(1,))
+    ask(model(1.0), config={0: {"x": 1}})
+    ask(model(1.0), memo=False)
+    assert len(grid.sent) == 2 + 2 + 1 + 2 + 2
+    assert ask(model(1.0), config={0: {"x": 1}}) == {0: 2.0, 1: 2.0}
+    assert len(grid.sent) == 9
