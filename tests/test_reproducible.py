@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.simulation
 def test_same_config_twice_gives_the_same_models_and_summary(tmp_path, data_dir) -> None:
-    """Once through Ray (one CPU, so one torch thread, per virtual client) in a process
-    whose HOME must stay empty, once in process with one torch thread: the same bits."""
+    """Once through Ray (one CPU, so one torch thread, per virtual client, unless
+    OMP_NUM_THREADS says otherwise) in a process whose HOME must stay empty, once in
+    process with as many torch threads: the same bits."""
     import torch
 
     from experiments.simulate import simulate
@@ -47,7 +48,9 @@ def test_same_config_twice_gives_the_same_models_and_summary(tmp_path, data_dir)
     assert not list(home.rglob("*")), sorted(map(str, home.rglob("*")))
     first = {k: Path(v) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    # Ray's workers compute with OMP_NUM_THREADS threads when it is set (the suite's
+    # workers set it), else with their CPU count, 1: the in-process half does the same.
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     try:
         second = simulate({**base, "results-dir": str(tmp_path / "b")}, engine="inprocess")
     finally:
