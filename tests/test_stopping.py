@@ -20,7 +20,10 @@ STOPPABLE_RUNNERS = {
     "flwr_run": ["scripts/flwr_run.py", "-c", "scenario='mnist-iid' num-clients=2 "
                  "num-server-rounds=200 samples-per-client=100 test-samples-per-client=20"],
     "experiments.run": ["-m", "experiments.run", "fair-digits-cpu",
-                        "--set", "num-server-rounds=200", "--set", "samples-per-client=100"],
+                        *(arg for item in ("scenario='mnist-iid'", "num-clients=2",
+                                           "num-server-rounds=200", "samples-per-client=100",
+                                           "test-samples-per-client=20")
+                          for arg in ("--set", item))],
 }
 
 
