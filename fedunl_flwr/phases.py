@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from logging import INFO
 
 import numpy as np
@@ -19,8 +21,8 @@ from fedunl_flwr.config import RunConfig
 from fedunl_flwr.data.scenarios import get_scenario, scenario_test_sets
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.fedavg_train import FedAvgTrain
-from fedunl_flwr.federation import Federation, raise_on_errors, with_data
-from fedunl_flwr.metrics.evaluation import Evaluation, evaluate_model
+from fedunl_flwr.federation import Federation, arrays_digest, raise_on_errors, with_data
+from fedunl_flwr.metrics.evaluation import Evaluation, per_sample_outputs
 from fedunl_flwr.models import SiteModel, build_model, get_device
 from fedunl_flwr.protocol import EvaluateReply
 from fedunl_flwr.records import (
@@ -83,34 +85,66 @@ def initial_arrays(config: RunConfig, num_classes: int, init_index: int) -> Arra
 
 def central_test_tensors(config: RunConfig) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """The scenario's real test sets as model inputs and labels, one pair per dataset;
-    None when the server cannot read them (the data lives only on the SuperNodes)."""
+    None when the server cannot read them (the data lives only on the SuperNodes).
+    Converted once per process and data folder: callers must not modify them."""
+    return _central_test_tensors(config.scenario, str(config.resolved_data_dir()),
+                                 config.download)
+
+
+@lru_cache(maxsize=2)
+def _central_test_tensors(scenario: str, data_dir: str, download: bool
+                          ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     try:
-        test_sets = scenario_test_sets(config.scenario, str(config.resolved_data_dir()),
-                                       config.download)
+        test_sets = scenario_test_sets(scenario, data_dir, download)
     except (FileNotFoundError, OSError):
         return None
-    in_channels = get_scenario(config.scenario).in_channels
+    in_channels = get_scenario(scenario).in_channels
     return [(images_to_tensor(x, in_channels), labels_to_tensor(y)) for _, x, y in test_sets]
+
+
+#: Per-sample outputs on the central test sets, kept per model (SHA-256 of its arrays) and
+#: architecture: in a run of several methods the original and retrained models are scored
+#: once, and test accuracy and the MIA's non-members read the same forward pass.
+_CENTRAL_OUTPUTS: OrderedDict[tuple, list[dict[str, np.ndarray]]] = OrderedDict()
+_CENTRAL_OUTPUTS_KEPT = 16
+
+
+def central_test_outputs(config: RunConfig, num_classes: int, arrays: ArrayRecord
+                         ) -> list[dict[str, np.ndarray]] | None:
+    """``per_sample_outputs`` of ``arrays`` on each of the scenario's real test sets;
+    None when the server cannot read them."""
+    key = (arrays_digest(arrays), config.scenario, str(config.resolved_data_dir()),
+           config.model, config.model_width, config.model_norm, num_classes)
+    if key in _CENTRAL_OUTPUTS:
+        _CENTRAL_OUTPUTS.move_to_end(key)
+        return _CENTRAL_OUTPUTS[key]
+    tensors = central_test_tensors(config)
+    if tensors is None:
+        return None
+    model = model_for(config, num_classes).to(get_device())
+    set_weights(model, from_record(arrays))
+    outputs = [per_sample_outputs(model, x, y) for x, y in tensors]
+    _CENTRAL_OUTPUTS[key] = outputs
+    if len(_CENTRAL_OUTPUTS) > _CENTRAL_OUTPUTS_KEPT:
+        _CENTRAL_OUTPUTS.popitem(last=False)
+    return outputs
 
 
 def central_test_accuracies(config: RunConfig, num_classes: int,
                             models: list[ArrayRecord]) -> list[float] | None:
     """Accuracy of each of ``models`` on the scenario's real test sets, evaluated by the
-    server (the test images are converted once for all of them).
+    server.
 
     None when the server cannot read the datasets (a deployment whose data lives only
     on the SuperNodes); callers then report the pooled client test splits and say so.
     """
-    tensors = central_test_tensors(config)
-    if tensors is None:
-        return None
-    model = model_for(config, num_classes).to(get_device())
     accuracies = []
     for arrays in models:
-        set_weights(model, from_record(arrays))
-        results = [evaluate_model(model, x, y, num_classes) for x, y in tensors]
-        correct = sum(int(r.class_correct.sum()) for r in results)
-        accuracies.append(correct / max(1, sum(r.num_examples for r in results)))
+        outputs = central_test_outputs(config, num_classes, arrays)
+        if outputs is None:
+            return None
+        correct = np.concatenate([o["correct"] for o in outputs])
+        accuracies.append(float(correct.sum()) / max(1, len(correct)))
     return accuracies
 
 

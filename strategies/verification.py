@@ -24,7 +24,6 @@ from flwr.supercore import log
 
 from fedunl_flwr.config import parse_int_list
 from fedunl_flwr.federation import ClientError
-from fedunl_flwr.metrics.evaluation import per_sample_outputs
 from fedunl_flwr.metrics.verification import (
     apply_trigger,
     attack_success_rate,
@@ -33,7 +32,12 @@ from fedunl_flwr.metrics.verification import (
     threshold_attack_accuracy,
 )
 from fedunl_flwr.models import get_device
-from fedunl_flwr.phases import TrainedModel, central_test_tensors, model_for
+from fedunl_flwr.phases import (
+    TrainedModel,
+    central_test_outputs,
+    central_test_tensors,
+    model_for,
+)
 from fedunl_flwr.records import from_record, set_weights
 from fedunl_flwr.seeding import numpy_generator
 from fedunl_flwr.summaries import ModelScores, VerificationChecks, VerificationEvaluation
@@ -66,8 +70,7 @@ def verification_summary(grid: Grid, run: UnlearningRun, unlearned: TrainedModel
     efficacy = threshold = None
     if config.mia_feature != "off" and test is not None:
         try:
-            results = [membership_inference(grid, run, model, arrays, test)
-                       for arrays in models]
+            results = [membership_inference(grid, run, arrays) for arrays in models]
         except ClientError as err:  # real SuperNodes refuse per-sample outputs by default
             skipped.append(f"membership inference: {err}")
         else:
@@ -81,16 +84,16 @@ def verification_summary(grid: Grid, run: UnlearningRun, unlearned: TrainedModel
     return VerificationEvaluation(checks)
 
 
-def membership_inference(grid: Grid, run: UnlearningRun, model: torch.nn.Module,
-                         arrays: ArrayRecord, test: list[tuple[torch.Tensor, torch.Tensor]]
+def membership_inference(grid: Grid, run: UnlearningRun, arrays: ArrayRecord
                          ) -> tuple[float, float]:
     """MIA efficacy on D_u and the threshold attack's balanced accuracy (%) of ``arrays``:
     members are the remaining clients' training samples, non-members the test set's
     halves (one trains the attack, the other is the threshold attack's target)."""
     config, federation, request = run.config, run.federation, run.request
-    set_weights(model, from_record(arrays))
-    nonmembers = np.concatenate([mia_feature_values(per_sample_outputs(model, x, y),
-                                                    config.mia_feature) for x, y in test])
+    outputs = central_test_outputs(config, federation.num_classes, arrays)
+    assert outputs is not None, "membership inference needs the server's test sets"
+    nonmembers = np.concatenate([mia_feature_values(o, config.mia_feature)
+                                 for o in outputs])
     shadow, target = np.array_split(numpy_generator(config.seed, "mia", "halves")
                                     .permutation(len(nonmembers)), 2)
     members = mia_feature_values(
