@@ -3,6 +3,7 @@ in partition-id order whatever order the replies arrive in."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import cast
 
 import numpy as np
@@ -10,10 +11,11 @@ import pytest
 from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedunl_flwr.config import RunConfig
 from fedunl_flwr.fedavg_train import FedAvgTrain, TrainingDiverged
 from fedunl_flwr.federation import ClientError, ClientInfo, Federation
 from fedunl_flwr.protocol import EvaluateReply, TrainReply
-from fedunl_flwr.records import scalar
+from fedunl_flwr.records import model_to_record, scalar
 
 
 def federation(n: int) -> Federation:
@@ -321,3 +323,33 @@ def test_evaluation_queries_are_answered_once_per_federation(monkeypatch) -> Non
     assert len(grid.sent) == 2 + 2 + 1 + 2 + 2
     assert ask(model(1.0), config={0: {"x": 1}}) == {0: 2.0, 1: 2.0}
     assert len(grid.sent) == 9
+
+
+def test_central_test_outputs_are_computed_once_per_model(monkeypatch, data_dir) -> None:
+    """The server scores a model on the real test sets once: test accuracy and the MIA's
+    non-members read the same outputs; another model is scored again, and the accuracy
+    agrees with ``evaluate_model`` on the same images."""
+    from fedunl_flwr import phases
+    from fedunl_flwr.metrics.evaluation import evaluate_model
+
+    config = RunConfig.from_mapping({"scenario": "mnist-iid", "data-dir": str(data_dir)})
+    calls = []
+    real = phases.per_sample_outputs
+
+    def counting(model, x, y):
+        calls.append(len(y))
+        return real(model, x[:500], y[:500])  # the first 500 images keep the test quick
+
+    monkeypatch.setattr(phases, "per_sample_outputs", counting)
+    monkeypatch.setattr(phases, "_CENTRAL_OUTPUTS", OrderedDict())  # this process's others
+    first, second = (phases.model_for(config, 10, init_index=i) for i in (0, 1))
+    records = [model_to_record(m) for m in (first, second)]
+    accuracies = phases.central_test_accuracies(config, 10, [records[0], records[0]])
+    assert accuracies is not None and len(calls) == 1
+    outputs = phases.central_test_outputs(config, 10, records[0])
+    assert outputs is not None and len(calls) == 1  # kept for the MIA's non-members
+    phases.central_test_accuracies(config, 10, records)
+    assert len(calls) == 2
+    x, y = phases.central_test_tensors(config)[0]  # type: ignore[index]
+    expected = evaluate_model(first, x[:500], y[:500], 10).accuracy
+    assert accuracies[0] == accuracies[1] == pytest.approx(expected)
