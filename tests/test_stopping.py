@@ -28,43 +28,53 @@ STOPPABLE_RUNNERS = {
 
 
 @pytest.mark.parametrize("runner_name", sorted(STOPPABLE_RUNNERS))
-@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
-def test_sigterm_and_ctrl_c_stop_everything_the_run_started(tmp_path, how, runner_name):
+def test_sigterm_and_ctrl_c_stop_everything_the_run_started(tmp_path, runner_name):
     """SIGTERM to the runner, or Ctrl-C as a terminal sends it (SIGINT to the runner's
     whole foreground process group), for both ways of running: the SuperLink-based
-    ``scripts/flwr_run.py`` and the in-process ``python -m experiments.run``."""
-    env = {**os.environ, "FEDUNL_RESULTS_DIR": str(tmp_path),
-           "FLWR_HOME": str(tmp_path / ".flwr")}
-    # The runner starts with SIGINT ignored, as a background job of a non-interactive
-    # shell (a CI script) inherits it: Ctrl-C must still stop it.
-    runner = subprocess.Popen([sys.executable, *STOPPABLE_RUNNERS[runner_name]],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    ``scripts/flwr_run.py`` and the in-process ``python -m experiments.run``. The two
+    runs of a runner go at once (each with its own results folder and Flower home), so
+    the test pays for one start."""
+    runs = {how: _start(STOPPABLE_RUNNERS[runner_name], tmp_path / how)
+            for how in ("SIGTERM", "Ctrl-C")}
+    started = {}
+    for how, (runner, folder) in runs.items():
+        log = []
+        assert runner.stdout is not None
+        for line in runner.stdout:  # wait until the simulation trains
+            log.append(line)
+            if "fedunl train round 2/200" in line:
+                break
+        started[how] = _processes_with(str(folder))
+        assert started[how], "".join(log[-50:])
+    runs["SIGTERM"][0].send_signal(signal.SIGTERM)
+    os.killpg(runs["Ctrl-C"][0].pid, signal.SIGINT)
+    for how, (runner, folder) in runs.items():
+        rest = runner.communicate(timeout=120)[0]
+        if how == "Ctrl-C" or runner_name == "flwr_run":
+            assert runner.returncode == 130, rest[-2000:]
+        else:  # Ray's own SIGTERM handler, installed by ray.init in this process, ends it
+            assert runner.returncode != 0, rest[-2000:]
+        # Ray's workers exit on their own once the runner's group is gone: a loaded
+        # machine may take some seconds (seen: 2 still there after 2 s with 3 jobs on 2
+        # cores).
+        deadline = time.monotonic() + 30
+        while (left := [p for p in started[how] if _alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, f"still running 30 s after {how}: {left}"
+        phases = list(folder.glob("*/train-*"))
+        assert phases and not any((p / "summary.json").exists() for p in phases)
+
+
+def _start(args: list[str], folder: Path) -> tuple[subprocess.Popen, Path]:
+    """A runner whose results and Flower home are in ``folder``. It starts with SIGINT
+    ignored, as a background job of a non-interactive shell (a CI script) inherits it:
+    Ctrl-C must still stop it."""
+    env = {**os.environ, "FEDUNL_RESULTS_DIR": str(folder), "FLWR_HOME": str(folder / ".flwr")}
+    runner = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    log = []
-    for line in runner.stdout:  # wait until the simulation trains
-        log.append(line)
-        if "fedunl train round 2/200" in line:
-            break
-    started = _processes_with(str(tmp_path))
-    assert started, "".join(log[-50:])
-    if how == "SIGTERM":
-        runner.send_signal(signal.SIGTERM)
-    else:
-        os.killpg(runner.pid, signal.SIGINT)
-    rest = runner.communicate(timeout=120)[0]
-    if how == "Ctrl-C" or runner_name == "flwr_run":
-        assert runner.returncode == 130, rest[-2000:]
-    else:  # Ray's own SIGTERM handler, installed by ray.init in this process, ends it
-        assert runner.returncode != 0, rest[-2000:]
-    # Ray's workers exit on their own once the runner's group is gone: a loaded machine
-    # may take some seconds (seen: 2 still there after 2 s with 3 jobs on 2 cores).
-    deadline = time.monotonic() + 30
-    while (left := [p for p in started if _alive(p)]) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not left, f"still running 30 s after {how}: {left}"
-    phases = list(tmp_path.glob("*/train-*"))
-    assert phases and not any((p / "summary.json").exists() for p in phases)
+    return runner, folder
 
 
 def _alive(pid: int) -> bool:
