@@ -60,6 +60,7 @@ class RunConfig:
     evaluate_every: int = 1
     aggregation: str = "weighted"
     target_error: float = 0.0
+    reply_timeout: float = 0.0
     # Outputs
     results_dir: str = ""
     # Unlearning
@@ -146,6 +147,8 @@ class RunConfig:
             (self.model_init in INIT_SCHEMES,
              f"model-init must be one of {sorted(INIT_SCHEMES)}, got {self.model_init!r}"),
             (self.optimizer in ("adam", "sgd"), "optimizer must be 'adam' or 'sgd'"),
+            (self.reply_timeout >= 0,
+             f"reply-timeout must be >= 0 seconds (0 = no limit), got {self.reply_timeout}"),
             (0.0 <= self.target_error < 1.0,
              f"target-error must be in [0, 1) (0 = fixed rounds), got {self.target_error}"),
             (self.aggregation in ("weighted", "mean"),
@@ -235,7 +238,8 @@ class RunConfig:
 
         values = asdict(self)
         skip = set(self.training_key()) | {"data_dir", "download", "results_dir",
-                                           "evaluate_every", "options", "backdoor_clients",
+                                           "evaluate_every", "reply_timeout", "options",
+                                           "backdoor_clients",
                                            "backdoor_fraction", "backdoor_target"}
         if self.mia_feature == "confidence":  # the default: the key of before
             skip.add("mia_feature")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from logging import INFO
@@ -13,10 +13,59 @@ from typing import Any, TypeVar
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
+from flwr.supercore.run import Run
 
 from fedunl_flwr.protocol import DescribeReply, ReplyRecord
 
 R = TypeVar("R", bound=ReplyRecord)
+
+
+class ReplyTimeoutGrid(Grid):
+    """``grid`` whose ``send_and_receive`` waits at most ``timeout`` seconds (run-config
+    ``reply-timeout``), whatever its caller asks (Flower's strategies ask 3600 s): a node
+    that does not answer in time is then named by :func:`raise_on_errors`.
+
+    Parameters
+    ----------
+    grid : Grid
+        The grid of the run (``InMemoryGrid``, ``GrpcGrid`` or the tests' in-process one).
+    timeout : float
+        Seconds, > 0.
+    """
+
+    def __init__(self, grid: Grid, timeout: float) -> None:
+        self.grid = grid
+        self.timeout = timeout
+
+    def set_run(self, run: Run) -> None:
+        self.grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        return self.grid.run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        limit = self.timeout if timeout is None else min(timeout, self.timeout)
+        return self.grid.send_and_receive(messages, timeout=limit)
+
+
+def with_reply_timeout(grid: Grid, timeout: float) -> Grid:
+    """``grid`` with its replies awaited at most ``timeout`` seconds (0: unchanged)."""
+    return ReplyTimeoutGrid(grid, timeout) if timeout > 0 else grid
 
 
 class ClientError(RuntimeError):

@@ -17,7 +17,12 @@ from flwr.supercore.logger import FLOWER_LOGGER
 from fedunl_flwr.client_app import load_run_config
 from fedunl_flwr.config import RunConfig
 from fedunl_flwr.data.scenarios import get_scenario
-from fedunl_flwr.federation import Federation, discover_federation, summarize_error
+from fedunl_flwr.federation import (
+    Federation,
+    discover_federation,
+    summarize_error,
+    with_reply_timeout,
+)
 from fedunl_flwr.models import MODELS
 from fedunl_flwr.phases import train_original
 from fedunl_flwr.reports.accuracy import accuracy_frame, frame_to_markdown
@@ -95,6 +100,7 @@ def run(grid: Grid, config: RunConfig) -> dict:
     check_names(config)
     scenario = get_scenario(config.scenario)
     federation = discover_federation(grid, scenario.num_clients(config.num_clients))
+    grid = with_reply_timeout(grid, config.reply_timeout)
     # Every request is validated before the first round of training.
     plan = []
     for each in config.per_method():

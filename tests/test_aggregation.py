@@ -11,7 +11,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedunl_flwr.config import RunConfig
+from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.fedavg_train import FedAvgTrain, TrainingDiverged
 from fedunl_flwr.federation import ClientError, ClientInfo, Federation
 from fedunl_flwr.protocol import EvaluateReply, TrainReply
@@ -353,3 +353,31 @@ def test_central_test_outputs_are_computed_once_per_model(monkeypatch, data_dir)
     x, y = phases.central_test_tensors(config)[0]  # type: ignore[index]
     expected = evaluate_model(first, x[:500], y[:500], 10).accuracy
     assert accuracies[0] == accuracies[1] == pytest.approx(expected)
+
+
+def test_reply_timeout_caps_every_wait_for_replies() -> None:
+    """run-config ``reply-timeout``: each ``send_and_receive`` waits at most that long,
+    also when a Flower strategy asks for its 3600 s; 0 leaves the grid as it is."""
+    from fedunl_flwr.federation import ReplyTimeoutGrid, with_reply_timeout
+
+    class RecordingGrid(Grid):
+        def __init__(self) -> None:
+            self.timeouts: list[float | None] = []
+
+        def send_and_receive(self, messages, *, timeout=None):
+            self.timeouts.append(timeout)
+            return []
+
+        set_run = run = create_message = get_node_ids = None  # type: ignore[assignment]
+        push_messages = pull_messages = None  # type: ignore[assignment]
+
+    inner = RecordingGrid()
+    assert with_reply_timeout(inner, 0) is inner
+    grid = with_reply_timeout(inner, 30.0)
+    assert isinstance(grid, ReplyTimeoutGrid)
+    grid.send_and_receive([])
+    grid.send_and_receive([], timeout=3600)
+    grid.send_and_receive([], timeout=5)
+    assert inner.timeouts == [30.0, 30.0, 5]
+    with pytest.raises(ConfigError, match="reply-timeout must be >= 0"):
+        RunConfig.from_mapping({"reply-timeout": -1})

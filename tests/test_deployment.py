@@ -188,10 +188,12 @@ def test_tls_deployment_with_authenticated_data_file_nodes(tmp_path, data_dir) -
         # A SuperNode killed mid-run: the run fails naming the lost client, and the
         # phase it was in leaves no summary (nothing half-written looks complete). The
         # rounds skip evaluation (each message costs a ClientApp process here) and the
-        # node dies once round 1 is in: the SuperLink notices by its missed heartbeats.
+        # node dies once round 1 is in: round 2 waits reply-timeout seconds for it (the
+        # SuperLink's missed heartbeats would take about a minute).
         failing = subprocess.Popen(
             [str(BIN / "flwr"), "run", app, "tls-local", "--stream", "--run-config",
              "scenario='mnist-iid' num-clients=2 num-server-rounds=400 evaluate-every=1000 "
+             "reply-timeout=30 "
              f"samples-per-client=100 test-samples-per-client=50 "
              f"results-dir='{tmp_path / 'results-killed'}'"],
             env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
