@@ -11,7 +11,8 @@ paths stay for what only they prove (separate processes, scheduling, deployment)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from uuid import uuid4
 
@@ -107,21 +108,26 @@ class InProcessGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
 
-def run_in_process(server_app: ServerApp, client_app: ClientApp, num_nodes: int,
-                   run_config: Mapping[str, Any] | None = None,
-                   node_configs: list[Mapping[str, Any]] | None = None) -> InProcessGrid:
-    """Run ``server_app`` to its end over an :class:`InProcessGrid`; exceptions propagate.
-
-    The server's identity is set as Flower's runtime sets it (messages take their run id
-    from it) and restored afterwards."""
-    grid = InProcessGrid(client_app, num_nodes, run_config, node_configs)
-    context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
-                      state=RecordDict(), run_config=dict(run_config or {}))
+@contextmanager
+def acting_as_server(grid: InProcessGrid) -> Iterator[None]:
+    """Set the server's identity as Flower's runtime sets it (messages take their run id
+    from it) for ``grid``'s run, and restore it afterwards."""
     saved = TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id
     TaskIdentity.task_id, TaskIdentity.run_id = 1, grid.run.run_id
     TaskIdentity.node_id = SUPERLINK_NODE_ID
     try:
-        server_app(grid, context)
+        yield
     finally:
         TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+def run_in_process(server_app: ServerApp, client_app: ClientApp, num_nodes: int,
+                   run_config: Mapping[str, Any] | None = None,
+                   node_configs: list[Mapping[str, Any]] | None = None) -> InProcessGrid:
+    """Run ``server_app`` to its end over an :class:`InProcessGrid`; exceptions propagate."""
+    grid = InProcessGrid(client_app, num_nodes, run_config, node_configs)
+    context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
+                      state=RecordDict(), run_config=dict(run_config or {}))
+    with acting_as_server(grid):
+        server_app(grid, context)
     return grid

@@ -93,6 +93,19 @@ def check_names(config: RunConfig) -> None:
         check_request_shape(each, scenario.num_clients(config.num_clients))
 
 
+def plan_methods(config: RunConfig, federation: Federation
+                 ) -> list[tuple[RunConfig, UnlearningMethod | None, UnlearningRequest | None]]:
+    """Each method of ``strategy`` with its request, validated against what the clients
+    reported (raises :class:`ConfigError`): every request is checked before the first
+    round of training (and by ``scripts/flwr_run.py`` before a simulation starts)."""
+    plan = []
+    for each in config.per_method():
+        method = get_unlearning_method(each.strategy)
+        plan.append((each, method,
+                     validate_request(method, each, federation) if method else None))
+    return plan
+
+
 def run(grid: Grid, config: RunConfig) -> dict:
     """All phases of one run; returns paths of what was written (``train`` and
     ``unlearn``; ``<method>.train`` and ``<method>.unlearn`` when ``strategy`` lists
@@ -101,12 +114,7 @@ def run(grid: Grid, config: RunConfig) -> dict:
     scenario = get_scenario(config.scenario)
     federation = discover_federation(grid, scenario.num_clients(config.num_clients))
     grid = with_reply_timeout(grid, config.reply_timeout)
-    # Every request is validated before the first round of training.
-    plan = []
-    for each in config.per_method():
-        method = get_unlearning_method(each.strategy)
-        plan.append((each, method,
-                     validate_request(method, each, federation) if method else None))
+    plan = plan_methods(config, federation)
     store = RunStore(config.resolved_results_dir())
     outputs: dict[str, str] = {}
     for each, method, request in plan:

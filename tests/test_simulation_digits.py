@@ -137,15 +137,29 @@ def test_bad_names_and_requests_fail_before_starting_anything(tmp_path, monkeypa
     assert message in flwr_run_refused(monkeypatch, capsys, tmp_path, config)
 
 
-def test_a_request_the_clients_cannot_serve_ends_with_one_line_and_exit_2(tmp_path):
-    # Client 0 holds no sample of class 2 with this split: found only once clients report.
-    result = flwr_run(tmp_path, "dirichlet-alpha=0.05 samples-per-client=300 "
-                      "test-samples-per-client=100 strategy='delete-retrain' "
-                      "forget-clients='0' forget-classes='2' num-server-rounds=1")
-    assert result.returncode == 2
-    assert "finished:failed" in result.stdout
-    last = result.stderr.strip().splitlines()[-1]
+def test_a_request_the_clients_cannot_serve_is_refused_before_the_run_starts(
+        tmp_path, monkeypatch, capsys):
+    """Client 0 holds no sample of class 2 with this split: a fact of the clients' data,
+    which the runner asks its simulated clients in process before it starts anything
+    (the server's own check, once real clients reported, is test_fair_unlearning's)."""
+    error = flwr_run_refused(monkeypatch, capsys, tmp_path,
+                             "dirichlet-alpha=0.05 samples-per-client=300 "
+                             "test-samples-per-client=100 strategy='delete-retrain' "
+                             "forget-clients='0' forget-classes='2' num-server-rounds=1")
+    last = error.strip().splitlines()[-1]
     assert last.startswith("fedunl: error: client 0 holds no training sample of class(es) [2]")
+
+
+def test_a_servers_config_error_becomes_the_runners_last_line():
+    """What the runner relays when the server refuses a request once clients reported:
+    the traceback's last line, as Flower's SuperExec prints it."""
+    from scripts.flwr_run import config_error_in
+
+    line = ("fedunl_flwr.config.ConfigError: client 3 holds no training sample of "
+            "class(es) [7]; its class counts are [1, 2]\n")
+    assert config_error_in(line) == ("client 3 holds no training sample of class(es) [7]; "
+                                     "its class counts are [1, 2]")
+    assert config_error_in("INFO :      [ROUND 1/3]") is None
 
 
 def test_a_diverging_run_fails_and_stores_no_complete_phase(tmp_path, data_dir):
