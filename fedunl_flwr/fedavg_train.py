@@ -17,8 +17,14 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggre
 from flwr.supercore import log
 
 from fedunl_flwr import protocol
-from fedunl_flwr.federation import Federation, format_eta, raise_on_errors
-from fedunl_flwr.protocol import EvaluateReply, TrainReply
+from fedunl_flwr.federation import (
+    Federation,
+    evaluation_key,
+    evaluations_in,
+    format_eta,
+    raise_on_errors,
+)
+from fedunl_flwr.protocol import TrainReply
 from fedunl_flwr.records import scalar
 from fedunl_flwr.seeding import numpy_generator
 from fedunl_flwr.training_records import RoundRecorder
@@ -135,6 +141,8 @@ class FedAvgTrain(FedAvg):
         self.client_epochs = 0
         self.expected_train: list[int] = []
         self._evaluating = False
+        self._evaluated_arrays = ArrayRecord()
+        self._evaluated_key: tuple | None = None
         self._start = time.perf_counter()
         self._round_start = self._start
         self._train_loss = math.nan
@@ -236,6 +244,7 @@ class FedAvgTrain(FedAvg):
         self._evaluating = self._evaluates(server_round)
         if not self._evaluating:
             return []
+        self._evaluated_arrays = arrays
         config[protocol.SERVER_ROUND] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(
@@ -251,9 +260,16 @@ class FedAvgTrain(FedAvg):
         raise_on_errors(replies, f"{self.phase} evaluation round {server_round}",
                         self.federation.node_ids(self.federation.partition_ids),
                         self.federation)
-        evaluated = [EvaluateReply.from_content(r.content) for r in replies]
-        correct = sum(sum(e.class_correct) for e in evaluated)
-        total = sum(sum(e.class_total) for e in evaluated)
+        evaluations = evaluations_in(replies, self.federation)
+        # Kept for the phase's evaluation of the final model (phases.evaluate_clients):
+        # only the latest round's, so a long run holds one set.
+        if self._evaluated_key is not None:
+            self.federation.answers.pop(self._evaluated_key, None)
+        self._evaluated_key = evaluation_key(self._evaluated_arrays,
+                                             self.federation.partition_ids)
+        self.federation.answers[self._evaluated_key] = evaluations
+        correct = sum(int(e.class_correct.sum()) for e in evaluations.values())
+        total = sum(int(e.class_total.sum()) for e in evaluations.values())
         accuracy = correct / max(1, total)
         self._log_round(server_round, accuracy)
         if self.target_error > 0 and 1.0 - accuracy <= self.target_error:

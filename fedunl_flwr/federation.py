@@ -10,12 +10,14 @@ from functools import cached_property
 from logging import INFO
 from typing import Any, TypeVar
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 from flwr.supercore.run import Run
 
-from fedunl_flwr.protocol import DescribeReply, ReplyRecord
+from fedunl_flwr.metrics.evaluation import Evaluation
+from fedunl_flwr.protocol import DescribeReply, EvaluateReply, ReplyRecord
 
 R = TypeVar("R", bound=ReplyRecord)
 
@@ -291,6 +293,23 @@ def arrays_digest(arrays: ArrayRecord) -> str:
         digest.update(f"{name}|{array.dtype}|{array.shape}|".encode())
         digest.update(array.data)
     return digest.hexdigest()
+
+
+def evaluations_in(replies: list[Message], federation: Federation) -> dict[int, Evaluation]:
+    """The per-class counts of EVALUATE replies, keyed by the partition of the node that
+    sent each."""
+    evaluations = {}
+    for reply in replies:
+        evaluated = EvaluateReply.from_content(reply.content)
+        evaluations[federation.partition_of(reply, evaluated.partition_id)] = Evaluation(
+            evaluated.loss_sum, np.asarray(evaluated.class_correct, dtype=np.int64),
+            np.asarray(evaluated.class_total, dtype=np.int64))
+    return evaluations
+
+
+def evaluation_key(arrays: ArrayRecord, partition_ids: list[int]) -> tuple:
+    """Where ``federation.answers`` keeps the clients' evaluation of ``arrays``."""
+    return ("evaluate", arrays_digest(arrays), tuple(sorted(partition_ids)))
 
 
 def query_clients(grid: Grid, federation: Federation, partition_ids: list[int], action: str,

@@ -21,10 +21,16 @@ from fedunl_flwr.config import RunConfig
 from fedunl_flwr.data.scenarios import get_scenario, scenario_test_sets
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.fedavg_train import FedAvgTrain
-from fedunl_flwr.federation import Federation, arrays_digest, raise_on_errors, with_data
+from fedunl_flwr.federation import (
+    Federation,
+    arrays_digest,
+    evaluation_key,
+    evaluations_in,
+    raise_on_errors,
+    with_data,
+)
 from fedunl_flwr.metrics.evaluation import Evaluation, per_sample_outputs
 from fedunl_flwr.models import SiteModel, build_model, get_device
-from fedunl_flwr.protocol import EvaluateReply
 from fedunl_flwr.records import (
     from_record,
     model_to_record,
@@ -150,20 +156,23 @@ def central_test_accuracies(config: RunConfig, num_classes: int,
 
 def evaluate_clients(grid: Grid, federation: Federation, arrays: ArrayRecord,
                      partition_ids: list[int] | None = None) -> dict[int, Evaluation]:
-    """Each client evaluates ``arrays`` on its test split; per-class counts come back."""
+    """Each client evaluates ``arrays`` on its test split; per-class counts come back.
+
+    Kept per federation (``evaluation_key``): a model that the training strategy's last
+    round already had evaluated by these clients is not sent again.
+    """
     partition_ids = partition_ids or federation.partition_ids
+    key = evaluation_key(arrays, partition_ids)
+    if key in federation.answers:
+        return dict(federation.answers[key])
     record = RecordDict({"arrays": arrays, "config": ConfigRecord({protocol.SERVER_ROUND: 0})})
     messages = [Message(record, dst_node_id=n, message_type=MessageType.EVALUATE)
                 for n in federation.node_ids(partition_ids)]
     replies = list(grid.send_and_receive(messages))
     raise_on_errors(replies, "evaluation", federation.node_ids(partition_ids), federation)
-    evaluations = {}
-    for reply in replies:
-        evaluated = EvaluateReply.from_content(reply.content)
-        evaluations[federation.partition_of(reply, evaluated.partition_id)] = Evaluation(
-            evaluated.loss_sum, np.asarray(evaluated.class_correct, dtype=np.int64),
-            np.asarray(evaluated.class_total, dtype=np.int64))
-    return evaluations
+    evaluations = evaluations_in(replies, federation)
+    federation.answers[key] = evaluations
+    return dict(evaluations)
 
 
 def write_evaluation(store: PhaseStore, evaluations: dict[int, Evaluation],

@@ -381,3 +381,25 @@ def test_reply_timeout_caps_every_wait_for_replies() -> None:
     assert inner.timeouts == [30.0, 30.0, 5]
     with pytest.raises(ConfigError, match="reply-timeout must be >= 0"):
         RunConfig.from_mapping({"reply-timeout": -1})
+
+
+def test_the_final_model_is_not_evaluated_twice(monkeypatch, tmp_path, data_dir) -> None:
+    """The training's last round has every client evaluate the final model; the phase's
+    evaluation of that model reuses those replies instead of asking again."""
+    from experiments.simulate import simulate
+    from fedunl_flwr.inprocess import InProcessGrid
+
+    sent: list[str] = []
+    push = InProcessGrid.push_messages
+
+    def counting(self, messages):
+        messages = list(messages)
+        sent.extend(m.metadata.message_type for m in messages)
+        return push(self, messages)
+
+    monkeypatch.setattr(InProcessGrid, "push_messages", counting)
+    simulate({"scenario": "mnist-iid", "num-clients": 2, "samples-per-client": 60,
+              "test-samples-per-client": 20, "num-server-rounds": 2, "model-width": 4,
+              "results-dir": str(tmp_path), "data-dir": str(data_dir)}, engine="inprocess")
+    assert sent.count("train") == 4
+    assert sent.count("evaluate") == 4  # rounds 1 and 2; not a third time for the phase
