@@ -223,25 +223,28 @@ def run_phase(grid: Grid, federation: Federation, store: PhaseStore, template: S
               summarize: Callable[[TrainedModel], dict],
               evaluate_stored: bool = False) -> TrainedModel:
     """One phase of the run store: load it when complete, else begin -> produce -> save
-    -> evaluate once on every client -> write the summary (last: marks completion).
+    -> evaluate once on every client -> write the summary (last: marks completion), all
+    under the phase's lock (``PhaseStore.exclusive``).
 
     ``produce`` returns the phase's model; ``summarize`` (called after the evaluation,
     which it finds in ``trained.evaluations``) returns the summary's own entries.
     ``evaluate_stored`` evaluates a loaded phase too (the caller reports it).
     """
-    if store.is_complete():
-        log(INFO, "fedunl: loading %s from %s", description, store.path)
-        loaded = load_model_phase(store, template)
-        if evaluate_stored:
-            loaded.evaluations = evaluate_clients(grid, federation, loaded.arrays)
-        return loaded
-    store.begin()
-    log(INFO, "fedunl: computing %s into %s", description, store.path)
-    trained = produce()
-    save_model_phase(store, trained)
-    trained.evaluations = evaluate_clients(grid, federation, trained.arrays)
-    write_evaluation(store, trained.evaluations, federation.class_names, summarize(trained))
-    return trained
+    with store.exclusive():  # another run computing it: wait, then load
+        if store.is_complete():
+            log(INFO, "fedunl: loading %s from %s", description, store.path)
+            loaded = load_model_phase(store, template)
+            if evaluate_stored:
+                loaded.evaluations = evaluate_clients(grid, federation, loaded.arrays)
+            return loaded
+        store.begin()
+        log(INFO, "fedunl: computing %s into %s", description, store.path)
+        trained = produce()
+        save_model_phase(store, trained)
+        trained.evaluations = evaluate_clients(grid, federation, trained.arrays)
+        write_evaluation(store, trained.evaluations, federation.class_names,
+                         summarize(trained))
+        return trained
 
 
 def records_folder_of(run_store: RunStore, store: PhaseStore) -> str:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from logging import INFO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from flwr.supercore import log
 
 from fedunl_flwr.config import config_hash
 
@@ -75,6 +79,24 @@ class PhaseStore:
                 f"{self.path} holds results of another configuration; it is left "
                 "untouched. Move it away, or use another results-dir."
             )
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold this phase's lock (``.<folder>.lock`` beside it): a second run of the same
+        configuration on the same store waits here until the first finished the phase,
+        then loads it, instead of writing the same files at the same time (two runs once
+        both rewrote each client's CSL record, and both stored a wrong agreement)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.parent / f".{self.path.name}.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(INFO, "fedunl: another run is computing %s; waiting for it", self.path)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def is_complete(self) -> bool:
         """True when the phase finished (its ``summary.json`` was written last)."""

@@ -88,3 +88,56 @@ def test_atomic_writes_follow_the_umask(tmp_path) -> None:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o600
+
+
+def test_a_phase_is_locked_while_it_is_computed(tmp_path) -> None:
+    """``PhaseStore.exclusive``: a second holder waits for the first (a thread here: the
+    lock is on open files, so it holds between threads as between processes)."""
+    import threading
+    import time
+
+    store = RunStore(tmp_path).phase("s", "train", {"a": 1})
+    order = []
+
+    def second() -> None:
+        with store.exclusive():
+            order.append("second")
+
+    with store.exclusive():
+        other = threading.Thread(target=second)
+        other.start()
+        time.sleep(0.5)
+        order.append("first done")
+    other.join(timeout=10)
+    assert order == ["first done", "second"]
+
+
+@pytest.mark.simulation
+def test_two_runs_at_once_on_one_store_compute_each_phase_once(tmp_path, data_dir) -> None:
+    """Two identical runs started together (separate processes, in-process grids) on one
+    results folder: one computes the original, the other waits for it and loads it; every
+    client's CSL record holds every round (two runs once both rewrote them)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = {"scenario": "mnist-iid", "num-clients": 2, "samples-per-client": 200,
+              "test-samples-per-client": 20, "num-server-rounds": 12, "model-width": 8,
+              "results-dir": str(tmp_path), "data-dir": str(data_dir)}
+    code = ("from experiments.simulate import simulate; "
+            f"print(simulate({config!r}, engine='inprocess')['train'])")
+    root = Path(__file__).resolve().parents[1]
+    runs = [subprocess.Popen([sys.executable, "-c", code], cwd=root, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for _ in range(2)]
+    logs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], "\n".join(log[-2000:] for log in logs)
+    computed = [log for log in logs if "computing the original model" in log]
+    waited = [log for log in logs if "another run is computing" in log]
+    assert len(computed) == 1 and len(waited) == 1, "\n".join(log[-2000:] for log in logs)
+    assert "loading the original model" in waited[0]
+    folder = Path(logs[0].strip().splitlines()[-1])
+    assert folder == Path(logs[1].strip().splitlines()[-1])
+    for client in range(2):
+        with np.load(folder / "records" / "csl" / f"client-{client}.npz") as record:
+            assert record["rounds"].tolist() == list(range(1, 13))
