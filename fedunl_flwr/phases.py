@@ -40,7 +40,7 @@ from fedunl_flwr.records import (
 )
 from fedunl_flwr.reports.accuracy import accuracy_frame, accuracy_summary, frame_to_markdown
 from fedunl_flwr.seeding import stream_seed
-from fedunl_flwr.store import PhaseStore, RunStore, check_arrays_match
+from fedunl_flwr.store import CheckpointError, PhaseStore, RunStore, check_arrays_match
 from fedunl_flwr.summaries import to_json
 from fedunl_flwr.training_records import (
     RECORDS_FOLDER,
@@ -208,11 +208,24 @@ def load_client_models(store: PhaseStore, model: SiteModel) -> dict[int, ArrayRe
             for path in sorted(store.path.glob("client-*.npz"))}
 
 
+def checkpoint_files(store: PhaseStore) -> list[str]:
+    """The model files of a phase folder: ``global.npz`` and the clients' last models."""
+    return ["global.npz", *sorted(p.name for p in store.path.glob("client-*.npz"))]
+
+
 def load_model_phase(store: PhaseStore, model: SiteModel) -> TrainedModel:
-    """Load a completed phase, checking that its arrays fit ``model``."""
+    """Load a completed phase, checking its files against the SHA-256s its summary
+    recorded (phases stored before the hashes existed are checked for shape only) and
+    that its arrays fit ``model``."""
     summary = store.read_json("summary.json")
-    history = pd.read_csv(store.path / "metrics.csv").to_dict("records") \
-        if (store.path / "metrics.csv").stat().st_size > 1 else []
+    if not isinstance(summary, dict):
+        raise CheckpointError(f"{store.path / 'summary.json'} is not a phase summary; move "
+                              f"{store.path} away to recompute it")
+    store.check_digests(summary.get("checkpoint_sha256", {}))
+    metrics = store.path / "metrics.csv"
+    if not metrics.exists():
+        raise CheckpointError(f"{metrics} is missing; move {store.path} away to recompute it")
+    history = pd.read_csv(metrics).to_dict("records") if metrics.stat().st_size > 1 else []
     return TrainedModel(_stored_arrays(store, model, "global"),
                         load_client_models(store, model), history, store,
                         seconds=float(summary.get("seconds", 0.0)))
@@ -243,7 +256,8 @@ def run_phase(grid: Grid, federation: Federation, store: PhaseStore, template: S
         save_model_phase(store, trained)
         trained.evaluations = evaluate_clients(grid, federation, trained.arrays)
         write_evaluation(store, trained.evaluations, federation.class_names,
-                         summarize(trained))
+                         {**summarize(trained), "checkpoint_sha256":
+                          store.file_digests(checkpoint_files(store))})
         return trained
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -65,9 +66,14 @@ class PhaseStore:
         self.key = dict(key)
 
     def check(self) -> None:
-        """Raise if the folder holds results of another configuration."""
+        """Raise if the folder holds results of another configuration, or a summary
+        without the configuration it belongs to."""
         stored = self.path / "config.json"
         if not stored.exists():
+            if (self.path / "summary.json").exists():
+                raise CheckpointError(f"{self.path} has a summary.json but no config.json, so "
+                                      "which configuration it holds cannot be checked; move "
+                                      "the folder away to recompute it")
             return
         try:
             other = json.loads(stored.read_text())
@@ -133,6 +139,24 @@ class PhaseStore:
         np.savez(buffer, allow_pickle=False, **{k: np.asarray(v) for k, v in arrays.items()})
         atomic_write_bytes(self.path / f"{name}.npz", buffer.getvalue())
 
+    def file_digests(self, names: list[str]) -> dict[str, str]:
+        """SHA-256 of each named file of the folder (stored in the phase's summary)."""
+        return {name: hashlib.sha256((self.path / name).read_bytes()).hexdigest()
+                for name in names}
+
+    def check_digests(self, recorded: Mapping[str, str]) -> None:
+        """Raise unless each file still has the SHA-256 its summary recorded."""
+        for name, digest in sorted(recorded.items()):
+            path = self.path / name
+            if not path.exists():
+                raise CheckpointError(f"checkpoint {path} is missing; move {self.path} away "
+                                      "to recompute it")
+            if self.file_digests([name])[name] != digest:
+                raise CheckpointError(
+                    f"checkpoint {path} changed after the phase was stored (its SHA-256 "
+                    f"differs from the one in summary.json); it is left untouched: move "
+                    f"{self.path} away to recompute it")
+
     def read_arrays(self, name: str) -> dict[str, np.ndarray]:
         """Load ``<name>.npz``; a corrupt file is a :class:`CheckpointError`."""
         path = self.path / f"{name}.npz"
@@ -141,10 +165,17 @@ class PhaseStore:
                                   "to recompute it")
         try:
             with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
+                arrays = {k: data[k] for k in data.files}
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
             raise CheckpointError(f"checkpoint {path} is corrupt ({err}); it is left "
                                   f"untouched: move {self.path} away to recompute it") from err
+        bad = [k for k, v in arrays.items()
+               if np.issubdtype(v.dtype, np.inexact) and not np.isfinite(v).all()]
+        if bad:
+            raise CheckpointError(f"checkpoint {path} holds non-finite values (NaN or inf) in "
+                                  f"{', '.join(bad[:3])}; it is left untouched: move "
+                                  f"{self.path} away to recompute it")
+        return arrays
 
 
 class RunStore:

@@ -141,3 +141,50 @@ def test_two_runs_at_once_on_one_store_compute_each_phase_once(tmp_path, data_di
     for client in range(2):
         with np.load(folder / "records" / "csl" / f"client-{client}.npz") as record:
             assert record["rounds"].tolist() == list(range(1, 13))
+
+
+@pytest.mark.simulation
+def test_every_damaged_phase_is_refused_with_its_folder_named(tmp_path, data_dir) -> None:
+    """A stored original damaged after the fact (in process): changed bytes (caught by
+    the SHA-256 its summary recorded), NaN weights in a phase stored without hashes, a
+    deleted config.json, a summary that is not one, a missing metrics.csv. Each stops
+    the run with a CheckpointError naming the folder and what to do, and the damaged
+    file stays as it was."""
+    from experiments.simulate import simulate
+
+    overrides = {"scenario": "mnist-iid", "num-clients": 2, "samples-per-client": 60,
+                 "test-samples-per-client": 20, "num-server-rounds": 1, "model-width": 4,
+                 "results-dir": str(tmp_path), "data-dir": str(data_dir)}
+    folder = simulate(overrides, engine="inprocess")["train"]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert set(summary["checkpoint_sha256"]) == {"global.npz", "client-0.npz", "client-1.npz"}
+
+    def refused(match: str) -> None:
+        with pytest.raises(CheckpointError, match=match) as error:
+            simulate(overrides, engine="inprocess")
+        assert str(folder) in str(error.value) and "move" in str(error.value)
+
+    weights = dict(np.load(folder / "global.npz"))
+    nan = {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v for k, v in weights.items()}
+    np.savez(folder / "global.npz", **nan)
+    damaged = (folder / "global.npz").read_bytes()
+    refused("changed after the phase was stored")
+    assert (folder / "global.npz").read_bytes() == damaged
+    unhashed = {k: v for k, v in summary.items() if k != "checkpoint_sha256"}
+    (folder / "summary.json").write_text(json.dumps(unhashed))
+    refused("non-finite values")
+    np.savez(folder / "global.npz", **weights)
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+    for name, damage, match in [
+            ("config.json", None, "no config.json"),
+            ("summary.json", "[]", "is not a phase summary"),
+            ("metrics.csv", None, "metrics.csv is missing")]:
+        kept = (folder / name).read_bytes()
+        if damage is None:
+            (folder / name).unlink()
+        else:
+            (folder / name).write_text(damage)
+        refused(match)
+        (folder / name).write_bytes(kept)
+    assert simulate(overrides, engine="inprocess")["train"] == folder  # loads again
