@@ -170,7 +170,7 @@ def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
 
     from fedunl_flwr.client_app import build_client_app, load_run_config
     from fedunl_flwr.config import TRAIN_ONLY
-    from fedunl_flwr.data.scenarios import check_datasets, get_scenario
+    from fedunl_flwr.data.scenarios import check_client_count, check_datasets, get_scenario
     from fedunl_flwr.federation import discover_federation
     from fedunl_flwr.inprocess import InProcessGrid, acting_as_server
     from fedunl_flwr.server_app import check_names, plan_methods
@@ -179,6 +179,8 @@ def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
     config = load_run_config({}, overrides)
     check_names(config)
     check_datasets(config.scenario, str(config.resolved_data_dir()), config.download)
+    check_client_count(config.scenario, config.num_clients, str(config.resolved_data_dir()),
+                       config.download)
     count = get_scenario(config.scenario).num_clients(config.num_clients)
     if num_supernodes in (0, count) and count <= PRECHECK_MAX_CLIENTS and \
             config.strategy != TRAIN_ONLY:

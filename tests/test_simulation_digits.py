@@ -131,6 +131,10 @@ def test_missing_dataset_fails_before_starting_anything(tmp_path, monkeypatch, c
     ("num-server-rounds=abc", "num-server-rounds=abc"),
     ("seed=-1", "seed must be >= 0"),
     ("selection='bogus'", "selection must be one of"),
+    ("scenario='mnist-iid' num-clients=100000",
+     "100000 clients cannot share the 60000 training samples of mnist"),
+    ("scenario='mnist-iid' num-clients=4 strategy='fedmemeraser' forget-scope='samples' "
+     "forget-samples='0:999999'", "999999"),
 ])
 def test_bad_names_and_requests_fail_before_starting_anything(tmp_path, monkeypatch, capsys,
                                                               config, message):

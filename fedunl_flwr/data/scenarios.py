@@ -238,6 +238,20 @@ def federated_data(config: RunConfig) -> FederatedData:
                                 config.download, config.min_test_per_class)
 
 
+def check_client_count(scenario_name: str, num_clients: int, data_dir: str,
+                       download: bool = False) -> None:
+    """Raise ``ValueError`` when a group of the scenario would have more clients than
+    training samples (each client needs one): found before any client starts, instead
+    of every virtual client failing while the server waits for them."""
+    for group in get_scenario(scenario_name).groups:
+        count = group.num_clients or num_clients or 10
+        available = len(load_domain(group.dataset, Path(data_dir), download).y_train)
+        if count > available:
+            raise ValueError(f"{count} clients cannot share the {available} training samples "
+                             f"of {group.dataset} (scenario {scenario_name}): lower "
+                             "num-clients")
+
+
 def check_datasets(scenario_name: str, data_dir: str, download: bool = False) -> None:
     """Raise ``DatasetNotFoundError`` (naming the dataset, the folder and how to get it)
     unless every dataset of the scenario can be read; with ``download``, datasets that
