@@ -201,6 +201,12 @@ def test_corrupt_checkpoint_stops_the_run_and_is_kept(tmp_path, data_dir):
     paths = simulate(overrides, engine="inprocess")
     checkpoint = paths["train"] / "global.npz"
     checkpoint.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"global.npz changed after the phase was stored"):
+        simulate(overrides, engine="inprocess")
+    # A phase stored before summaries recorded hashes: the file is found corrupt on reading.
+    summary = paths["train"] / "summary.json"
+    summary.write_text(json.dumps({k: v for k, v in json.loads(summary.read_text()).items()
+                                   if k != "checkpoint_sha256"}))
     with pytest.raises(CheckpointError, match=r"global.npz is corrupt"):
         simulate(overrides, engine="inprocess")
     assert checkpoint.read_bytes() == b"garbage"
