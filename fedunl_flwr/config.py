@@ -245,6 +245,10 @@ class RunConfig:
             skip.add("mia_feature")
         key = {"training": self.training_key(),
                **{k: v for k, v in values.items() if k not in skip}}
+        # One request, one key: "0,0" and "1,0" name what "0" and "0,1" name.
+        for name in ("forget_clients", "forget_classes"):
+            key[name] = ",".join(str(v) for v in sorted(set(parse_int_list(
+                values[name], name.replace("_", "-")))))
         own = method_options(self.strategy, dict(self.options))
         if own:  # only the chosen method's keys: another method's keys change nothing
             key["options"] = own

@@ -178,6 +178,18 @@ class PhaseStore:
         return arrays
 
 
+def check_writable(root: Path) -> None:
+    """Raise ``ValueError`` unless the run-store root can be created and written (a
+    runner checks it before anything starts)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as err:
+        raise ValueError(f"results-dir {root} cannot be written ({err.strerror or err}); "
+                         "choose another results-dir or fix its permissions") from None
+
+
 class RunStore:
     """Root of all results: ``<root>/<scenario>/<phase>-<config hash>/``."""
 

@@ -174,6 +174,7 @@ def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
     from fedunl_flwr.federation import discover_federation
     from fedunl_flwr.inprocess import InProcessGrid, acting_as_server
     from fedunl_flwr.server_app import check_names, plan_methods
+    from fedunl_flwr.store import check_writable
 
     overrides = parse_overrides(items)
     config = load_run_config({}, overrides)
@@ -181,6 +182,7 @@ def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
     check_datasets(config.scenario, str(config.resolved_data_dir()), config.download)
     check_client_count(config.scenario, config.num_clients, str(config.resolved_data_dir()),
                        config.download)
+    check_writable(config.resolved_results_dir())
     count = get_scenario(config.scenario).num_clients(config.num_clients)
     if num_supernodes in (0, count) and count <= PRECHECK_MAX_CLIENTS and \
             config.strategy != TRAIN_ONLY:

@@ -121,3 +121,12 @@ def test_a_strategy_list_splits_into_one_config_per_method():
 def test_a_bad_strategy_list_is_refused(strategy, message):
     with pytest.raises(ConfigError, match=message):
         RunConfig.from_mapping({"strategy": strategy}).per_method()
+
+
+def test_a_request_is_keyed_by_what_it_names_not_how_it_is_written():
+    def key(**values):
+        return RunConfig.from_mapping({"strategy": "delete-retrain", **values}).unlearning_key()
+
+    assert key(**{"forget-clients": "0,0"}) == key(**{"forget-clients": "0"})
+    assert key(**{"forget-classes": "3, 1,1"}) == key(**{"forget-classes": "1,3"})
+    assert key(**{"forget-clients": "1"}) != key(**{"forget-clients": "0"})

@@ -135,10 +135,23 @@ def test_missing_dataset_fails_before_starting_anything(tmp_path, monkeypatch, c
      "100000 clients cannot share the 60000 training samples of mnist"),
     ("scenario='mnist-iid' num-clients=4 strategy='fedmemeraser' forget-scope='samples' "
      "forget-samples='0:999999'", "999999"),
+    ("scenario='mnist-dir.'", "'.' is not a dirichlet alpha; write e.g. mnist-dir0.5"),
+    ("scenario='mnist-iid' num-clients=4 strategy='fedmemeraser' forget-scope='client' "
+     "forget-clients='0' unlearn-rounds=0", "unlearn-rounds must be >= 1"),
+    ("scenario='mnist-iid' num-clients=2 strategy='fedmemeraser' forget-scope='client' "
+     "forget-clients='0,1'", "nobody would remain"),
 ])
 def test_bad_names_and_requests_fail_before_starting_anything(tmp_path, monkeypatch, capsys,
                                                               config, message):
     assert message in flwr_run_refused(monkeypatch, capsys, tmp_path, config)
+
+
+def test_a_results_dir_that_cannot_be_written_is_refused_before_anything_starts(
+        tmp_path, monkeypatch, capsys):
+    (tmp_path / "a-file").write_text("")
+    error = flwr_run_refused(monkeypatch, capsys, tmp_path,
+                             f"results-dir='{tmp_path / 'a-file' / 'results'}'")
+    assert f"results-dir {tmp_path / 'a-file' / 'results'} cannot be written" in error
 
 
 def test_a_request_the_clients_cannot_serve_is_refused_before_the_run_starts(

@@ -116,7 +116,11 @@ def get_scenario(name: str) -> Scenario:
     if match and match["dataset"] in SINGLE_DATASETS and (
         match["split"] == "dir" or not match["alpha"]
     ):
-        alpha = float(match["alpha"]) if match["alpha"] else None
+        try:
+            alpha = float(match["alpha"]) if match["alpha"] else None
+        except ValueError:
+            raise ValueError(f"scenario {name!r}: {match['alpha']!r} is not a dirichlet alpha; "
+                             f"write e.g. {match['dataset']}-dir0.5") from None
         if alpha is not None and alpha <= 0:
             raise ValueError(f"scenario {name!r}: dirichlet alpha must be > 0")
         partitioner = "iid" if match["split"] == "iid" else "dirichlet"
