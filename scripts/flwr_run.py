@@ -209,6 +209,38 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+#: Signals that stop a run; ignored once the cleanup began, so a burst of them cannot cut
+#: it short (it once left the SuperLink running and exited 143).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _ignore_stop_signals() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return False
+
+
+def watch(runner: int, superlink: int) -> int:
+    """``--watch``: a process of its own session that outlives a runner killed without
+    its cleanup (SIGKILL, a crash) and then stops the SuperLink and everything it
+    started, as the runner's cleanup would have. The runner kills it when it ends."""
+    while _alive(runner):
+        time.sleep(0.5)
+    groups = {superlink} | descendant_groups(superlink)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, sig)
+        time.sleep(5)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-supernodes", type=int, default=0,
@@ -218,11 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus-per-client", type=float, default=0.0)
     parser.add_argument("-c", "--run-config", action="append", default=[],
                         help='run-config overrides, e.g. -c "num-server-rounds=3"')
+    parser.add_argument("--watch", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.watch:
+        return watch(*args.watch)
     # SIGTERM (and SIGINT) unwind through the finally blocks below, which stop the
     # SuperLink and everything it started. SIGINT's handler is set explicitly: a process
     # started in the background of a non-interactive shell inherits SIGINT ignored.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)  # the terminal closed
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     try:
@@ -253,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
              "--port", str(port), "--database", str(Path(state) / "state.db")],
             env=env, cwd=ROOT, start_new_session=True,
             stdout=superlink_log, stderr=subprocess.STDOUT)
+    watchdog = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--watch",
+                                 str(os.getpid()), str(superlink.pid)], cwd=ROOT, env=env,
+                                start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, superlink, Path(state) / "superlink.log")
         federation = (f"num-supernodes={num_supernodes} "
@@ -278,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                 request_error = request_error or config_error_in(line)
             run.wait()
         except KeyboardInterrupt:
+            _ignore_stop_signals()
             run.terminate()
             print("fedunl: interrupted: stopping the SuperLink, the simulation and its "
                   "clients", file=sys.stderr, flush=True)
@@ -295,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 1
     finally:
+        _ignore_stop_signals()
         stop_process_group(superlink)
+        watchdog.kill()
+        watchdog.wait()
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -102,7 +102,7 @@ def flwr_run_refused(monkeypatch, capsys, tmp_path: Path, config: str) -> str:
 
     monkeypatch.setattr(runner.subprocess, "Popen", no_process)
     monkeypatch.setenv("FEDUNL_RESULTS_DIR", str(tmp_path))
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    handlers = {sig: signal.getsignal(sig) for sig in runner.STOP_SIGNALS}
     try:
         assert runner.main(["-c", config]) == 2
     finally:  # main installs its own handlers: this test process keeps its own

@@ -27,15 +27,22 @@ STOPPABLE_RUNNERS = {
 }
 
 
+#: How each runner is stopped. ``scripts/flwr_run.py`` also: SIGKILL (no cleanup can
+#: run: its watchdog stops what it started), and SIGHUP (the terminal closed) followed by
+#: a burst of SIGTERMs during the cleanup (which must not cut it short).
+STOPS = {"flwr_run": ("SIGTERM", "Ctrl-C", "SIGKILL", "SIGHUP+burst"),
+         "experiments.run": ("SIGTERM", "Ctrl-C")}
+
+
 @pytest.mark.parametrize("runner_name", sorted(STOPPABLE_RUNNERS))
 def test_sigterm_and_ctrl_c_stop_everything_the_run_started(tmp_path, runner_name):
     """SIGTERM to the runner, or Ctrl-C as a terminal sends it (SIGINT to the runner's
     whole foreground process group), for both ways of running: the SuperLink-based
-    ``scripts/flwr_run.py`` and the in-process ``python -m experiments.run``. The two
-    runs of a runner go at once (each with its own results folder and Flower home), so
-    the test pays for one start."""
+    ``scripts/flwr_run.py`` and the in-process ``python -m experiments.run``. A runner's
+    runs go at once (each with its own results folder and Flower home), so the test pays
+    for one start."""
     runs = {how: _start(STOPPABLE_RUNNERS[runner_name], tmp_path / how)
-            for how in ("SIGTERM", "Ctrl-C")}
+            for how in STOPS[runner_name]}
     started = {}
     for how, (runner, folder) in runs.items():
         log = []
@@ -46,11 +53,21 @@ def test_sigterm_and_ctrl_c_stop_everything_the_run_started(tmp_path, runner_nam
                 break
         started[how] = _processes_with(str(folder))
         assert started[how], "".join(log[-50:])
-    runs["SIGTERM"][0].send_signal(signal.SIGTERM)
-    os.killpg(runs["Ctrl-C"][0].pid, signal.SIGINT)
+    for how, (runner, _) in runs.items():
+        if how == "Ctrl-C":
+            os.killpg(runner.pid, signal.SIGINT)
+        elif how == "SIGHUP+burst":
+            runner.send_signal(signal.SIGHUP)
+            for _ in range(5):
+                time.sleep(0.1)
+                runner.send_signal(signal.SIGTERM)
+        else:
+            runner.send_signal(getattr(signal, how))
     for how, (runner, folder) in runs.items():
         rest = runner.communicate(timeout=120)[0]
-        if how == "Ctrl-C" or runner_name == "flwr_run":
+        if how == "SIGKILL":
+            assert runner.returncode == -signal.SIGKILL
+        elif how == "Ctrl-C" or runner_name == "flwr_run":
             assert runner.returncode == 130, rest[-2000:]
         else:  # Ray's own SIGTERM handler, installed by ray.init in this process, ends it
             assert runner.returncode != 0, rest[-2000:]
