@@ -105,6 +105,9 @@ def flwr_run_refused(monkeypatch, capsys, tmp_path: Path, config: str) -> str:
     handlers = {sig: signal.getsignal(sig) for sig in runner.STOP_SIGNALS}
     try:
         assert runner.main(["-c", config]) == 2
+        # A closed terminal (SIGHUP) stops the run as SIGTERM does.
+        assert signal.getsignal(signal.SIGHUP) is signal.getsignal(signal.SIGTERM) \
+            is runner._raise_interrupt
     finally:  # main installs its own handlers: this test process keeps its own
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
