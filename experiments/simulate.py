@@ -7,7 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedunl_flwr.client_app import build_client_app, load_run_config
+from fedunl_flwr.client_app import (
+    SIMULATION_ENV,
+    build_client_app,
+    load_run_config,
+    simulation_environment,
+)
 from fedunl_flwr.data.scenarios import get_scenario
 from fedunl_flwr.inprocess import run_in_process
 from fedunl_flwr.server_app import build_server_app
@@ -41,11 +46,14 @@ def simulate(overrides: Mapping[str, Any], num_supernodes: int | None = None,
     for each in configs:  # only this run's listing counts
         store.index_path(each.run_key()).unlink(missing_ok=True)
     if engine == "inprocess":
-        run_in_process(build_server_app(dict(overrides)), build_client_app(dict(overrides)),
-                       count)
+        with simulation_environment():
+            run_in_process(build_server_app(dict(overrides)),
+                           build_client_app(dict(overrides)), count)
     else:
         from flwr.simulation import run_simulation
 
+        # Ray's workers take the environment as ray.init finds it: left set afterwards.
+        os.environ[SIMULATION_ENV] = "1"
         run_simulation(build_server_app(dict(overrides)), build_client_app(dict(overrides)),
                        num_supernodes=count,
                        backend_config={"client_resources": {"num_cpus": cpus_per_client,

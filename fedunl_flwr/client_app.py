@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import lru_cache
 from typing import Any
@@ -56,6 +58,34 @@ def _client_for(config: RunConfig, partition_id: int, data_file: str) -> FedunlC
                         scenario.in_channels, class_names)
 
 
+#: Set to 1 by fedunl's simulation launchers (``scripts/flwr_run.py``,
+#: ``experiments.simulate``); Ray's virtual clients inherit it. A node is simulated only
+#: with it *and* Flower's ``num-partitions`` in its node config: an operator who copies
+#: ``num-partitions`` into a real SuperNode's node config (as Flower's deployment examples
+#: do) does not switch its protections off by that.
+SIMULATION_ENV = "FEDUNL_SIMULATION"
+
+
+def is_simulated(node_config: Mapping[str, Any]) -> bool:
+    """Whether this node is a virtual client of a fedunl simulation (the experimenter
+    owns all its data), not a real SuperNode."""
+    return "num-partitions" in node_config and os.environ.get(SIMULATION_ENV) == "1"
+
+
+@contextmanager
+def simulation_environment() -> Iterator[None]:
+    """``SIMULATION_ENV`` set for the duration (restored after)."""
+    before = os.environ.get(SIMULATION_ENV)
+    os.environ[SIMULATION_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[SIMULATION_ENV]
+        else:
+            os.environ[SIMULATION_ENV] = before
+
+
 def check_query_allowed(action: str, config: Mapping[str, Any],
                         node_config: Mapping[str, Any]) -> None:
     """Refuse queries that would reveal individual samples, unless the node allows them.
@@ -63,7 +93,7 @@ def check_query_allowed(action: str, config: Mapping[str, Any],
     Threat model: the server (or whoever controls it) may send any model and any config.
     Answers about single samples (true-label probabilities, losses, gradients of a
     handful of samples) under a crafted model reveal their labels. A simulated node
-    (Flower sets ``num-partitions``) answers everything: the experimenter owns all data.
+    (:func:`is_simulated`) answers everything: the experimenter owns all data.
     A real SuperNode answers sample-level queries only with node config
     ``allow-evaluation-queries=true``, and only about its own unlearning request, set in
     its node config as ``forget-request`` (``all``: the client leaves;
@@ -77,7 +107,7 @@ def check_query_allowed(action: str, config: Mapping[str, Any],
     PermissionError
         With the reason and the node-config setting that would allow it.
     """
-    if "num-partitions" in node_config:
+    if is_simulated(node_config):
         return
     policy = query_policy(action)
     if not policy.restricts(config):
@@ -98,12 +128,12 @@ def check_query_allowed(action: str, config: Mapping[str, Any],
 def node_paths(config: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
     """``config`` with the client-side paths a real SuperNode's node config sets.
 
-    Simulated nodes (``num-partitions`` in their node config) share the experimenter's
-    machine and keep the run-config's paths. A real SuperNode reads and writes where its
+    Simulated nodes (:func:`is_simulated`) share the experimenter's machine and keep the
+    run-config's paths. A real SuperNode reads and writes where its
     operator says: node config ``data-dir`` (else ``$FEDUNL_DATA_DIR``), ``results-dir``
     (else ``$FEDUNL_RESULTS_DIR``, else ``./results``) and ``download`` (else false).
     """
-    if "num-partitions" in node_config:
+    if is_simulated(node_config):
         return config
     return replace(config, data_dir=str(node_config.get("data-dir", "")),
                    results_dir=str(node_config.get("results-dir", "")),

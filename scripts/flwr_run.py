@@ -168,7 +168,11 @@ def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
     sys.path.insert(0, str(ROOT))
     from flwr.supercore.logger import FLOWER_LOGGER
 
-    from fedunl_flwr.client_app import build_client_app, load_run_config
+    from fedunl_flwr.client_app import (
+        build_client_app,
+        load_run_config,
+        simulation_environment,
+    )
     from fedunl_flwr.config import TRAIN_ONLY
     from fedunl_flwr.data.scenarios import check_client_count, check_datasets, get_scenario
     from fedunl_flwr.federation import discover_federation
@@ -190,7 +194,7 @@ def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
         level = FLOWER_LOGGER.level
         FLOWER_LOGGER.setLevel(logging.WARNING)  # not the run's "N clients connected"
         try:
-            with acting_as_server(grid):
+            with acting_as_server(grid), simulation_environment():
                 plan_methods(config, discover_federation(grid, count))
         finally:
             FLOWER_LOGGER.setLevel(level)
@@ -277,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     state = tempfile.mkdtemp(prefix="fedunl-superlink-")
     env["FLWR_HOME"] = str(Path(state) / "flwr-home")
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    env["FEDUNL_SIMULATION"] = "1"  # its virtual clients are simulated (client_app.is_simulated)
     env.setdefault("FEDUNL_RESULTS_DIR", str(ROOT / "results"))
     # Flower 1.41 serves the runtime, control and fleet APIs on one HTTP port.
     port = free_port()

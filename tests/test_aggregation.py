@@ -193,14 +193,14 @@ def test_eta_is_readable() -> None:
 
 
 @pytest.mark.simulation
-def test_a_client_failing_mid_training_is_named_and_nothing_is_stored(tmp_path,
-                                                                       data_dir) -> None:
+def test_a_client_failing_mid_training_is_named_and_nothing_is_stored(tmp_path, data_dir,
+                                                                       monkeypatch) -> None:
     """A real Flower/Ray simulation in which partition 1 raises in its round-2 training:
     the run stops naming the phase, the round, the partition and its node, with the
     reply count, and leaves no phase that looks complete."""
     from flwr.simulation import run_simulation
 
-    from fedunl_flwr.client_app import build_client_app
+    from fedunl_flwr.client_app import SIMULATION_ENV, build_client_app
     from fedunl_flwr.server_app import build_server_app
 
     overrides = {"scenario": "mnist-iid", "num-clients": 3, "samples-per-client": 60,
@@ -216,6 +216,7 @@ def test_a_client_failing_mid_training_is_named_and_nothing_is_stored(tmp_path,
         return train(message, context)
 
     client_app._registered_funcs["train.default"] = failing_train
+    monkeypatch.setenv(SIMULATION_ENV, "1")  # what experiments.simulate sets for Ray's workers
     with pytest.raises(ClientError) as failure:
         run_simulation(build_server_app(overrides), client_app, num_supernodes=3,
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})

@@ -7,15 +7,28 @@ import numpy as np
 import pytest
 
 from clients.memorization import MIN_AGGREGATE_SAMPLES
-from fedunl_flwr.client_app import check_query_allowed
+from fedunl_flwr.client_app import SIMULATION_ENV, check_query_allowed, node_paths
+from fedunl_flwr.config import RunConfig
 
 SIMULATED = {"partition-id": 0, "num-partitions": 10}
 DEPLOYED = {"partition-id": 0, "data-file": "/data/site0.npz"}
 
 
-def test_simulated_nodes_answer_evaluation_queries() -> None:
+def test_simulated_nodes_answer_evaluation_queries(monkeypatch) -> None:
+    monkeypatch.setenv(SIMULATION_ENV, "1")  # as fedunl's simulation launchers set it
     check_query_allowed("per_sample", {"forget-all": True}, SIMULATED)
     check_query_allowed("mean_gradient", {"data": "forget", "forget-samples": "3"}, SIMULATED)
+
+
+def test_num_partitions_alone_does_not_make_a_real_supernode_simulated(monkeypatch) -> None:
+    """An operator who copies Flower's ``num-partitions`` into a real SuperNode's node
+    config keeps its protections and its own paths: simulation needs fedunl's launcher."""
+    monkeypatch.delenv(SIMULATION_ENV, raising=False)
+    copied = {**DEPLOYED, "num-partitions": 2, "data-dir": "/srv/site"}
+    with pytest.raises(PermissionError, match="allow-evaluation-queries"):
+        check_query_allowed("per_sample", {"forget-all": True}, copied)
+    config = node_paths(RunConfig(data_dir="/server/chosen", results_dir="/server/out"), copied)
+    assert (config.data_dir, config.results_dir) == ("/srv/site", "")
 
 
 @pytest.mark.parametrize("action, config", [
@@ -63,11 +76,9 @@ def test_aggregate_queries_are_answered_but_never_about_a_handful(tmp_path) -> N
     assert client.query_mean_gradient(weights, {}).num_samples == 20
 
 
-def test_real_nodes_take_their_paths_from_their_own_node_config() -> None:
+def test_real_nodes_take_their_paths_from_their_own_node_config(monkeypatch) -> None:
     """The server's run-config must not decide where a real SuperNode reads or writes."""
-    from fedunl_flwr.client_app import node_paths
-    from fedunl_flwr.config import RunConfig
-
+    monkeypatch.setenv(SIMULATION_ENV, "1")
     server = RunConfig(data_dir="/server/data", results_dir="/server/out", download=True)
     assert node_paths(server, SIMULATED) == server  # the experimenter's own machine
     deployed = node_paths(server, {**DEPLOYED, "data-dir": "/site/data"})
