@@ -125,6 +125,22 @@ def check_query_allowed(action: str, config: Mapping[str, Any],
                               f"{written if own else 'not set'!r}")
 
 
+#: Local epochs a real SuperNode runs for one training message unless its node config's
+#: ``max-local-epochs`` says otherwise (a crafted server once had a node train 50 epochs).
+DEFAULT_MAX_LOCAL_EPOCHS = 10
+
+
+def check_work_allowed(local_epochs: int, node_config: Mapping[str, Any]) -> None:
+    """Refuse a training message that asks a real SuperNode for more local epochs than its
+    node config allows (simulated nodes: the experimenter's own budget)."""
+    if is_simulated(node_config):
+        return
+    limit = int(node_config.get("max-local-epochs", DEFAULT_MAX_LOCAL_EPOCHS))
+    if local_epochs > limit:
+        raise PermissionError(f"a training message asks for {local_epochs} local epochs; this "
+                              f"SuperNode runs at most {limit} (node config max-local-epochs)")
+
+
 def node_paths(config: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
     """``config`` with the client-side paths a real SuperNode's node config sets.
 
@@ -194,6 +210,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     def train(message: Message, context: Context) -> Message:
         """Local training from the received global model."""
         client = get_client(context, overrides)
+        check_work_allowed(client.train_settings(_config(message)).epochs, context.node_config)
         weights, num_examples, metrics = client.fit(
             _required(_weights_in(message)), _config(message))
         return _reply(message, TrainReply(

@@ -85,3 +85,49 @@ def test_real_nodes_take_their_paths_from_their_own_node_config(monkeypatch) -> 
     assert (deployed.data_dir, deployed.results_dir, deployed.download) == \
         ("/site/data", "", False)
     assert deployed.seed == server.seed and deployed.scenario == server.scenario
+
+
+def test_a_real_supernode_bounds_the_local_epochs_a_message_asks(tmp_path, data_dir,
+                                                                 monkeypatch) -> None:
+    """The crafted server's ``local-epochs=50`` (98 s of a node's CPU in the probe): a real
+    node's ClientApp, called with a Flower training message, refuses more than its node
+    config's ``max-local-epochs`` (default 10) and trains within it."""
+    from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+
+    from fedunl_flwr import protocol
+    from fedunl_flwr.client_app import (
+        DEFAULT_MAX_LOCAL_EPOCHS,
+        build_client_app,
+        check_work_allowed,
+    )
+    from fedunl_flwr.inprocess import InProcessGrid, acting_as_server
+    from fedunl_flwr.phases import model_for
+    from fedunl_flwr.records import model_to_record
+
+    monkeypatch.delenv(SIMULATION_ENV, raising=False)
+    with np.load(data_dir / "mnist.npz") as data:
+        np.savez(tmp_path / "site.npz", x_train=data["x_train"][:40],
+                 y_train=data["y_train"][:40].astype(np.int64), x_test=data["x_test"][:20],
+                 y_test=data["y_test"][:20].astype(np.int64))
+    run_config = {"scenario": "mnist-iid", "model-width": 4}
+    node = {"partition-id": 0, "data-file": str(tmp_path / "site.npz"), "max-local-epochs": 2}
+    grid = InProcessGrid(build_client_app(), 1, run_config, [node])
+    arrays = model_to_record(model_for(RunConfig.from_mapping(run_config), 10))
+
+    def train(epochs: int) -> Message:
+        content = RecordDict({"arrays": arrays, "config": ConfigRecord(
+            {protocol.SERVER_ROUND: 1, protocol.LOCAL_EPOCHS: epochs})})
+        with acting_as_server(grid):
+            (reply,) = grid.send_and_receive([Message(
+                content, dst_node_id=next(iter(grid.get_node_ids())),
+                message_type=MessageType.TRAIN)])
+        return reply
+
+    refused = train(50)
+    assert refused.has_error()
+    assert "asks for 50 local epochs; this SuperNode runs at most 2" in str(
+        refused.error.reason)
+    assert not train(2).has_error()
+    check_work_allowed(DEFAULT_MAX_LOCAL_EPOCHS, DEPLOYED)  # the default limit
+    with pytest.raises(PermissionError, match="max-local-epochs"):
+        check_work_allowed(DEFAULT_MAX_LOCAL_EPOCHS + 1, DEPLOYED)
