@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from clients.handlers import query_handler
+from clients.handlers import check_class_counts, query_handler
 from clients.state import ClientState
 from fedunl_flwr import protocol
 from fedunl_flwr.protocol import (
@@ -73,6 +73,8 @@ class FairUnlearningWork(ClientState):
             raise ValueError("query 'activations' needs the global model's arrays")
         set_weights(self.model, weights)
         classes = ActivationsRequest.from_config(config).classes
+        check_class_counts(protocol.ACTIVATIONS, {c: int((self.y_train == c).sum())
+                                                  for c in classes}, config)
         means: dict[tuple[int, str], np.ndarray] = {}
         counts = []
         for class_id in classes:
@@ -115,6 +117,8 @@ class FairUnlearningWork(ClientState):
             wanted = torch.tensor(request.classes)
             positions = positions[torch.isin(self.y_train[positions], wanted)]
         x, y = self.x_train[positions], self.y_train[positions]
+        check_class_counts(protocol.ATTRIBUTION, dict(enumerate(
+            torch.bincount(y, minlength=self.num_classes).tolist())), config)
         device = next(self.model.parameters()).device
         if device.type == "cuda":
             torch.cuda.synchronize(device)

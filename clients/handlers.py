@@ -28,6 +28,30 @@ QueryReply = Reply
 QueryHandler = Callable[[Any, "list[np.ndarray] | None", dict], Any]
 
 
+#: Fewest samples an aggregate answer of a real SuperNode may cover (a mean gradient or
+#: loss over "the remaining data", a class's mean activations, a class's attribution): a
+#: server that narrowed the set to one sample would read its label.
+MIN_AGGREGATE_SAMPLES = 10
+
+#: Config key the ClientApp sets for each query, never taken from the server: the fewest
+#: samples per answered class (``MIN_AGGREGATE_SAMPLES`` on a real SuperNode, 0 on a
+#: simulated one, whose experimenter owns all data).
+NODE_MINIMUM_SAMPLES = "node-minimum-samples"
+
+
+def check_class_counts(action: str, counts: Mapping[int, int], config: Mapping[str, Any]
+                       ) -> None:
+    """Refuse an answer over a class that has fewer samples than the node's minimum (a
+    class the client does not hold, 0 samples, reveals nothing)."""
+    minimum = int(config.get(NODE_MINIMUM_SAMPLES, 0))
+    few = {c: n for c, n in counts.items() if 0 < n < minimum}
+    if few:
+        raise PermissionError(f"query.{action} would answer over class(es) {sorted(few)} with "
+                              f"only {[few[c] for c in sorted(few)]} sample(s); this SuperNode "
+                              f"answers over at least {minimum} per class so that no single "
+                              "sample shows")
+
+
 @dataclass(frozen=True)
 class QueryPolicy:
     """What answering an action can reveal or do, for a real SuperNode's check.

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clients.handlers import QueryPolicy, query_handler
+from clients.handlers import MIN_AGGREGATE_SAMPLES, QueryPolicy, query_handler
 from clients.local_training import mean_loss_gradient
 from clients.state import ClientState
 from fedunl_flwr import protocol
@@ -197,11 +197,6 @@ def _required(weights: list[np.ndarray] | None, action: str) -> list[np.ndarray]
     if weights is None:
         raise ValueError(f"query {action!r} needs the model in the message's 'arrays'")
     return weights
-
-
-#: Fewest samples an aggregate answer (a mean gradient or loss over "the remaining
-#: data") may cover: a server that excluded all but one sample would read its label.
-MIN_AGGREGATE_SAMPLES = 10
 
 
 def _check_aggregate(count: int, action: str) -> None:

@@ -14,7 +14,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.fedunl_client import FedunlClient
-from clients.handlers import query_policy
+from clients.handlers import MIN_AGGREGATE_SAMPLES, NODE_MINIMUM_SAMPLES, query_policy
 from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig, pyproject_defaults
 from fedunl_flwr.data.scenarios import federated_data, get_scenario, load_client_file
@@ -196,9 +196,11 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
 
     def answer(action: str):
         def handler(message: Message, context: Context) -> Message:
-            check_query_allowed(action, _config(message), context.node_config)
+            config = {**_config(message), NODE_MINIMUM_SAMPLES: 0 if is_simulated(
+                context.node_config) else MIN_AGGREGATE_SAMPLES}  # the node's, not the server's
+            check_query_allowed(action, config, context.node_config)
             client = get_client(context, overrides)
-            reply = client.answer_query(action, _weights_in(message), _config(message))
+            reply = client.answer_query(action, _weights_in(message), config)
             return _reply(message, reply.to_content())
 
         return handler

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clients.memorization import MIN_AGGREGATE_SAMPLES
+from clients.handlers import MIN_AGGREGATE_SAMPLES
 from fedunl_flwr.client_app import SIMULATION_ENV, check_query_allowed, node_paths
 from fedunl_flwr.config import RunConfig
 
@@ -131,3 +131,49 @@ def test_a_real_supernode_bounds_the_local_epochs_a_message_asks(tmp_path, data_
     check_work_allowed(DEFAULT_MAX_LOCAL_EPOCHS, DEPLOYED)  # the default limit
     with pytest.raises(PermissionError, match="max-local-epochs"):
         check_work_allowed(DEFAULT_MAX_LOCAL_EPOCHS + 1, DEPLOYED)
+
+
+def test_a_real_supernode_answers_activations_and_attribution_over_ten_samples_a_class(
+        tmp_path, data_dir, monkeypatch) -> None:
+    """The probes: mean activations over 3 samples of a class, attribution with
+    ``samples-per-class=1``. A real node's ClientApp refuses both; a class it holds 10
+    times is answered."""
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    from fedunl_flwr import protocol
+    from fedunl_flwr.client_app import build_client_app
+    from fedunl_flwr.inprocess import InProcessGrid, acting_as_server
+    from fedunl_flwr.phases import model_for
+    from fedunl_flwr.records import model_to_record
+
+    monkeypatch.delenv(SIMULATION_ENV, raising=False)
+    with np.load(data_dir / "mnist.npz") as data:
+        labels = data["y_train"][:2000].astype(np.int64)
+        keep = np.concatenate([np.flatnonzero(labels == 0)[:3],   # 3 of class 0
+                               np.flatnonzero(labels == 1)[:12]])  # 12 of class 1
+        np.savez(tmp_path / "site.npz", x_train=data["x_train"][keep], y_train=labels[keep],
+                 x_test=data["x_test"][:20], y_test=data["y_test"][:20].astype(np.int64))
+    run_config = {"scenario": "mnist-iid", "model-width": 4}
+    grid = InProcessGrid(build_client_app(), 1, run_config,
+                         [{"partition-id": 0, "data-file": str(tmp_path / "site.npz")}])
+    arrays = model_to_record(model_for(RunConfig.from_mapping(run_config), 10))
+
+    def ask(action: str, config: dict) -> Message:
+        content = RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
+        with acting_as_server(grid):
+            (reply,) = grid.send_and_receive([Message(
+                content, dst_node_id=next(iter(grid.get_node_ids())),
+                message_type=f"query.{action}")])
+        return reply
+
+    few = ask(protocol.ACTIVATIONS, {protocol.CLASSES: "0"})
+    assert few.has_error() and "class(es) [0] with only [3] sample(s)" in str(few.error.reason)
+    assert not ask(protocol.ACTIVATIONS, {protocol.CLASSES: "1"}).has_error()
+    attribution = {protocol.STEPS: 2, protocol.TOP_N: 3, protocol.CLASSES: "1"}
+    one = ask(protocol.ATTRIBUTION, {**attribution, protocol.SAMPLES_PER_CLASS: 1})
+    assert one.has_error() and "at least 10 per class" in str(one.error.reason)
+    assert not ask(protocol.ATTRIBUTION, {**attribution,
+                                          protocol.SAMPLES_PER_CLASS: 10}).has_error()
+    # The server cannot lower the node's minimum: the ClientApp sets it.
+    assert ask(protocol.ACTIVATIONS, {protocol.CLASSES: "0",
+                                      "node-minimum-samples": 0}).has_error()
