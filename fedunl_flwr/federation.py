@@ -171,7 +171,8 @@ WAITING_EVERY = 30.0
 
 def send_and_receive_with_progress(grid: Grid, messages: list[Message],
                                    what: str) -> list[Message]:
-    """``grid.send_and_receive`` that shows progress on long client work.
+    """``grid.send_and_receive`` that shows progress on long client work (and, like it,
+    waits at most a :class:`ReplyTimeoutGrid`'s timeout).
 
     Attribution, gradient statistics or an ascent can keep every client busy for minutes;
     once the query has run ``PROGRESS_AFTER`` s, each arriving reply logs the count, the
@@ -181,7 +182,9 @@ def send_and_receive_with_progress(grid: Grid, messages: list[Message],
     replies: list[Message] = []
     total, start = len(pending), time.monotonic()
     last_log = start
-    while pending:
+    # run-config reply-timeout: stop waiting; the caller names who did not answer.
+    limit = grid.timeout if isinstance(grid, ReplyTimeoutGrid) else None
+    while pending and (limit is None or time.monotonic() - start < limit):
         arrived = list(grid.pull_messages(pending))
         now = time.monotonic()
         elapsed = now - start

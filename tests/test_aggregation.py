@@ -258,6 +258,31 @@ def test_long_queries_log_each_reply_with_an_eta(monkeypatch) -> None:
     assert lines[0].endswith("ETA 0 s") and "ETA" in lines[-1]
 
 
+def test_reply_timeout_also_ends_a_querys_wait(monkeypatch) -> None:
+    """A query whose third client never answers returns the two replies after
+    ``reply-timeout`` (its caller then names the missing client)."""
+    from types import SimpleNamespace
+
+    from fedunl_flwr import federation
+    from fedunl_flwr.federation import ReplyTimeoutGrid
+
+    class SilentThird:
+        def __init__(self) -> None:
+            self.queue = [[SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i))]
+                          for i in ("a", "b")]
+
+        def push_messages(self, messages):
+            return ["a", "b", "c"]
+
+        def pull_messages(self, ids):
+            return self.queue.pop(0) if self.queue else []
+
+    monkeypatch.setattr(federation, "log", lambda *args: None)
+    grid = ReplyTimeoutGrid(cast(Grid, SilentThird()), 0.5)
+    replies = federation.send_and_receive_with_progress(grid, as_messages(1, 2, 3), "query.x")
+    assert [r.metadata.reply_to_message_id for r in replies] == ["a", "b"]
+
+
 def test_a_reply_is_the_partition_of_the_node_that_sent_it() -> None:
     """A client must not be trusted about who it is: the sending node decides, and a
     reply claiming another node's partition is refused."""
