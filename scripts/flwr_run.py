@@ -223,7 +223,8 @@ def _ignore_stop_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
     try:
         return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
     except OSError:
@@ -234,7 +235,7 @@ def watch(runner: int, superlink: int) -> int:
     """``--watch``: a process of its own session that outlives a runner killed without
     its cleanup (SIGKILL, a crash) and then stops the SuperLink and everything it
     started, as the runner's cleanup would have. The runner kills it when it ends."""
-    while _alive(runner):
+    while process_alive(runner):
         time.sleep(0.5)
     groups = {superlink} | descendant_groups(superlink)
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -271,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError) as err:  # fail before starting anything
         print(f"fedunl: error: {err}", file=sys.stderr)
         return 2
+    from fedunl_flwr.client_app import SIMULATION_ENV  # importable: scenario_clients set sys.path
+
     env = dict(os.environ)
     # Flower's executables (and the ones the SuperLink starts) sit beside this
     # interpreter; find them even when the virtual environment is not activated.
@@ -281,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     state = tempfile.mkdtemp(prefix="fedunl-superlink-")
     env["FLWR_HOME"] = str(Path(state) / "flwr-home")
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
-    env["FEDUNL_SIMULATION"] = "1"  # its virtual clients are simulated (client_app.is_simulated)
+    env[SIMULATION_ENV] = "1"  # its virtual clients are simulated (client_app.is_simulated)
     env.setdefault("FEDUNL_RESULTS_DIR", str(ROOT / "results"))
     # Flower 1.41 serves the runtime, control and fleet APIs on one HTTP port.
     port = free_port()

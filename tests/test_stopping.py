@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts.flwr_run import process_alive
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.simulation
 
@@ -75,7 +77,8 @@ def test_sigterm_and_ctrl_c_stop_everything_the_run_started(tmp_path, runner_nam
         # machine may take some seconds (seen: 2 still there after 2 s with 3 jobs on 2
         # cores).
         deadline = time.monotonic() + 30
-        while (left := [p for p in started[how] if _alive(p)]) and time.monotonic() < deadline:
+        while ((left := [p for p in started[how] if process_alive(p)])
+               and time.monotonic() < deadline):
             time.sleep(0.5)
         assert not left, f"still running 30 s after {how}: {left}"
         phases = list(folder.glob("*/train-*"))
@@ -92,13 +95,6 @@ def _start(args: list[str], folder: Path) -> tuple[subprocess.Popen, Path]:
                               start_new_session=True,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     return runner, folder
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
-    except OSError:
-        return False
 
 
 def _processes_with(text: str) -> list[int]:
