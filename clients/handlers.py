@@ -52,6 +52,15 @@ def check_class_counts(action: str, counts: Mapping[int, int], config: Mapping[s
                               "sample shows")
 
 
+def check_sample_count(action: str, count: int, config: Mapping[str, Any]) -> None:
+    """Refuse an answer over fewer samples than the node's minimum (0 samples is fine)."""
+    minimum = int(config.get(NODE_MINIMUM_SAMPLES, 0))
+    if 0 < count < minimum:
+        raise PermissionError(f"query.{action} would answer over only {count} sample(s); this "
+                              f"SuperNode answers over at least {minimum} so that no single "
+                              "sample shows")
+
+
 @dataclass(frozen=True)
 class QueryPolicy:
     """What answering an action can reveal or do, for a real SuperNode's check.

@@ -15,6 +15,10 @@ of the client's samples are meant):
 ``local_loss``
     Summed loss and count of the received model over the client's remaining
     training data (local fairness, seed 001 E.2).
+``forget_gap``
+    Accuracy of the received model on D_u and on the client's held-out test data
+    re-weighted to D_u's class mix (two aggregates; FedMemEraser's ``rho-rule =
+    "heldout"``).
 ``csl``
     The cumulative sample loss (CSL, seed 001 H.2) of the client's forget samples,
     accumulated during the original training (phase ``train``).
@@ -40,7 +44,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from clients.handlers import MIN_AGGREGATE_SAMPLES, QueryPolicy, query_handler
+from clients.handlers import (
+    MIN_AGGREGATE_SAMPLES,
+    QueryPolicy,
+    check_sample_count,
+    query_handler,
+)
 from clients.local_training import mean_loss_gradient
 from clients.state import ClientState
 from fedunl_flwr import protocol
@@ -48,6 +57,7 @@ from fedunl_flwr.metrics.evaluation import evaluate_model, per_sample_outputs
 from fedunl_flwr.protocol import (
     CslReply,
     DataChange,
+    ForgetGapReply,
     ForgetSelection,
     LocalLossReply,
     MeanGradientReply,
@@ -60,6 +70,7 @@ from fedunl_flwr.training_records import (
     read_client_record,
     write_client_record,
 )
+from fedunl_flwr.unlearning.parameter_selection import class_weighted_accuracy
 
 
 class MemorizationWork(ClientState):
@@ -135,6 +146,20 @@ class MemorizationWork(ClientState):
         result = evaluate_model(self.model, x, y, self.num_classes)
         return LocalLossReply(self.partition_id, result.loss_sum, result.num_examples)
 
+    def query_forget_gap(self, weights: list[np.ndarray] | None, config: dict
+                         ) -> ForgetGapReply:
+        """Accuracy on D_u and on held-out test data of D_u's classes (class-weighted)."""
+        set_weights(self.model, _required(weights, "forget_gap"))
+        _, x, y = self._forget_set(config)
+        check_sample_count("forget_gap", len(y), config)
+        forget = evaluate_model(self.model, x, y, self.num_classes)
+        heldout = evaluate_model(self.model, self.x_test, self.y_test, self.num_classes)
+        accuracy, count = class_weighted_accuracy(heldout.class_correct.tolist(),
+                                                  heldout.class_total.tolist(),
+                                                  forget.class_total.tolist())
+        return ForgetGapReply(self.partition_id, forget.accuracy, forget.num_examples,
+                              accuracy, count)
+
     def query_csl(self, weights: list[np.ndarray] | None, config: dict) -> CslReply:
         """CSL of the forget samples (``csl-available`` 0 when it was not recorded)."""
         positions = self.forget_positions(config)
@@ -190,6 +215,8 @@ query_handler(protocol.MEAN_GRADIENT, QueryPolicy(evaluation_only=True,
               )(MemorizationWork.query_mean_gradient)
 query_handler(protocol.PER_SAMPLE, EVALUATION_ONLY)(MemorizationWork.query_per_sample)
 query_handler(protocol.LOCAL_LOSS)(MemorizationWork.query_local_loss)
+query_handler(protocol.FORGET_GAP, QueryPolicy(forget_data=True)
+              )(MemorizationWork.query_forget_gap)
 query_handler(protocol.CSL, EVALUATION_ONLY)(MemorizationWork.query_csl)
 
 

@@ -25,6 +25,8 @@ class ClientState:
     num_classes: int
     x_train: torch.Tensor
     y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
 
     if TYPE_CHECKING:
         @property

@@ -33,6 +33,7 @@ MEAN_GRADIENT = "mean_gradient"  # mean-loss gradient over D_r (or D_u with DATA
 PER_SAMPLE = "per_sample"        # per-sample outputs on D_u (memorization evaluation)
 LOCAL_LOSS = "local_loss"        # summed loss over D_r (local fairness)
 CSL = "csl"                      # cumulative sample loss of D_u (seed 001 H.2)
+FORGET_GAP = "forget_gap"        # accuracy on D_u vs held-out data of D_u's classes
 
 PROJECTED_ASCENT = "projected_ascent"  # Halimi et al.: gradient ascent on D_u
 UCE_DESCENT = "uce_descent"            # FedOSD: local descent of the UCE loss on D_u
@@ -549,6 +550,34 @@ class LocalLossReply:
         metrics = _metrics(content)
         return cls(int(scalar(metrics, PARTITION_ID)), float(scalar(metrics, "loss-sum")),
                    int(scalar(metrics, NUM_EXAMPLES)))
+
+
+@dataclass(frozen=True)
+class ForgetGapReply:
+    """``query.forget_gap``: accuracy on the client's forget data D_u and on its held-out
+    test data re-weighted to D_u's class mix (FedMemEraser's request-adaptive rho)."""
+
+    partition_id: int
+    forget_accuracy: float
+    forget_count: int
+    heldout_accuracy: float
+    heldout_count: int
+
+    def to_content(self) -> RecordDict:
+        return _content({PARTITION_ID: self.partition_id,
+                         "forget-accuracy": self.forget_accuracy,
+                         "forget-count": self.forget_count,
+                         "heldout-accuracy": self.heldout_accuracy,
+                         "heldout-count": self.heldout_count})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> ForgetGapReply:
+        metrics = _metrics(content)
+        return cls(int(scalar(metrics, PARTITION_ID)),
+                   float(scalar(metrics, "forget-accuracy")),
+                   int(scalar(metrics, "forget-count")),
+                   float(scalar(metrics, "heldout-accuracy")),
+                   int(scalar(metrics, "heldout-count")))
 
 
 @dataclass(frozen=True)

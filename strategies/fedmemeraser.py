@@ -25,6 +25,16 @@ model was built with (run-config ``model-init``), from the ``reset`` random stre
 right after the reset and the selection masks are saved in the phase folder
 (``reset.npz``, ``reset-mask.npz``).
 
+Request-adaptive rho (``rho-rule = "heldout"``, beyond the paper). A model retrained
+without D_u is as accurate on D_u as on unseen data of the same classes; a model that
+memorized D_u is more accurate on it. So instead of a fixed rho, the reset is tried at
+every rho of ``RHO_CANDIDATES`` (0 to 0.9) and the smallest whose reset model is no more
+accurate on D_u than on the holders' held-out test data re-weighted to D_u's classes
+(within one standard error) is kept (``rho_closing_gap``; the holders answer
+``query.forget_gap``, two aggregates per candidate). It needs no retrained model; client
+and sample requests only (for a class request, held-out data of the class is what a
+retrained model fails on). Measured in docs/results.md, "A rho that needs no tuning".
+
 Stage 3 (fine-tune). ``unlearn-rounds`` FedAvg rounds on the remaining data
 (``strategies.finetune.fine_tune``). rho = 0 is plain fine-tuning.
 """
@@ -32,7 +42,7 @@ Stage 3 (fine-tune). ``unlearn-rounds`` FedAvg rounds on the remaining data
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from logging import INFO
 from typing import Any
@@ -44,12 +54,15 @@ from flwr.supercore import log
 
 from fedunl_flwr import protocol
 from fedunl_flwr.config import ConfigError, RunConfig
-from fedunl_flwr.federation import Federation
+from fedunl_flwr.federation import Federation, query_clients
 from fedunl_flwr.methods import Option, register_method
+from fedunl_flwr.protocol import ForgetGapReply
 from fedunl_flwr.seeding import torch_generator
 from fedunl_flwr.unlearning.parameter_selection import (
+    RHO_CANDIDATES,
     SELECTION_STRATEGIES,
     reinitialize_parameters,
+    rho_closing_gap,
     select_parameters,
 )
 from strategies.finetune import fine_tune, fine_tuning_strategy
@@ -87,6 +100,12 @@ RESET_TENSORS = Option(
     "tensors FedMemEraser ranks and resets: `all` (every trainable state-dict tensor, the "
     "authors' code) or `weights` (conv/linear weights only)",
     lambda value: value in ("weights", "all"), "must be 'weights' or 'all'")
+RHO_RULE = Option(
+    "rho-rule", "fixed",
+    "FedMemEraser: `fixed` (reset the `rho` fraction) or `heldout` (the smallest rho of "
+    "0, 0.1, ..., 0.9 whose reset leaves the leaving data no better predicted than "
+    "held-out data of its classes; `rho` is then unused)",
+    lambda value: value in ("fixed", "heldout"), "must be 'fixed' or 'heldout'")
 SELECTION = Option(
     "selection", "redundant",
     "FedMemEraser parameter selection: `redundant`, `salun`, `localized`, `deep`, `shallow`",
@@ -101,20 +120,34 @@ class ResetSettings:
     selection: str
     gradient_source: str
     reset_tensors: str
+    rho_rule: str
 
     @classmethod
     def of(cls, config: RunConfig) -> ResetSettings:
         return cls(*(config.option(o.key) for o in (RHO, SELECTION, GRADIENT_SOURCE,
-                                                     RESET_TENSORS)))
+                                                     RESET_TENSORS, RHO_RULE)))
+
+
+#: One candidate's answer for ``rho-rule = "heldout"``: (accuracy, count) on D_u and on
+#: the held-out data re-weighted to D_u's classes.
+GapProbe = Callable[[ArrayRecord], tuple[tuple[float, int], tuple[float, int]]]
 
 
 class Reset:
-    """Stage 1 + 2 on a model: select with the configured strategy, re-draw, remember."""
+    """Stage 1 + 2 on a model: select with the configured strategy, re-draw, remember.
 
-    def __init__(self, config: RunConfig, forget_grad: dict[str, torch.Tensor] | None) -> None:
+    With a ``probe`` (``rho-rule = "heldout"``) every rho of ``RHO_CANDIDATES`` is tried
+    and the first whose reset closes D_u's generalisation gap is kept.
+    """
+
+    def __init__(self, config: RunConfig, forget_grad: dict[str, torch.Tensor] | None,
+                 probe: GapProbe | None = None) -> None:
         self.config = config
         self.settings = ResetSettings.of(config)
         self.forget_grad = forget_grad
+        self.probe = probe
+        self.rho = self.settings.rho
+        self.search: list[dict[str, float]] = []
         self.masks: dict[str, torch.Tensor] = {}
         self.reset_arrays: ArrayRecord | None = None
         self.seconds = 0.0
@@ -122,8 +155,31 @@ class Reset:
     def __call__(self, arrays: ArrayRecord, statistic: Mapping[str, torch.Tensor] | None
                  ) -> ArrayRecord:
         start = time.perf_counter()
+        if self.probe is None:
+            self.masks, self.reset_arrays = self._reset(arrays, statistic, self.rho)
+        else:
+            tried = [self._reset(arrays, statistic, rho) for rho in RHO_CANDIDATES]
+            answers = [self.probe(reset) for _, reset in tried]
+            chosen = rho_closing_gap(RHO_CANDIDATES, [a[0] for a in answers],
+                                     [a[1] for a in answers])
+            self.rho = RHO_CANDIDATES[chosen]
+            self.masks, self.reset_arrays = tried[chosen]
+            self.search = [{"rho": rho, "forget_accuracy": forget[0],
+                            "forget_count": forget[1], "heldout_accuracy": heldout[0],
+                            "heldout_count": heldout[1]}
+                           for rho, (forget, heldout) in zip(RHO_CANDIDATES, answers,
+                                                             strict=True)]
+            log(INFO, "fedunl: fedmemeraser rho-rule heldout chose rho %.1f (D_u / held-out "
+                "accuracy: %s)", self.rho, ", ".join(
+                    f"{c['rho']:.1f}: {100 * c['forget_accuracy']:.1f}/"
+                    f"{100 * c['heldout_accuracy']:.1f}" for c in self.search))
+        self.seconds += time.perf_counter() - start
+        return self.reset_arrays
+
+    def _reset(self, arrays: ArrayRecord, statistic: Mapping[str, torch.Tensor] | None,
+               rho: float) -> tuple[dict[str, torch.Tensor], ArrayRecord]:
         params = arrays.to_torch_state_dict()
-        selection, rho = self.settings.selection, self.settings.rho
+        selection = self.settings.selection
         include_1d = self.settings.reset_tensors == "all"
         if selection == "redundant":
             masks = select_parameters("redundant", rho=rho, grad_stats=statistic,
@@ -133,17 +189,15 @@ class Reset:
             weights = {name: params[name] for name in forget}
             masks = select_parameters(selection, rho=rho, weights=weights,
                                       forget_grad_stats=forget, include_1d=include_1d)
-        self.masks = masks
-        self.reset_arrays = ArrayRecord(reinitialize_parameters(
+        return masks, ArrayRecord(reinitialize_parameters(
             params, masks, torch_generator(self.config.seed, "reset"), self.config.model_init))
-        self.seconds += time.perf_counter() - start
-        return self.reset_arrays
 
     def summary(self) -> dict:
         selected = sum(int(m.sum()) for m in self.masks.values())
         eligible = sum(m.numel() for m in self.masks.values())
         return {
-            "selection": self.settings.selection, "rho": self.settings.rho,
+            "selection": self.settings.selection, "rho": self.rho,
+            "rho_rule": self.settings.rho_rule, "rho_search": self.search,
             "gradient_source": self.settings.gradient_source,
             "reset_tensors": self.settings.reset_tensors, "model_init": self.config.model_init,
             "selected_entries": selected, "eligible_entries": eligible,
@@ -188,7 +242,7 @@ def reset_by_update(original: Mapping[str, torch.Tensor], aggregate: ArrayRecord
                  "remaining clients, reset the lowest-rho fraction of entries by their mean "
                  "update (or, `gradient-source='gradient'`, by a fresh mean gradient), then "
                  "fine-tune on the remaining data"),
-                 options=(RHO, GRADIENT_SOURCE, RESET_TENSORS, SELECTION))
+                 options=(RHO, RHO_RULE, GRADIENT_SOURCE, RESET_TENSORS, SELECTION))
 class FedMemEraser(UnlearningMethod):
     """Reset the rho fraction of parameters least used by the remaining data, fine-tune."""
 
@@ -200,6 +254,10 @@ class FedMemEraser(UnlearningMethod):
         if config.option(GRADIENT_SOURCE.key) == "update" and config.unlearn_rounds < 1:
             raise ConfigError("gradient-source 'update' takes the statistic from the first "
                               "fine-tuning round: unlearn-rounds must be >= 1")
+        if config.option(RHO_RULE.key) == "heldout" and request.scope == "class":
+            raise ConfigError("rho-rule 'heldout' compares D_u with held-out data of the same "
+                              "classes, which a class request must forget too: use it with "
+                              "forget-scope 'client' or 'samples'")
 
     def unlearn(self, grid: Grid, run: UnlearningRun) -> UnlearningOutcome:
         config, federation, request = run.config, run.federation, run.request
@@ -212,7 +270,9 @@ class FedMemEraser(UnlearningMethod):
             forget_grad = mean_gradient(grid, federation, holders, original, {
                 p: {protocol.DATA: protocol.FORGET, **request.forget_selection(p).encode()}
                 for p in holders})
-        reset = Reset(config, forget_grad)
+        probe = (forget_gap_probe(grid, federation, request)
+                 if settings.rho_rule == "heldout" else None)
+        reset = Reset(config, forget_grad, probe)
         if settings.gradient_source == "gradient":
             remaining = remaining_participants(request, federation)
             statistic = None
@@ -222,7 +282,7 @@ class FedMemEraser(UnlearningMethod):
             reset_arrays = reset(original, statistic)
             located = time.perf_counter() - start
             log(INFO, "fedunl: fedmemeraser reset %d of %d eligible entries (rho %.2f, %s) "
-                "in %.1f s", *_counts(reset), settings.rho, settings.selection, located)
+                "in %.1f s", *_counts(reset), reset.rho, settings.selection, located)
             tuned = fine_tune(grid, run, reset_arrays, offset=located)
         else:
             located = time.perf_counter() - start
@@ -238,6 +298,26 @@ class FedMemEraser(UnlearningMethod):
                                               == "update" else 0.0),
                  "unlearn_rounds": config.unlearn_rounds}
         return UnlearningOutcome(tuned.arrays, tuned.history, tuned.client_epochs, extra)
+
+
+def forget_gap_probe(grid: Grid, federation: Federation, request: UnlearningRequest
+                     ) -> GapProbe:
+    """Ask the forget holders for a model's accuracy on D_u and on held-out data of its
+    classes, pooled over holders (D_u by count; held-out weighted by each holder's D_u)."""
+    holders = forget_holders(request, federation)
+    configs = {p: request.forget_selection(p).encode() for p in holders}
+
+    def probe(arrays: ArrayRecord) -> tuple[tuple[float, int], tuple[float, int]]:
+        replies = list(query_clients(grid, federation, holders, protocol.FORGET_GAP,
+                                     ForgetGapReply, arrays, configs).values())
+        forget = sum(r.forget_count for r in replies)
+        if forget == 0:
+            raise ConfigError("rho-rule 'heldout': the request's clients hold no forget data")
+        return ((sum(r.forget_accuracy * r.forget_count for r in replies) / forget, forget),
+                (sum(r.heldout_accuracy * r.forget_count for r in replies) / forget,
+                 sum(r.heldout_count for r in replies)))
+
+    return probe
 
 
 def _counts(reset: Reset) -> tuple[int, int]:

@@ -16,7 +16,11 @@ from fedunl_flwr.federation import ClientInfo, Federation
 from fedunl_flwr.metrics.memorization import MEMORIZATION_GROUP_LABELS
 from fedunl_flwr.records import get_weights
 from fedunl_flwr.training_records import CSL_FOLDER, client_record_path
-from fedunl_flwr.unlearning.parameter_selection import selection_count
+from fedunl_flwr.unlearning.parameter_selection import (
+    RHO_CANDIDATES,
+    rho_closing_gap,
+    selection_count,
+)
 from strategies import get_unlearning_method
 from strategies.fedmemeraser import FedMemEraser
 from strategies.finetune import FineTune
@@ -87,6 +91,11 @@ def test_other_bad_fedmemeraser_settings_are_rejected() -> None:
         validate(
             config_with(strategy="fedmemeraser", gradient_source="update", unlearn_rounds=0,
                         forget_scope="client", forget_clients="0"), FOUR)
+    with pytest.raises(ConfigError, match="rho-rule must be 'fixed' or 'heldout'"):
+        config_with(strategy="fedmemeraser", rho_rule="adaptive")
+    with pytest.raises(ConfigError, match=r"rho-rule 'heldout' .* forget-scope 'client'"):
+        validate(config_with(strategy="fedmemeraser", rho_rule="heldout",
+                             forget_scope="class", forget_classes="0"), FOUR)
     # Client 3 holds no sample of class 0: naming it is an error ...
     with pytest.raises(ConfigError, match="holds no training sample"):
         validate(
@@ -191,6 +200,29 @@ def test_client_queries_answer_on_the_right_samples(tiny_client: FedunlClient) -
         tiny_client.query_per_sample(weights, {"forget-samples": "40"})
 
 
+def test_forget_gap_weights_the_held_out_classes_like_the_forget_data(
+        tiny_client: FedunlClient) -> None:
+    """D_u = samples 1, 3, 7 (classes 1, 3, 3): held-out accuracy is class 1's at weight
+    1/3 and class 3's at 2/3, over the 4 test samples of those classes."""
+    import torch
+
+    weights = get_weights(tiny_client.model)
+    with torch.no_grad():
+        tiny_client.model.eval()
+        predicted = tiny_client.model(tiny_client.x_test).argmax(1)
+    hit = (predicted == tiny_client.y_test).double()
+    by_class = {c: float(hit[tiny_client.y_test == c].mean()) for c in (1, 3)}
+    per_sample = tiny_client.query_per_sample(weights, {"forget-samples": "3,1,7"})
+    reply = tiny_client.query_forget_gap(weights, {"forget-samples": "3,1,7"})
+    assert (reply.forget_count, reply.heldout_count) == (3, 4)
+    assert reply.forget_accuracy == pytest.approx(sum(per_sample.correct) / 3)
+    assert reply.heldout_accuracy == pytest.approx(by_class[1] / 3 + 2 * by_class[3] / 3)
+    # A real SuperNode's minimum: 3 forget samples are too few to answer over.
+    with pytest.raises(PermissionError, match="only 3 sample"):
+        tiny_client.query_forget_gap(weights, {"forget-samples": "3,1,7",
+                                               "node-minimum-samples": 10})
+
+
 # --- end to end on real offline data ----------------------------------------------------
 BASE = {"scenario": "fashion-mnist-iid", "num-clients": 4, "samples-per-client": 200,
         "test-samples-per-client": 50, "num-server-rounds": 4, "model": "cnn",
@@ -210,6 +242,8 @@ def runs(tmp_path_factory, data_dir) -> dict[str, dict[str, Path]]:
     base = {**BASE, "results-dir": str(results), "data-dir": str(data_dir)}
     out = {name: simulate({**base, "strategy": name}, engine="inprocess")
            for name in ("fedmemeraser", "finetune", "retrain")}
+    out["heldout"] = simulate({**base, "strategy": "fedmemeraser", "rho-rule": "heldout"},
+                              engine="inprocess")
     out["samples"] = simulate({**base, "strategy": "fedmemeraser", "forget-scope": "samples",
                                "forget-clients": "", "gradient-source": "gradient",
                                "reset-tensors": "weights", "rho": 0.4,
@@ -312,6 +346,30 @@ def test_update_statistic_resets_every_tensor_kind_after_round_one(runs) -> None
     assert summary["reset"]["gradient_source"] == "update"
     assert summary["reset"]["reset_tensors"] == "all"
     assert not math.isnan(summary["time_analysis"]["unlearn"]["curve"][0][2])
+
+
+@pytest.mark.simulation
+def test_heldout_rho_rule_keeps_the_first_reset_that_closes_the_gap(runs) -> None:
+    """rho-rule 'heldout': every candidate was asked of the leaving client, the kept rho
+    is the first whose reset leaves D_u within one standard error of held-out data, and
+    the stored reset is that rho's."""
+    summary = _summary(runs["heldout"])
+    reset = summary["reset"]
+    search = reset["rho_search"]
+    assert [c["rho"] for c in search] == list(RHO_CANDIDATES)
+    print("heldout rule:", [(c["rho"], round(c["forget_accuracy"], 3),
+                             round(c["heldout_accuracy"], 3)) for c in search])
+    # Resetting 90% of the entries leaves a model near chance: the candidates differ.
+    assert search[-1]["forget_accuracy"] < search[0]["forget_accuracy"] - 0.2
+    assert reset["selected_fraction"] == pytest.approx(reset["rho"], abs=1e-3)
+    assert reset["rho_rule"] == "heldout" and reset["rho"] in RHO_CANDIDATES
+    masks = _arrays(runs["heldout"]["unlearn"], "reset-mask")
+    assert sum(int(m.sum()) for m in masks.values()) == reset["selected_entries"]
+    assert all(c["forget_count"] == 200 and c["heldout_count"] == search[0]["heldout_count"] > 0
+               for c in search)
+    assert RHO_CANDIDATES[rho_closing_gap(
+        RHO_CANDIDATES, [(c["forget_accuracy"], c["forget_count"]) for c in search],
+        [(c["heldout_accuracy"], c["heldout_count"]) for c in search])] == reset["rho"]
 
 
 @pytest.mark.simulation

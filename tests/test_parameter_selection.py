@@ -9,11 +9,14 @@ import torch
 
 from fedunl_flwr.initialization import init_rule
 from fedunl_flwr.unlearning.parameter_selection import (
+    RHO_CANDIDATES,
     SELECTION_STRATEGIES,
     adaptive_rho,
+    class_weighted_accuracy,
     depth_split_index,
     eligible_parameter_names,
     reinitialize_parameters,
+    rho_closing_gap,
     select_depth_parameters,
     select_localized_parameters,
     select_parameters,
@@ -296,3 +299,34 @@ def test_adaptive_rho_takes_the_order_below_the_knee() -> None:
     flat = torch.full((10, 10), 1e-3)
     assert adaptive_rho({"w.weight": flat}) == (0.0, pytest.approx(1e-4))
     assert adaptive_rho({"w.weight": torch.zeros(3, 3)}) == (0.0, 0.0)
+
+
+def test_class_weighted_accuracy_reweights_held_out_classes_to_the_forget_mix() -> None:
+    # Held-out: class 0 at 9/10, class 1 at 1/10, class 2 at 5/10. D_u holds 30 of class
+    # 0, 10 of class 1, none of class 2: (30 * 0.9 + 10 * 0.1) / 40 = 0.7, over 20 samples.
+    assert class_weighted_accuracy([9, 1, 5], [10, 10, 10], [30, 10, 0]) == (
+        pytest.approx(0.7), 20)
+    # A class D_u holds but the held-out data lacks drops out of the weights.
+    assert class_weighted_accuracy([9, 0], [10, 0], [1, 5]) == (pytest.approx(0.9), 10)
+    assert class_weighted_accuracy([0, 0], [0, 0], [1, 1]) == (0.0, 0)
+    with pytest.raises(ValueError, match="one entry per class"):
+        class_weighted_accuracy([1], [2, 3], [1, 1])
+
+
+def test_rho_closing_gap_takes_the_first_candidate_within_one_standard_error() -> None:
+    # 100 forget and 100 held-out samples. Gaps 0.30, 0.10, 0.05: the standard error of
+    # the third (pooled 0.775) is sqrt(0.775 * 0.225 * 0.02) = 0.059 >= 0.05.
+    forget = [(0.95, 100), (0.85, 100), (0.80, 100), (0.5, 100)]
+    heldout = [(0.65, 100), (0.75, 100), (0.75, 100), (0.5, 100)]
+    assert rho_closing_gap([0.0, 0.2, 0.4, 0.6], forget, heldout) == 2
+    # z = 2 accepts the 0.10 gap (error 0.0589, twice 0.118).
+    assert rho_closing_gap([0.0, 0.2, 0.4, 0.6], forget, heldout, z=2.0) == 1
+    # Nothing memorized: the original's own gap is closed, so nothing is reset.
+    assert rho_closing_gap([0.0, 0.5], [(0.7, 50), (0.4, 50)], [(0.72, 50), (0.4, 50)]) == 0
+    # No candidate closes it: the largest.
+    assert rho_closing_gap([0.0, 0.5], [(1.0, 500), (1.0, 500)], [(0.5, 500), (0.5, 500)]) == 1
+    assert RHO_CANDIDATES[0] == 0.0 and RHO_CANDIDATES[-1] == 0.9 and len(RHO_CANDIDATES) == 10
+    with pytest.raises(ValueError, match="must increase"):
+        rho_closing_gap([0.5, 0.1], forget[:2], heldout[:2])
+    with pytest.raises(ValueError, match="no forget or held-out"):
+        rho_closing_gap([0.1], [(0.5, 0)], [(0.5, 10)])

@@ -51,6 +51,12 @@ def test_allowed_nodes_answer_only_about_their_own_request() -> None:
     unset = {**DEPLOYED, "allow-evaluation-queries": True}
     with pytest.raises(PermissionError, match="not set"):
         check_query_allowed("per_sample", {"forget-all": True}, unset)
+    # FedMemEraser's rho-rule asks for two aggregates over the node's own D_u only (no
+    # allow-evaluation-queries needed); any other selection is refused.
+    leaving = {**DEPLOYED, "forget-request": "all"}
+    check_query_allowed("forget_gap", {"forget-all": True}, leaving)
+    with pytest.raises(PermissionError, match="own unlearning request is 'all'"):
+        check_query_allowed("forget_gap", {"forget-samples": "3"}, leaving)
 
 
 def test_aggregate_queries_are_answered_but_never_about_a_handful(tmp_path) -> None:

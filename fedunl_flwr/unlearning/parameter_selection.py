@@ -12,10 +12,13 @@ from torch import Tensor
 from fedunl_flwr.initialization import init_rule, is_buffer_name
 
 __all__ = [
+    "RHO_CANDIDATES",
     "SELECTION_STRATEGIES",
+    "class_weighted_accuracy",
     "depth_split_index",
     "eligible_parameter_names",
     "reinitialize_parameters",
+    "rho_closing_gap",
     "select_depth_parameters",
     "select_localized_parameters",
     "select_parameters",
@@ -476,6 +479,69 @@ def adaptive_rho(
         return 0.0, 0.0
     threshold = 10.0 ** (math.floor(math.log10(knee)) - 1)
     return float((values < threshold).double().mean()), threshold
+
+
+#: The rhos the request-adaptive rule (``rho-rule = "heldout"``) tries, smallest first:
+#: 0 (nothing memorized, plain fine-tuning) to 0.9 in steps of 0.1.
+RHO_CANDIDATES: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(10))
+
+
+def class_weighted_accuracy(class_correct: Sequence[float], class_total: Sequence[float],
+                            weights: Sequence[float]) -> tuple[float, int]:
+    """Accuracy on held-out data re-weighted to another class mix.
+
+    ``sum_c w_c * correct_c / total_c / sum_c w_c`` over the classes that have both a
+    weight and held-out samples: the accuracy a model would reach on unseen samples drawn
+    with the class mix ``weights`` (e.g. the class counts of the forget data D_u).
+
+    Returns
+    -------
+    tuple[float, int]
+        The accuracy in [0, 1] and the number of held-out samples it rests on (0 and 0
+        when no class has both).
+    """
+    if not len(class_correct) == len(class_total) == len(weights):
+        raise ValueError("class_correct, class_total and weights need one entry per class")
+    used = [(w, c / t, t) for c, t, w in zip(class_correct, class_total, weights, strict=True)
+            if w > 0 and t > 0]
+    if not used:
+        return 0.0, 0
+    mass = sum(w for w, _, _ in used)
+    return (sum(w * accuracy for w, accuracy, _ in used) / mass,
+            int(sum(t for _, _, t in used)))
+
+
+def rho_closing_gap(candidates: Sequence[float], forget: Sequence[tuple[float, int]],
+                    heldout: Sequence[tuple[float, int]], z: float = 1.0) -> int:
+    """Index of the smallest rho whose reset closes the forget data's generalisation gap.
+
+    A model retrained without D_u has never seen it, so it is as accurate on D_u as on
+    unseen data of the same classes; the original, which trained on D_u, is more
+    accurate on it the more it memorized. Candidate k (``forget[k]`` and ``heldout[k]``:
+    accuracy and sample count of the candidate's reset model on D_u and on held-out data
+    re-weighted to D_u's classes) closes the gap when
+    ``acc_u - acc_h <= z * sqrt(a(1-a)/n_u + a(1-a)/n_h)`` with ``a`` the pooled
+    accuracy: within ``z`` standard errors of the difference of two proportions.
+
+    Returns
+    -------
+    int
+        The first candidate (in the given, increasing order) that closes the gap; the
+        last one when none does.
+    """
+    if not candidates or not len(candidates) == len(forget) == len(heldout):
+        raise ValueError("rho_closing_gap needs one forget and one heldout accuracy per "
+                         "candidate")
+    if list(candidates) != sorted(candidates):
+        raise ValueError(f"rho candidates must increase, got {list(candidates)}")
+    for k, ((acc_u, n_u), (acc_h, n_h)) in enumerate(zip(forget, heldout, strict=True)):
+        if n_u <= 0 or n_h <= 0:
+            raise ValueError(f"candidate rho {candidates[k]}: no forget or held-out samples")
+        pooled = (acc_u * n_u + acc_h * n_h) / (n_u + n_h)
+        error = math.sqrt(pooled * (1 - pooled) * (1 / n_u + 1 / n_h))
+        if acc_u - acc_h <= z * error:
+            return k
+    return len(candidates) - 1
 
 
 def reinitialize_parameters(
