@@ -18,7 +18,7 @@ from clients.handlers import MIN_AGGREGATE_SAMPLES, NODE_MINIMUM_SAMPLES, query_
 from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig, pyproject_defaults
 from fedunl_flwr.data.scenarios import federated_data, get_scenario, load_client_file
-from fedunl_flwr.protocol import EvaluateReply, ForgetSelection, TrainReply
+from fedunl_flwr.protocol import DataChange, EvaluateReply, ForgetSelection, TrainReply
 from fedunl_flwr.records import from_record, state_keys, to_record
 
 
@@ -125,6 +125,51 @@ def check_query_allowed(action: str, config: Mapping[str, Any],
                               f"{written if own else 'not set'!r}")
 
 
+def check_data_view_allowed(client: FedunlClient, config: Mapping[str, Any],
+                            node_config: Mapping[str, Any]) -> None:
+    """Refuse a message whose data selection a real SuperNode did not choose itself.
+
+    Threat model: a server that names the samples to leave out (``exclude-samples`` of
+    all but one sample; ``exclude-classes`` of all but one class) has the node train or
+    answer over a set it chose, and reads a label off the reply's loss or sample count; two
+    aggregates over S and S plus one sample differ by that sample's loss or gradient. So
+    on a real SuperNode the data a message works on follows only the node's own
+    ``forget-request``: either all of its data, or all of it without (or, for classes,
+    relabelling) its own forget data, and any forget selection a message names must be
+    that request. Two views of the data exist, and they differ by the node's whole
+    forget set, which must hold at least ``MIN_AGGREGATE_SAMPLES`` samples so that the
+    difference of two answers never shows fewer.
+
+    Raises
+    ------
+    PermissionError
+        Naming what the message asked and what the node's request allows.
+    """
+    if is_simulated(node_config):
+        return
+    change = DataChange.from_config(config).normalised()
+    selection = ForgetSelection.from_config(config).normalised()
+    if not change and not selection:
+        return
+    written = str(node_config.get("forget-request", ""))
+    own = ForgetSelection.parse(written).normalised()
+    if change and change not in own.data_changes():
+        raise PermissionError(
+            f"the message changes this SuperNode's training data ({change.encode()}); a "
+            f"real SuperNode leaves out or relabels only its own forget-request "
+            f"({written or 'not set'!r}), never a selection sent by the server")
+    if selection and selection != own:
+        raise PermissionError(
+            f"the message names the forget data {selection.describe()!r}, but this "
+            f"SuperNode's own unlearning request is {written or 'not set'!r}")
+    count = len(client.forget_positions(own.encode()))
+    if count < MIN_AGGREGATE_SAMPLES:
+        raise PermissionError(
+            f"this SuperNode's forget-request covers {count} sample(s): answers with and "
+            f"without them would differ by fewer than {MIN_AGGREGATE_SAMPLES} samples, so "
+            "it works on all of its data only")
+
+
 #: Local epochs a real SuperNode runs for one training message unless its node config's
 #: ``max-local-epochs`` says otherwise (a crafted server once had a node train 50 epochs).
 DEFAULT_MAX_LOCAL_EPOCHS = 10
@@ -200,6 +245,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
                 context.node_config) else MIN_AGGREGATE_SAMPLES}  # the node's, not the server's
             check_query_allowed(action, config, context.node_config)
             client = get_client(context, overrides)
+            check_data_view_allowed(client, config, context.node_config)
             reply = client.answer_query(action, _weights_in(message), config)
             return _reply(message, reply.to_content())
 
@@ -213,6 +259,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         """Local training from the received global model."""
         client = get_client(context, overrides)
         check_work_allowed(client.train_settings(_config(message)).epochs, context.node_config)
+        check_data_view_allowed(client, _config(message), context.node_config)
         weights, num_examples, metrics = client.fit(
             _required(_weights_in(message)), _config(message))
         return _reply(message, TrainReply(

@@ -117,6 +117,11 @@ class DataChange:
     def __bool__(self) -> bool:
         return bool(self.exclude_classes or self.exclude_samples or self.relabel_classes)
 
+    def normalised(self) -> DataChange:
+        """Sorted, de-duplicated ids (two changes of the same samples compare equal)."""
+        return DataChange(*(tuple(sorted(set(ids))) for ids in (
+            self.exclude_classes, self.exclude_samples, self.relabel_classes)))
+
     def encode(self) -> dict[str, str]:
         """Message config entries (only the non-empty ones)."""
         values = (self.exclude_classes, self.exclude_samples, self.relabel_classes)
@@ -186,6 +191,18 @@ class ForgetSelection:
         """Sorted, de-duplicated ids (two selections of the same samples compare equal)."""
         return ForgetSelection(self.everything, tuple(sorted(set(self.classes))),
                                tuple(sorted(set(self.samples))))
+
+    def data_changes(self) -> tuple[DataChange, ...]:
+        """The training-data changes this request allows a node: leaving its forget data
+        out, or, for classes, relabelling them (Relabel-Poison). A leaving client
+        (``everything``) has no remaining data to train on: none."""
+        own = self.normalised()
+        if own.classes:
+            return (DataChange(exclude_classes=own.classes),
+                    DataChange(relabel_classes=own.classes))
+        if own.samples:
+            return (DataChange(exclude_samples=own.samples),)
+        return ()
 
     def describe(self) -> str:
         """The node-config spelling (:meth:`parse` reads it back)."""

@@ -93,93 +93,171 @@ def test_real_nodes_take_their_paths_from_their_own_node_config(monkeypatch) -> 
     assert deployed.seed == server.seed and deployed.scenario == server.scenario
 
 
-def test_a_real_supernode_bounds_the_local_epochs_a_message_asks(tmp_path, data_dir,
-                                                                 monkeypatch) -> None:
+class RealNode:
+    """A default real SuperNode: fedunl's ClientApp over an in-process grid, its node
+    config naming its own data file (the MNIST training samples ``keep``, else the first
+    40). Each node gets a file of its own: the ClientApp caches clients by file name."""
+
+    made = 0
+
+    def __init__(self, folder, data_dir, keep: np.ndarray | None = None,
+                 **node_config) -> None:
+        from fedunl_flwr.client_app import build_client_app
+        from fedunl_flwr.inprocess import InProcessGrid
+        from fedunl_flwr.phases import model_for
+        from fedunl_flwr.records import model_to_record
+
+        RealNode.made += 1
+        site = folder / f"site-{RealNode.made}.npz"
+        with np.load(data_dir / "mnist.npz") as data:
+            rows = np.arange(40) if keep is None else keep
+            np.savez(site, x_train=data["x_train"][rows],
+                     y_train=data["y_train"][rows].astype(np.int64),
+                     x_test=data["x_test"][:20], y_test=data["y_test"][:20].astype(np.int64))
+            self.labels = data["y_train"][rows].astype(np.int64)
+        run_config = {"scenario": "mnist-iid", "model-width": 4}
+        self.grid = InProcessGrid(build_client_app(), 1, run_config, [
+            {"partition-id": 0, "data-file": str(site), **node_config}])
+        self.arrays = model_to_record(model_for(RunConfig.from_mapping(run_config), 10))
+
+    def send(self, message_type: str, config: dict):
+        """The node's reply to one message carrying the model and ``config``."""
+        from flwr.app import ConfigRecord, Message, RecordDict
+
+        from fedunl_flwr.inprocess import acting_as_server
+
+        content = RecordDict({"arrays": self.arrays, "config": ConfigRecord(config)})
+        with acting_as_server(self.grid):
+            (reply,) = self.grid.send_and_receive([Message(
+                content, dst_node_id=next(iter(self.grid.get_node_ids())),
+                message_type=message_type)])
+        return reply
+
+    def refusal(self, message_type: str, config: dict) -> str:
+        """The error the node answers with ('' when it answered)."""
+        reply = self.send(message_type, config)
+        return str(reply.error.reason) if reply.has_error() else ""
+
+
+@pytest.fixture()
+def real_node(tmp_path, data_dir, monkeypatch):
+    monkeypatch.delenv(SIMULATION_ENV, raising=False)
+    return lambda keep=None, **node_config: RealNode(tmp_path, data_dir, keep, **node_config)
+
+
+def test_a_real_supernode_bounds_the_local_epochs_a_message_asks(real_node) -> None:
     """The crafted server's ``local-epochs=50`` (98 s of a node's CPU in the probe): a real
     node's ClientApp, called with a Flower training message, refuses more than its node
     config's ``max-local-epochs`` (default 10) and trains within it."""
-    from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+    from flwr.app import MessageType
 
     from fedunl_flwr import protocol
-    from fedunl_flwr.client_app import (
-        DEFAULT_MAX_LOCAL_EPOCHS,
-        build_client_app,
-        check_work_allowed,
-    )
-    from fedunl_flwr.inprocess import InProcessGrid, acting_as_server
-    from fedunl_flwr.phases import model_for
-    from fedunl_flwr.records import model_to_record
+    from fedunl_flwr.client_app import DEFAULT_MAX_LOCAL_EPOCHS, check_work_allowed
 
-    monkeypatch.delenv(SIMULATION_ENV, raising=False)
-    with np.load(data_dir / "mnist.npz") as data:
-        np.savez(tmp_path / "site.npz", x_train=data["x_train"][:40],
-                 y_train=data["y_train"][:40].astype(np.int64), x_test=data["x_test"][:20],
-                 y_test=data["y_test"][:20].astype(np.int64))
-    run_config = {"scenario": "mnist-iid", "model-width": 4}
-    node = {"partition-id": 0, "data-file": str(tmp_path / "site.npz"), "max-local-epochs": 2}
-    grid = InProcessGrid(build_client_app(), 1, run_config, [node])
-    arrays = model_to_record(model_for(RunConfig.from_mapping(run_config), 10))
+    node = real_node(**{"max-local-epochs": 2})
 
-    def train(epochs: int) -> Message:
-        content = RecordDict({"arrays": arrays, "config": ConfigRecord(
-            {protocol.SERVER_ROUND: 1, protocol.LOCAL_EPOCHS: epochs})})
-        with acting_as_server(grid):
-            (reply,) = grid.send_and_receive([Message(
-                content, dst_node_id=next(iter(grid.get_node_ids())),
-                message_type=MessageType.TRAIN)])
-        return reply
+    def train(epochs: int) -> str:
+        return node.refusal(MessageType.TRAIN, {protocol.SERVER_ROUND: 1,
+                                                protocol.LOCAL_EPOCHS: epochs})
 
-    refused = train(50)
-    assert refused.has_error()
-    assert "asks for 50 local epochs; this SuperNode runs at most 2" in str(
-        refused.error.reason)
-    assert not train(2).has_error()
+    assert "asks for 50 local epochs; this SuperNode runs at most 2" in train(50)
+    assert train(2) == ""
     check_work_allowed(DEFAULT_MAX_LOCAL_EPOCHS, DEPLOYED)  # the default limit
     with pytest.raises(PermissionError, match="max-local-epochs"):
         check_work_allowed(DEFAULT_MAX_LOCAL_EPOCHS + 1, DEPLOYED)
 
 
 def test_a_real_supernode_answers_activations_and_attribution_over_ten_samples_a_class(
-        tmp_path, data_dir, monkeypatch) -> None:
+        data_dir, real_node) -> None:
     """The probes: mean activations over 3 samples of a class, attribution with
     ``samples-per-class=1``. A real node's ClientApp refuses both; a class it holds 10
     times is answered."""
-    from flwr.app import ConfigRecord, Message, RecordDict
+    from fedunl_flwr import protocol
+
+    with np.load(data_dir / "mnist.npz") as data:
+        labels = data["y_train"][:2000]
+    node = real_node(np.concatenate([np.flatnonzero(labels == 0)[:3],     # 3 of class 0
+                                     np.flatnonzero(labels == 1)[:12]]))  # 12 of class 1
+
+    def ask(action: str, config: dict) -> str:
+        return node.refusal(f"query.{action}", config)
+
+    assert "class(es) [0] with only [3] sample(s)" in ask(protocol.ACTIVATIONS,
+                                                          {protocol.CLASSES: "0"})
+    assert ask(protocol.ACTIVATIONS, {protocol.CLASSES: "1"}) == ""
+    attribution = {protocol.STEPS: 2, protocol.TOP_N: 3, protocol.CLASSES: "1"}
+    assert "at least 10 per class" in ask(protocol.ATTRIBUTION, {
+        **attribution, protocol.SAMPLES_PER_CLASS: 1})
+    assert ask(protocol.ATTRIBUTION, {**attribution, protocol.SAMPLES_PER_CLASS: 10}) == ""
+    # The server cannot lower the node's minimum: the ClientApp sets it.
+    assert ask(protocol.ACTIVATIONS, {protocol.CLASSES: "0", "node-minimum-samples": 0})
+
+
+def _crafted(node: RealNode):
+    """The probe's crafted model: every weight 0, classifier bias 0.7 * [0..9], so the loss
+    of one sample is a function of its label alone."""
+    from fedunl_flwr.records import from_record, to_record
+
+    arrays = {name: np.zeros_like(value) for name, value in from_record(node.arrays).items()}
+    bias = [name for name, value in arrays.items() if value.shape == (10,)][-1]
+    arrays[bias] = 0.7 * np.arange(10, dtype=arrays[bias].dtype)
+    node.arrays = to_record(arrays)
+    return node
+
+
+def test_a_real_supernode_never_trains_on_a_set_the_server_chose(real_node) -> None:
+    """Probe 1: ``train`` over all samples but i (the loss names y_i) and the
+    ``num-examples`` oracle (all but i and all classes but c: 1 exactly when y_i = c) are
+    refused; the node's own request is honoured."""
+    from flwr.app import MessageType
 
     from fedunl_flwr import protocol
-    from fedunl_flwr.client_app import build_client_app
-    from fedunl_flwr.inprocess import InProcessGrid, acting_as_server
-    from fedunl_flwr.phases import model_for
-    from fedunl_flwr.records import model_to_record
 
-    monkeypatch.delenv(SIMULATION_ENV, raising=False)
+    node = _crafted(real_node())
+    one_round = {protocol.SERVER_ROUND: 1, protocol.LOCAL_EPOCHS: 1}
+    all_but_0 = ",".join(map(str, range(1, 40)))
+    assert "never a selection sent by the server" in node.refusal(
+        MessageType.TRAIN, {**one_round, "exclude-samples": all_but_0})
+    other_classes = ",".join(str(c) for c in range(10) if c != node.labels[0])
+    assert "never a selection sent by the server" in node.refusal(
+        MessageType.TRAIN, {**one_round, "exclude-samples": all_but_0,
+                            "exclude-classes": other_classes})
+    # FedAU's training message names the forget data: only the node's own request.
+    assert "own unlearning request is 'not set'" in node.refusal(
+        MessageType.TRAIN, {**one_round, "forget-samples": "0"})
+    # The node that asked to forget its first 12 samples trains without them, and
+    # without nothing else.
+    own = real_node(**{"forget-request": "samples:" + ",".join(map(str, range(12)))})
+    reply = own.send(MessageType.TRAIN, {**one_round, "exclude-samples": ",".join(
+        map(str, reversed(range(12))))})
+    assert not reply.has_error()
+    assert protocol.TrainReply.from_content(reply.content).num_examples == 28
+    assert "never a selection" in own.refusal(MessageType.TRAIN, {
+        **one_round, "exclude-samples": ",".join(map(str, range(13)))})
+
+
+def test_two_answers_of_a_real_supernode_never_differ_by_fewer_than_ten_samples(
+        data_dir, real_node) -> None:
+    """Probe 2: ``local_loss`` / ``mean_gradient`` over S and S plus sample i differ by
+    i's loss or gradient. The server cannot name S; the node's own request may be
+    left out only when it covers at least 10 samples."""
+    from fedunl_flwr import protocol
+
+    node = _crafted(real_node())
+    for action in (protocol.LOCAL_LOSS, protocol.MEAN_GRADIENT):
+        assert node.refusal(f"query.{action}", {}) == ""  # all 40 samples
+        assert "never a selection sent by the server" in node.refusal(
+            f"query.{action}", {"exclude-samples": "0"})
+    three = real_node(**{"forget-request": "samples:0,1,2"})
+    assert "covers 3 sample(s)" in three.refusal(f"query.{protocol.LOCAL_LOSS}",
+                                                 {"exclude-samples": "0,1,2"})
     with np.load(data_dir / "mnist.npz") as data:
-        labels = data["y_train"][:2000].astype(np.int64)
-        keep = np.concatenate([np.flatnonzero(labels == 0)[:3],   # 3 of class 0
-                               np.flatnonzero(labels == 1)[:12]])  # 12 of class 1
-        np.savez(tmp_path / "site.npz", x_train=data["x_train"][keep], y_train=labels[keep],
-                 x_test=data["x_test"][:20], y_test=data["y_test"][:20].astype(np.int64))
-    run_config = {"scenario": "mnist-iid", "model-width": 4}
-    grid = InProcessGrid(build_client_app(), 1, run_config,
-                         [{"partition-id": 0, "data-file": str(tmp_path / "site.npz")}])
-    arrays = model_to_record(model_for(RunConfig.from_mapping(run_config), 10))
-
-    def ask(action: str, config: dict) -> Message:
-        content = RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
-        with acting_as_server(grid):
-            (reply,) = grid.send_and_receive([Message(
-                content, dst_node_id=next(iter(grid.get_node_ids())),
-                message_type=f"query.{action}")])
-        return reply
-
-    few = ask(protocol.ACTIVATIONS, {protocol.CLASSES: "0"})
-    assert few.has_error() and "class(es) [0] with only [3] sample(s)" in str(few.error.reason)
-    assert not ask(protocol.ACTIVATIONS, {protocol.CLASSES: "1"}).has_error()
-    attribution = {protocol.STEPS: 2, protocol.TOP_N: 3, protocol.CLASSES: "1"}
-    one = ask(protocol.ATTRIBUTION, {**attribution, protocol.SAMPLES_PER_CLASS: 1})
-    assert one.has_error() and "at least 10 per class" in str(one.error.reason)
-    assert not ask(protocol.ATTRIBUTION, {**attribution,
-                                          protocol.SAMPLES_PER_CLASS: 10}).has_error()
-    # The server cannot lower the node's minimum: the ClientApp sets it.
-    assert ask(protocol.ACTIVATIONS, {protocol.CLASSES: "0",
-                                      "node-minimum-samples": 0}).has_error()
+        labels = data["y_train"][:2000]
+    keep = np.concatenate([np.flatnonzero(labels == 0)[:3], np.flatnonzero(labels == 1)[:12],
+                           np.flatnonzero(labels > 1)[:25]])
+    ones = real_node(keep, **{"forget-request": "classes:1"})
+    reply = ones.send(f"query.{protocol.LOCAL_LOSS}", {"exclude-classes": "1"})
+    assert protocol.LocalLossReply.from_content(reply.content).num_examples == 28
+    zeros = real_node(keep, **{"forget-request": "classes:0"})
+    assert "covers 3 sample(s)" in zeros.refusal(f"query.{protocol.LOCAL_LOSS}",
+                                                 {"exclude-classes": "0"})
