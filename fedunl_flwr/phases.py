@@ -181,8 +181,8 @@ def write_evaluation(store: PhaseStore, evaluations: dict[int, Evaluation],
     frame = accuracy_frame(evaluations, class_names)
     store.write_text("accuracy.csv", frame.to_csv(float_format="%.4f"))
     store.write_text("accuracy.md", frame_to_markdown(frame))
-    store.write_json("summary.json", {**extra, **to_json(accuracy_summary(evaluations)),
-                                      "class_names": class_names, "config": store.key})
+    store.write_summary({**extra, **to_json(accuracy_summary(evaluations)),
+                         "class_names": class_names, "config": store.key})
     return frame
 
 

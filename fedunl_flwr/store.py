@@ -24,6 +24,24 @@ class CheckpointError(RuntimeError):
     """A stored checkpoint is corrupt or belongs to another configuration."""
 
 
+#: Environment variable naming a file whose existence means the run was interrupted. The
+#: launcher (``scripts/flwr_run.py``) creates the file before it says "interrupted" and
+#: stops the processes; a ServerApp still running then never marks a phase complete.
+STOP_FILE_ENV = "FEDUNL_STOP_FILE"
+
+
+class RunInterrupted(RuntimeError):
+    """The launcher interrupted the run: no phase may be marked complete any more."""
+
+
+def check_not_interrupted() -> None:
+    """Raise :class:`RunInterrupted` once the launcher's stop file exists."""
+    stop_file = os.environ.get(STOP_FILE_ENV)
+    if stop_file and os.path.exists(stop_file):
+        raise RunInterrupted(f"the run was interrupted ({stop_file} exists): the phase is "
+                             "not marked complete")
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -113,6 +131,12 @@ class PhaseStore:
         """Create the folder and record the configuration."""
         self.check()
         self.write_json("config.json", self.key)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Write ``summary.json``, which marks the phase complete (never after an
+        interrupt: :func:`check_not_interrupted`)."""
+        check_not_interrupted()
+        self.write_json("summary.json", summary)
 
     def write_json(self, name: str, value: Any) -> None:
         atomic_write_bytes(self.path / name,

@@ -231,12 +231,14 @@ def process_alive(pid: int) -> bool:
         return False
 
 
-def watch(runner: int, superlink: int) -> int:
+def watch(runner: int, superlink: int, stop_file: str) -> int:
     """``--watch``: a process of its own session that outlives a runner killed without
     its cleanup (SIGKILL, a crash) and then stops the SuperLink and everything it
     started, as the runner's cleanup would have. The runner kills it when it ends."""
     while process_alive(runner):
         time.sleep(0.5)
+    with contextlib.suppress(OSError):  # no phase completes from now on (store.py)
+        Path(stop_file).touch()
     groups = {superlink} | descendant_groups(superlink)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for group in groups:
@@ -255,10 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus-per-client", type=float, default=0.0)
     parser.add_argument("-c", "--run-config", action="append", default=[],
                         help='run-config overrides, e.g. -c "num-server-rounds=3"')
-    parser.add_argument("--watch", type=int, nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--watch", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.watch:
-        return watch(*args.watch)
+        runner, superlink, stop_file = args.watch
+        return watch(int(runner), int(superlink), stop_file)
     # SIGTERM (and SIGINT) unwind through the finally blocks below, which stop the
     # SuperLink and everything it started. SIGINT's handler is set explicitly: a process
     # started in the background of a non-interactive shell inherits SIGINT ignored.
@@ -272,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError) as err:  # fail before starting anything
         print(f"fedunl: error: {err}", file=sys.stderr)
         return 2
-    from fedunl_flwr.client_app import SIMULATION_ENV  # importable: scenario_clients set sys.path
+    # importable: scenario_clients set sys.path
+    from fedunl_flwr.client_app import SIMULATION_ENV
+    from fedunl_flwr.store import STOP_FILE_ENV
 
     env = dict(os.environ)
     # Flower's executables (and the ones the SuperLink starts) sit beside this
@@ -285,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     env["FLWR_HOME"] = str(Path(state) / "flwr-home")
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     env[SIMULATION_ENV] = "1"  # its virtual clients are simulated (client_app.is_simulated)
+    stop_file = Path(state) / "interrupted"  # once it exists no phase completes (store.py)
+    env[STOP_FILE_ENV] = str(stop_file)
     env.setdefault("FEDUNL_RESULTS_DIR", str(ROOT / "results"))
     # Flower 1.41 serves the runtime, control and fleet APIs on one HTTP port.
     port = free_port()
@@ -298,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             env=env, cwd=ROOT, start_new_session=True,
             stdout=superlink_log, stderr=subprocess.STDOUT)
     watchdog = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--watch",
-                                 str(os.getpid()), str(superlink.pid)], cwd=ROOT, env=env,
+                                 str(os.getpid()), str(superlink.pid), str(stop_file)],
+                                cwd=ROOT, env=env,
                                 start_new_session=True, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     try:
@@ -327,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             run.wait()
         except KeyboardInterrupt:
             _ignore_stop_signals()
+            stop_file.touch()
             run.terminate()
             print("fedunl: interrupted: stopping the SuperLink, the simulation and its "
                   "clients", file=sys.stderr, flush=True)
@@ -345,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         _ignore_stop_signals()
+        stop_file.touch()  # whatever still runs now completes no phase
         stop_process_group(superlink)
         watchdog.kill()
         watchdog.wait()

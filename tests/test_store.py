@@ -8,7 +8,14 @@ import os
 import numpy as np
 import pytest
 
-from fedunl_flwr.store import CheckpointError, RunStore, atomic_write_bytes, check_arrays_match
+from fedunl_flwr.store import (
+    STOP_FILE_ENV,
+    CheckpointError,
+    RunInterrupted,
+    RunStore,
+    atomic_write_bytes,
+    check_arrays_match,
+)
 
 
 def test_atomic_write_leaves_no_temp_file_and_keeps_old_content_on_failure(tmp_path, monkeypatch):
@@ -37,6 +44,24 @@ def test_phase_folder_is_keyed_by_configuration(tmp_path):
     a.write_json("summary.json", {"ok": True})
     assert a.is_complete()
     assert np.array_equal(a.read_arrays("global")["w"], np.arange(3.0))
+
+
+def test_no_phase_is_marked_complete_once_the_launcher_saw_an_interrupt(tmp_path,
+                                                                         monkeypatch):
+    """flwr_run.py creates its stop file before it reports "interrupted": a ServerApp that
+    reaches the end of a phase after that leaves it incomplete (recomputed next time)."""
+    stop_file = tmp_path / "interrupted"
+    monkeypatch.setenv(STOP_FILE_ENV, str(stop_file))
+    phase = RunStore(tmp_path / "store").phase("scn", "train", {"seed": 0})
+    phase.begin()
+    phase.write_summary({"before": True})
+    assert phase.is_complete()
+    other = RunStore(tmp_path / "store").phase("scn", "train", {"seed": 1})
+    other.begin()
+    stop_file.touch()
+    with pytest.raises(RunInterrupted, match="interrupted"):
+        other.write_summary({"after": True})
+    assert not other.is_complete()
 
 
 def test_folder_of_another_configuration_is_an_error_and_untouched(tmp_path):
