@@ -141,12 +141,14 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
 
 def plan_runs(preset: dict, sets: dict[str, Any]) -> list[tuple[dict[str, Any], RunConfig]]:
     """Every run's overrides and validated config; raises before anything runs,
-    including when a dataset a run needs is not in its data folder."""
+    including when a dataset a run needs is not in its data folder or its model cannot
+    take the dataset's images."""
     from fedunl_flwr.data.scenarios import check_datasets
+    from fedunl_flwr.phases import check_model_input
     from fedunl_flwr.server_app import check_names
 
     plan = []
-    checked: set[tuple[str, str, bool]] = set()
+    checked: set[tuple] = set()
     base = dict(preset.get("base", {}))
     for index, run in enumerate(preset["runs"], start=1):
         overrides = {**base, **{k: v for k, v in run.items() if k not in RUN_ONLY_KEYS},
@@ -158,6 +160,10 @@ def plan_runs(preset: dict, sets: dict[str, Any]) -> list[tuple[dict[str, Any], 
             if data not in checked:
                 check_datasets(*data)
                 checked.add(data)
+            model = (*data, config.model, config.model_width, config.model_norm)
+            if model not in checked:
+                check_model_input(config)
+                checked.add(model)
         except (ConfigError, ValueError, FileNotFoundError) as err:
             raise PresetError(f"run {index} ({run}): {err}") from err
         plan.append((overrides, config))

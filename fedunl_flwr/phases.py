@@ -17,7 +17,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedunl_flwr import protocol
-from fedunl_flwr.config import RunConfig
+from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.data.scenarios import get_scenario, scenario_test_sets
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.fedavg_train import FedAvgTrain
@@ -113,6 +113,26 @@ def _central_test_tensors(scenario: str, data_dir: str, download: bool
 #: once, and test accuracy and the MIA's non-members read the same forward pass.
 _CENTRAL_OUTPUTS: OrderedDict[tuple, list[dict[str, np.ndarray]]] = OrderedDict()
 _CENTRAL_OUTPUTS_KEPT = 16
+
+
+def check_model_input(config: RunConfig) -> None:
+    """Raise ``ConfigError`` when the run's model cannot take the scenario's images (e.g.
+    1x1 images through a CNN's pooling), before any client starts: otherwise every
+    client fails its first training round with the framework's shape error."""
+    scenario = get_scenario(config.scenario)
+    sets = scenario_test_sets(config.scenario, str(config.resolved_data_dir()),
+                              config.download)
+    num_classes = 1 + max(int(y.max()) for _, _, y in sets if len(y))
+    model = model_for(config, num_classes).eval()
+    for dataset, x_test, _ in sets:
+        try:
+            with torch.no_grad():
+                model(images_to_tensor(x_test[:2], scenario.in_channels))
+        except RuntimeError as err:
+            raise ConfigError(
+                f"model {config.model or scenario.default_model!r} cannot take the "
+                f"{'x'.join(map(str, x_test.shape[1:3]))} images of {dataset} (scenario "
+                f"{config.scenario}): {str(err).splitlines()[0]}") from None
 
 
 def central_test_outputs(config: RunConfig, num_classes: int, arrays: ArrayRecord

@@ -161,10 +161,10 @@ PRECHECK_MAX_CLIENTS = 1000
 def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
     """Client count of the scenario the run-config selects. Checks, before anything
     starts: keys, values, names, the request's shape, that the scenario's datasets are in
-    the data folder, and (when the simulation will have one node per client) each
-    method's request against the clients' data, as the server would once they reported:
-    this runner's clients are simulated here, so it can ask them itself, in process (up
-    to ``PRECHECK_MAX_CLIENTS``)."""
+    the data folder, that the model takes their images, and (when the simulation will
+    have one node per client) each method's request against the clients' data, as the
+    server would once they reported: this runner's clients are simulated here, so it can
+    ask them itself, in process (up to ``PRECHECK_MAX_CLIENTS``)."""
     sys.path.insert(0, str(ROOT))
     from flwr.supercore.logger import FLOWER_LOGGER
 
@@ -177,6 +177,7 @@ def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
     from fedunl_flwr.data.scenarios import check_client_count, check_datasets, get_scenario
     from fedunl_flwr.federation import discover_federation
     from fedunl_flwr.inprocess import InProcessGrid, acting_as_server
+    from fedunl_flwr.phases import check_model_input
     from fedunl_flwr.server_app import check_names, plan_methods
     from fedunl_flwr.store import check_writable
 
@@ -187,6 +188,7 @@ def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
     check_client_count(config.scenario, config.num_clients, str(config.resolved_data_dir()),
                        config.download)
     check_writable(config.resolved_results_dir())
+    check_model_input(config)
     count = get_scenario(config.scenario).num_clients(config.num_clients)
     if num_supernodes in (0, count) and count <= PRECHECK_MAX_CLIENTS and \
             config.strategy != TRAIN_ONLY:

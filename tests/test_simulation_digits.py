@@ -149,6 +149,21 @@ def test_bad_names_and_requests_fail_before_starting_anything(tmp_path, monkeypa
     assert message in flwr_run_refused(monkeypatch, capsys, tmp_path, config)
 
 
+def test_images_the_model_cannot_take_are_refused_before_anything_starts(
+        tmp_path, monkeypatch, capsys):
+    """A data folder whose MNIST images are 1x1 (the CNN's pooling needs more): refused
+    by the runner in seconds, not by every client's first training round."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "tiny").mkdir()
+    np.savez(tmp_path / "tiny" / "mnist.npz",
+             x_train=rng.integers(0, 255, (200, 1, 1), dtype=np.uint8),
+             y_train=np.arange(200) % 10,
+             x_test=rng.integers(0, 255, (50, 1, 1), dtype=np.uint8), y_test=np.arange(50) % 10)
+    error = flwr_run_refused(monkeypatch, capsys, tmp_path,
+                             f"scenario='mnist-iid' data-dir='{tmp_path / 'tiny'}'")
+    assert "model 'cnn' cannot take the 1x1 images of mnist (scenario mnist-iid)" in error
+
+
 def test_a_results_dir_that_cannot_be_written_is_refused_before_anything_starts(
         tmp_path, monkeypatch, capsys):
     (tmp_path / "a-file").write_text("")
