@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from fedunl_flwr.client_app import (
-    SIMULATION_ENV,
     build_client_app,
     load_run_config,
     simulation_environment,
 )
 from fedunl_flwr.data.scenarios import get_scenario
+from fedunl_flwr.environment import SIMULATION_ENV
 from fedunl_flwr.inprocess import run_in_process
 from fedunl_flwr.server_app import build_server_app
 from fedunl_flwr.store import RunStore

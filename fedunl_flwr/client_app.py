@@ -18,6 +18,7 @@ from clients.handlers import MIN_AGGREGATE_SAMPLES, NODE_MINIMUM_SAMPLES, query_
 from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig, pyproject_defaults
 from fedunl_flwr.data.scenarios import federated_data, get_scenario, load_client_file
+from fedunl_flwr.environment import SIMULATION_ENV
 from fedunl_flwr.protocol import DataChange, EvaluateReply, ForgetSelection, TrainReply
 from fedunl_flwr.records import from_record, state_keys, to_record
 
@@ -56,14 +57,6 @@ def _client_for(config: RunConfig, partition_id: int, data_file: str) -> FedunlC
         data, class_names = federation.clients[partition_id], federation.class_names
     return FedunlClient(data, config, config.model or scenario.default_model,
                         scenario.in_channels, class_names)
-
-
-#: Set to 1 by fedunl's simulation launchers (``scripts/flwr_run.py``,
-#: ``experiments.simulate``); Ray's virtual clients inherit it. A node is simulated only
-#: with it *and* Flower's ``num-partitions`` in its node config: an operator who copies
-#: ``num-partitions`` into a real SuperNode's node config (as Flower's deployment examples
-#: do) does not switch its protections off by that.
-SIMULATION_ENV = "FEDUNL_SIMULATION"
 
 
 def is_simulated(node_config: Mapping[str, Any]) -> bool:

@@ -18,16 +18,11 @@ import numpy as np
 from flwr.supercore import log
 
 from fedunl_flwr.config import config_hash
+from fedunl_flwr.environment import STOP_FILE_ENV
 
 
 class CheckpointError(RuntimeError):
     """A stored checkpoint is corrupt or belongs to another configuration."""
-
-
-#: Environment variable naming a file whose existence means the run was interrupted. The
-#: launcher (``scripts/flwr_run.py``) creates the file before it says "interrupted" and
-#: stops the processes; a ServerApp still running then never marks a phase complete.
-STOP_FILE_ENV = "FEDUNL_STOP_FILE"
 
 
 class RunInterrupted(RuntimeError):

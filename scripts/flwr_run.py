@@ -260,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--run-config", action="append", default=[],
                         help='run-config overrides, e.g. -c "num-server-rounds=3"')
     parser.add_argument("--watch", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    parser.add_argument("--checked", type=int, help=argparse.SUPPRESS)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(arguments)
     if args.watch:
         runner, superlink, stop_file = args.watch
         return watch(int(runner), int(superlink), stop_file)
@@ -271,15 +273,22 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, _raise_interrupt)  # the terminal closed
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    try:
-        num_supernodes = scenario_clients(args.run_config, args.num_supernodes)
-        num_supernodes = args.num_supernodes or num_supernodes
-    except (ValueError, OSError, RuntimeError) as err:  # fail before starting anything
-        print(f"fedunl: error: {err}", file=sys.stderr)
-        return 2
-    # importable: scenario_clients set sys.path
-    from fedunl_flwr.client_app import SIMULATION_ENV
-    from fedunl_flwr.store import STOP_FILE_ENV
+    if args.checked is None:
+        try:
+            count = scenario_clients(args.run_config, args.num_supernodes)
+        except (ValueError, OSError, RuntimeError) as err:  # fail before starting anything
+            print(f"fedunl: error: {err}", file=sys.stderr)
+            return 2
+        # The pre-check imported torch and Flower and loaded the datasets (about 300 MiB
+        # held for the whole run): go on in a fresh interpreter. Same pid, so signals,
+        # the watchdog and the exit status are the runner's.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()),
+                                  "--checked", str(count), *arguments])
+    num_supernodes = args.num_supernodes or args.checked
+    sys.path.insert(0, str(ROOT))
+    from fedunl_flwr.environment import SIMULATION_ENV, STOP_FILE_ENV
 
     env = dict(os.environ)
     # Flower's executables (and the ones the SuperLink starts) sit beside this

@@ -200,7 +200,8 @@ def test_a_client_failing_mid_training_is_named_and_nothing_is_stored(tmp_path, 
     reply count, and leaves no phase that looks complete."""
     from flwr.simulation import run_simulation
 
-    from fedunl_flwr.client_app import SIMULATION_ENV, build_client_app
+    from fedunl_flwr.client_app import build_client_app
+    from fedunl_flwr.environment import SIMULATION_ENV
     from fedunl_flwr.server_app import build_server_app
 
     overrides = {"scenario": "mnist-iid", "num-clients": 3, "samples-per-client": 60,

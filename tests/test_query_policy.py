@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from clients.handlers import MIN_AGGREGATE_SAMPLES
-from fedunl_flwr.client_app import SIMULATION_ENV, check_query_allowed, node_paths
+from fedunl_flwr.client_app import check_query_allowed, node_paths
 from fedunl_flwr.config import RunConfig
+from fedunl_flwr.environment import SIMULATION_ENV
 
 SIMULATED = {"partition-id": 0, "num-partitions": 10}
 DEPLOYED = {"partition-id": 0, "data-file": "/data/site0.npz"}

@@ -101,6 +101,7 @@ def flwr_run_refused(monkeypatch, capsys, tmp_path: Path, config: str) -> str:
         raise AssertionError(f"started a process: {args[0]}")
 
     monkeypatch.setattr(runner.subprocess, "Popen", no_process)
+    monkeypatch.setattr(runner.os, "execv", no_process)
     monkeypatch.setenv("FEDUNL_RESULTS_DIR", str(tmp_path))
     handlers = {sig: signal.getsignal(sig) for sig in runner.STOP_SIGNALS}
     try:

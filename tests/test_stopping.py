@@ -56,6 +56,8 @@ def test_sigterm_and_ctrl_c_stop_everything_the_run_started(tmp_path, runner_nam
                 break
         started[how] = _processes_with(str(folder))
         assert started[how], "".join(log[-50:])
+        if runner_name == "flwr_run":  # its pre-check's torch and data were released
+            assert b"libtorch" not in Path(f"/proc/{runner.pid}/maps").read_bytes()
     for how, (runner, _) in runs.items():
         if how == "Ctrl-C":
             os.killpg(runner.pid, signal.SIGINT)

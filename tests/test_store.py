@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
+from fedunl_flwr.environment import STOP_FILE_ENV
 from fedunl_flwr.store import (
-    STOP_FILE_ENV,
     CheckpointError,
     RunInterrupted,
     RunStore,
