@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.fedunl_client import FedunlClient
@@ -19,7 +19,14 @@ from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig, pyproject_defaults
 from fedunl_flwr.data.scenarios import federated_data, get_scenario, load_client_file
 from fedunl_flwr.environment import SIMULATION_ENV
-from fedunl_flwr.protocol import DataChange, EvaluateReply, ForgetSelection, TrainReply
+from fedunl_flwr.protocol import (
+    AscentSettings,
+    AttributionRequest,
+    DataChange,
+    EvaluateReply,
+    ForgetSelection,
+    TrainReply,
+)
 from fedunl_flwr.records import from_record, state_keys, to_record
 
 
@@ -163,20 +170,37 @@ def check_data_view_allowed(client: FedunlClient, config: Mapping[str, Any],
             "it works on all of its data only")
 
 
-#: Local epochs a real SuperNode runs for one training message unless its node config's
-#: ``max-local-epochs`` says otherwise (a crafted server once had a node train 50 epochs).
-DEFAULT_MAX_LOCAL_EPOCHS = 10
+#: The work one message may ask of a real SuperNode unless its node config says otherwise:
+#: node-config key -> (what is counted, default limit). A crafted server once had a node
+#: train 50 local epochs (98 s of its CPU); Riemann steps multiply attribution's cost.
+WORK_LIMITS = {"max-local-epochs": ("local epochs", 10),
+               "max-attribution-steps": ("attribution steps", 100)}
+DEFAULT_MAX_LOCAL_EPOCHS = WORK_LIMITS["max-local-epochs"][1]
 
 
-def check_work_allowed(local_epochs: int, node_config: Mapping[str, Any]) -> None:
-    """Refuse a training message that asks a real SuperNode for more local epochs than its
-    node config allows (simulated nodes: the experimenter's own budget)."""
+def requested_work(client: FedunlClient, message_type: str, config: Mapping[str, Any]
+                   ) -> dict[str, int]:
+    """The work a message asks, keyed by its :data:`WORK_LIMITS` node-config key."""
+    if message_type in (MessageType.TRAIN, f"query.{protocol.UCE_DESCENT}"):
+        return {"max-local-epochs": client.train_settings(dict(config)).epochs}
+    if message_type == f"query.{protocol.PROJECTED_ASCENT}":
+        return {"max-local-epochs": AscentSettings.from_config(config).epochs}
+    if message_type == f"query.{protocol.ATTRIBUTION}":
+        return {"max-attribution-steps": AttributionRequest.from_config(config).steps}
+    return {}
+
+
+def check_work_allowed(work: Mapping[str, int], node_config: Mapping[str, Any]) -> None:
+    """Refuse a message that asks a real SuperNode for more work than its node config
+    allows (simulated nodes: the experimenter's own budget)."""
     if is_simulated(node_config):
         return
-    limit = int(node_config.get("max-local-epochs", DEFAULT_MAX_LOCAL_EPOCHS))
-    if local_epochs > limit:
-        raise PermissionError(f"a training message asks for {local_epochs} local epochs; this "
-                              f"SuperNode runs at most {limit} (node config max-local-epochs)")
+    for key, amount in work.items():
+        what, default = WORK_LIMITS[key]
+        limit = int(node_config.get(key, default))
+        if amount > limit:
+            raise PermissionError(f"a message asks for {amount} {what}; this SuperNode runs "
+                                  f"at most {limit} (node config {key})")
 
 
 def node_paths(config: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
@@ -239,6 +263,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             check_query_allowed(action, config, context.node_config)
             client = get_client(context, overrides)
             check_data_view_allowed(client, config, context.node_config)
+            check_work_allowed(requested_work(client, message.metadata.message_type, config),
+                               context.node_config)
             reply = client.answer_query(action, _weights_in(message), config)
             return _reply(message, reply.to_content())
 
@@ -251,7 +277,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     def train(message: Message, context: Context) -> Message:
         """Local training from the received global model."""
         client = get_client(context, overrides)
-        check_work_allowed(client.train_settings(_config(message)).epochs, context.node_config)
+        check_work_allowed(requested_work(client, MessageType.TRAIN, _config(message)),
+                           context.node_config)
         check_data_view_allowed(client, _config(message), context.node_config)
         weights, num_examples, metrics = client.fit(
             _required(_weights_in(message)), _config(message))

@@ -146,16 +146,18 @@ def real_node(tmp_path, data_dir, monkeypatch):
     return lambda keep=None, **node_config: RealNode(tmp_path, data_dir, keep, **node_config)
 
 
-def test_a_real_supernode_bounds_the_local_epochs_a_message_asks(real_node) -> None:
+def test_a_real_supernode_bounds_the_work_a_message_asks(real_node) -> None:
     """The crafted server's ``local-epochs=50`` (98 s of a node's CPU in the probe): a real
-    node's ClientApp, called with a Flower training message, refuses more than its node
-    config's ``max-local-epochs`` (default 10) and trains within it."""
+    node's ClientApp refuses more local epochs than its node config's
+    ``max-local-epochs`` (default 10), in training and in a method's own local work
+    (Halimi et al.'s ascent epochs), and more attribution steps than
+    ``max-attribution-steps`` (default 100); within them it works."""
     from flwr.app import MessageType
 
     from fedunl_flwr import protocol
-    from fedunl_flwr.client_app import DEFAULT_MAX_LOCAL_EPOCHS, check_work_allowed
+    from fedunl_flwr.client_app import WORK_LIMITS, check_work_allowed
 
-    node = real_node(**{"max-local-epochs": 2})
+    node = real_node(**{"max-local-epochs": 2, "forget-request": "all"})
 
     def train(epochs: int) -> str:
         return node.refusal(MessageType.TRAIN, {protocol.SERVER_ROUND: 1,
@@ -163,9 +165,17 @@ def test_a_real_supernode_bounds_the_local_epochs_a_message_asks(real_node) -> N
 
     assert "asks for 50 local epochs; this SuperNode runs at most 2" in train(50)
     assert train(2) == ""
-    check_work_allowed(DEFAULT_MAX_LOCAL_EPOCHS, DEPLOYED)  # the default limit
-    with pytest.raises(PermissionError, match="max-local-epochs"):
-        check_work_allowed(DEFAULT_MAX_LOCAL_EPOCHS + 1, DEPLOYED)
+    ascent = {"learning-rate": 0.01, "radius": 1.0, "stop-accuracy": 0.1, "batch-size": 8,
+              "momentum": 0.0, "clip-norm": 0.0, "forget-all": True}
+    assert "asks for 5 local epochs" in node.refusal(
+        f"query.{protocol.PROJECTED_ASCENT}", {**ascent, "epochs": 5})
+    attribution = {protocol.TOP_N: 3, protocol.SAMPLES_PER_CLASS: 10}
+    assert "asks for 1000 attribution steps; this SuperNode runs at most 100" in \
+        node.refusal(f"query.{protocol.ATTRIBUTION}", {**attribution, protocol.STEPS: 1000})
+    for key, (what, default) in WORK_LIMITS.items():
+        check_work_allowed({key: default}, DEPLOYED)  # the default limits
+        with pytest.raises(PermissionError, match=f"{default + 1} {what}.*node config {key}"):
+            check_work_allowed({key: default + 1}, DEPLOYED)
 
 
 def test_a_real_supernode_answers_activations_and_attribution_over_ten_samples_a_class(
