@@ -102,6 +102,20 @@ def test_batched_attribution_matches_naive_reference(name: str, in_channels: int
     assert any(np.abs(v).max() > 1e-4 for v in got[0].values())
 
 
+@pytest.mark.parametrize("name,in_channels", [("cnn", 1), ("resnet18", 3)])
+def test_batched_attribution_matches_captum(name: str, in_channels: int) -> None:
+    """An independent reference: Captum 0.9's integrated gradients on every site."""
+    from scripts.bench_utils import captum_attribution
+
+    model, inputs, labels = _tiny(name, in_channels)
+    expected = captum_attribution(model, inputs, labels, STEPS)
+    got = integrated_gradient_attribution(model, inputs, labels, STEPS, batch_size=4)
+    for c in expected:
+        for site, values in expected[c].items():
+            np.testing.assert_allclose(got[c][site], values, atol=1e-9, rtol=1e-7)
+    assert any(np.abs(v).max() > 1e-4 for v in expected[2].values())
+
+
 def test_attribution_deterministic_and_restores_model() -> None:
     model, inputs, labels = _tiny("cnn", 1)
     model.train()
