@@ -58,6 +58,7 @@ class RunConfig:
     num_server_rounds: int = 10
     fraction_train: float = 1.0
     evaluate_every: int = 1
+    fraction_evaluate: float = 1.0
     aggregation: str = "weighted"
     target_error: float = 0.0
     reply_timeout: float = 0.0
@@ -159,6 +160,7 @@ class RunConfig:
             (self.num_server_rounds >= 1, "num-server-rounds must be >= 1"),
             (0 < self.fraction_train <= 1, "fraction-train must be in (0, 1]"),
             (self.evaluate_every >= 1, "evaluate-every must be >= 1"),
+            (0 < self.fraction_evaluate <= 1, "fraction-evaluate must be in (0, 1]"),
             (self.forget_scope in ("client", "class", "samples"),
              "forget-scope must be 'client', 'class' or 'samples'"),
             (self.unlearn_rounds >= 0, "unlearn-rounds must be >= 0"),
@@ -238,7 +240,8 @@ class RunConfig:
 
         values = asdict(self)
         skip = set(self.training_key()) | {"data_dir", "download", "results_dir",
-                                           "evaluate_every", "reply_timeout", "options",
+                                           "evaluate_every", "fraction_evaluate",
+                                           "reply_timeout", "options",
                                            "backdoor_clients",
                                            "backdoor_fraction", "backdoor_target"}
         if self.mia_feature == "confidence":  # the default: the key of before

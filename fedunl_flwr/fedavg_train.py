@@ -73,8 +73,9 @@ class FedAvgTrain(FedAvg):
 
     Every sampled participant trains from the global model; the server averages the
     returned models weighted by sample count. All clients evaluate the global model
-    on their test split every ``evaluate_every`` rounds (and in the last round), and
-    one progress line is logged per round.
+    on their test split every ``evaluate_every`` rounds (a seeded ``fraction_evaluate``
+    of them, except in the last round, where all do), and one progress line is logged per
+    round.
 
     Parameters
     ----------
@@ -88,6 +89,10 @@ class FedAvgTrain(FedAvg):
         Fraction of participants sampled per round (at least one).
     evaluate_every : int (default: 1)
         Evaluate every this many rounds.
+    fraction_evaluate : float (default: 1.0)
+        Fraction of all clients (at least one) that evaluate in an evaluated round before
+        the last, sampled from a stream of its own (the training sample is unchanged).
+        With 10,000 clients, evaluating every one every round costs more than training.
     seed : int (default: 0)
         Seed of the participant sampling.
     phase : str (default: "train")
@@ -113,7 +118,8 @@ class FedAvgTrain(FedAvg):
                  phase: str = "train", aggregation: str = "weighted",
                  target_error: float = 0.0,
                  recorders: list[RoundRecorder] | None = None,
-                 client_config: Callable[[int], Mapping[str, Any]] | None = None) -> None:
+                 client_config: Callable[[int], Mapping[str, Any]] | None = None,
+                 fraction_evaluate: float = 1.0) -> None:
         super().__init__(fraction_train=fraction_train, min_train_nodes=1,
                          min_evaluate_nodes=1, min_available_nodes=1)
         unknown = sorted(set(participants) - set(federation.clients))
@@ -134,6 +140,9 @@ class FedAvgTrain(FedAvg):
         self._sent: ArrayRecord | None = None
         self.converged_round: int | None = None
         self.rng = numpy_generator(seed, "sampling", phase)
+        self.fraction_evaluate = fraction_evaluate
+        self.evaluate_rng = numpy_generator(seed, "evaluate-sampling", phase)
+        self.expected_evaluate: list[int] = []
         self.history: list[RoundRecord] = []
         #: This round's returned models by partition (earlier rounds' are not kept: a
         #: recorder writes what a phase keeps).
@@ -155,10 +164,14 @@ class FedAvgTrain(FedAvg):
 
     def sample_participants(self, server_round: int) -> list[int]:
         """Seeded sample of ``fraction_train`` of the participants."""
-        count = max(1, math.ceil(self.fraction_train * len(self.participants)))
-        if count >= len(self.participants):
-            return list(self.participants)
-        return sorted(self.rng.choice(self.participants, size=count, replace=False).tolist())
+        return _sample(self.rng, self.participants, self.fraction_train)
+
+    def sample_evaluators(self, server_round: int) -> list[int]:
+        """Every client in the last round, else a seeded ``fraction_evaluate`` of them."""
+        everyone = self.federation.partition_ids
+        if server_round >= self.num_rounds:
+            return list(everyone)
+        return _sample(self.evaluate_rng, everyone, self.fraction_evaluate)
 
     def train_messages(self, partition_ids: list[int], arrays: ArrayRecord,
                        config: ConfigRecord) -> list[Message]:
@@ -240,16 +253,17 @@ class FedAvgTrain(FedAvg):
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        """All clients evaluate the global model on their test split."""
+        """The sampled clients (all in the last round) evaluate the global model on their
+        test split."""
         self._evaluating = self._evaluates(server_round)
         if not self._evaluating:
             return []
         self._evaluated_arrays = arrays
+        self.expected_evaluate = self.sample_evaluators(server_round)
         config[protocol.SERVER_ROUND] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(
-            record, self.federation.node_ids(self.federation.partition_ids),
-            MessageType.EVALUATE)
+            record, self.federation.node_ids(self.expected_evaluate), MessageType.EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
@@ -258,15 +272,13 @@ class FedAvgTrain(FedAvg):
         if not self._evaluating:
             return None
         raise_on_errors(replies, f"{self.phase} evaluation round {server_round}",
-                        self.federation.node_ids(self.federation.partition_ids),
-                        self.federation)
+                        self.federation.node_ids(self.expected_evaluate), self.federation)
         evaluations = evaluations_in(replies, self.federation)
         # Kept for the phase's evaluation of the final model (phases.evaluate_clients):
         # only the latest round's, so a long run holds one set.
         if self._evaluated_key is not None:
             self.federation.answers.pop(self._evaluated_key, None)
-        self._evaluated_key = evaluation_key(self._evaluated_arrays,
-                                             self.federation.partition_ids)
+        self._evaluated_key = evaluation_key(self._evaluated_arrays, self.expected_evaluate)
         self.federation.answers[self._evaluated_key] = evaluations
         correct = sum(int(e.class_correct.sum()) for e in evaluations.values())
         total = sum(int(e.class_total.sum()) for e in evaluations.values())
@@ -292,3 +304,11 @@ class FedAvgTrain(FedAvg):
     def history_rows(self) -> list[dict]:
         """Per-round records as plain dicts (for CSV/JSON)."""
         return [asdict(record) for record in self.history]
+
+
+def _sample(rng: np.random.Generator, ids: list[int], fraction: float) -> list[int]:
+    """A seeded ``fraction`` of ``ids`` (at least one), sorted; all of them at 1."""
+    count = max(1, math.ceil(fraction * len(ids)))
+    if count >= len(ids):
+        return list(ids)
+    return sorted(rng.choice(ids, size=count, replace=False).tolist())

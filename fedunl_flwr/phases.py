@@ -303,6 +303,7 @@ def train_original(grid: Grid, config: RunConfig, federation: Federation,
     template = model_for(config, federation.num_classes)
     strategy = FedAvgTrain(federation, federation.partition_ids, config.num_server_rounds,
                            config.fraction_train, config.evaluate_every, config.seed,
+                           fraction_evaluate=config.fraction_evaluate,
                            aggregation=config.aggregation, target_error=config.target_error,
                            recorders=[r for r in recorders if r is not None],
                            client_config=(lambda pid: {k: v for spec in records

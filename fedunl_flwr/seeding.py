@@ -14,6 +14,7 @@ PURPOSES: tuple[str, ...] = (
     "init",              # model initialisation: index 0 = original, 1 + j = retrained model j
     "data-order",        # local shuffling: (client, phase, round)
     "sampling",          # participant sampling per phase
+    "evaluate-sampling", # which clients evaluate a round (fraction-evaluate) per phase
     "reset",             # FedMemEraser's re-drawn entries
     "relabel",           # Relabel-Poison's random labels: (client,)
     "attribution",       # which samples a client attributes: (client,)

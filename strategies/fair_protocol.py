@@ -115,6 +115,7 @@ class FairRetrainFedAvg(FedAvgTrain):
         participants = self.requesting if self.fair else run.federation.partition_ids
         super().__init__(run.federation, participants, run.config.unlearn_rounds,
                          fraction_train=1.0, evaluate_every=run.config.evaluate_every,
+                         fraction_evaluate=run.config.fraction_evaluate,
                          seed=run.config.seed, phase=f"unlearn-{name}",
                          target_error=run.config.target_error)
         classes = run.request.classes

@@ -47,6 +47,7 @@ def fine_tuning_strategy(run: UnlearningRun,
                         config.unlearn_rounds if rounds is None else rounds,
                         fraction_train=config.fraction_train,
                         evaluate_every=config.evaluate_every, seed=config.seed,
+                        fraction_evaluate=config.fraction_evaluate,
                         phase="unlearn", aggregation=config.aggregation, **kwargs)
 
 

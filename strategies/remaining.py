@@ -23,15 +23,17 @@ class RemainingDataFedAvg(FedAvgTrain):
     ----------
     federation, request
         Connected clients and the validated request.
-    num_rounds, fraction_train, evaluate_every, seed, phase, aggregation
+    num_rounds, fraction_train, evaluate_every, seed, phase, aggregation, fraction_evaluate
         As in :class:`FedAvgTrain`.
     """
 
     def __init__(self, federation: Federation, request: UnlearningRequest, num_rounds: int,
                  fraction_train: float = 1.0, evaluate_every: int = 1, seed: int = 0,
-                 phase: str = "unlearn", aggregation: str = "weighted") -> None:
+                 phase: str = "unlearn", aggregation: str = "weighted",
+                 fraction_evaluate: float = 1.0) -> None:
         super().__init__(federation, remaining_participants(request, federation), num_rounds,
                          fraction_train=fraction_train, evaluate_every=evaluate_every,
                          seed=seed, phase=phase, aggregation=aggregation,
+                         fraction_evaluate=fraction_evaluate,
                          client_config=lambda pid: request.removal(pid).encode())
         self.request = request

@@ -131,6 +131,7 @@ def _retrain_one(grid: Grid, config: RunConfig, federation: Federation,
     strategy = RemainingDataFedAvg(federation, request, config.num_server_rounds,
                                    fraction_train=config.fraction_train,
                                    evaluate_every=config.evaluate_every, seed=config.seed,
+                                   fraction_evaluate=config.fraction_evaluate,
                                    phase=f"retrain-{index}", aggregation=config.aggregation)
 
     def produce() -> TrainedModel:

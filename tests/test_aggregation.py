@@ -100,6 +100,28 @@ def test_sampling_with_fraction_below_one_is_seeded_and_sized() -> None:
     assert len({tuple(r) for r in rounds}) > 1  # a new sample each round
 
 
+def test_fraction_evaluate_samples_the_rounds_before_the_last_and_leaves_training_alone(
+        ) -> None:
+    """fraction-evaluate: a seeded 20% of the clients evaluate in rounds 1 and 2 of 3, all
+    of them in round 3; its own stream, so the training sample is what it was."""
+
+    def evaluated(strategy: FedAvgTrain, server_round: int) -> list[int]:
+        return strategy.sample_evaluators(server_round)
+
+    sampled = FedAvgTrain(federation(10), list(range(10)), 3, fraction_train=0.3, seed=4,
+                          fraction_evaluate=0.2)
+    rounds = [evaluated(sampled, r) for r in (1, 2, 3)]
+    assert [len(r) for r in rounds] == [2, 2, 10] and rounds[0] != rounds[1]
+    again = FedAvgTrain(federation(10), list(range(10)), 3, seed=4, fraction_evaluate=0.2)
+    assert [evaluated(again, r) for r in (1, 2)] == rounds[:2]
+    plain = FedAvgTrain(federation(10), list(range(10)), 3, fraction_train=0.3, seed=4)
+    assert [plain.sample_participants(r) for r in (1, 2, 3)] == [
+        sampled.sample_participants(r) for r in (1, 2, 3)]
+    assert evaluated(plain, 1) == list(range(10))
+    with pytest.raises(ConfigError, match=r"fraction-evaluate must be in \(0, 1\]"):
+        RunConfig.from_mapping({"fraction-evaluate": 0.0})
+
+
 class Failed:
     """An error reply as the SuperLink makes it for a lost node (its own id as source)."""
 
