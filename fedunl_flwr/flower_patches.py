@@ -1,0 +1,124 @@
+"""A version-guarded patch of the pinned Flower (1.41.0) for simulations of many clients.
+
+Flower 1.41's simulation engine polls every simulated node every 0.1 s for its next
+message (``flwr/server/superlink/fleet/vce/vce_api.py``, ``add_messages_to_queue``), and
+``InMemoryLinkState.get_message_ins`` answers each poll by scanning every stored message
+(and re-validating each one): with N nodes and M messages in flight, N x M work every
+0.1 s. With 10,000 clients the simulation process sat at 100% CPU while the Ray actors
+idled (issue 25). The patch keeps an index of undelivered messages by destination node,
+filled where messages are stored, so a poll looks only at its own node's messages and
+the poll of an idle node costs a dictionary lookup. Messages, order, limits, expiry
+checks and the delivered-at stamp are as in Flower's method. To be proposed upstream;
+installed only on the version it was written against (``FLOWER_VERSION``).
+
+``FEDUNL_FLOWER_PATCHES=0`` leaves Flower as it is (for the benchmark's comparison).
+"""
+
+from __future__ import annotations
+
+import os
+from logging import WARNING
+from typing import Any
+
+import flwr
+from flwr.supercore import log
+
+#: The Flower release whose ``InMemoryLinkState`` the patch reproduces.
+FLOWER_VERSION = "1.41.0"
+
+#: Environment switch: "0" disables the patch.
+PATCHES_ENV = "FEDUNL_FLOWER_PATCHES"
+
+_INDEX = "_fedunl_pending"
+
+#: Flower's own methods, kept when the patch replaces them (the test compares with them).
+ORIGINALS: dict[str, Any] = {}
+
+
+def pending_index(state: Any) -> dict[int, dict[str, None]]:
+    """``state``'s undelivered message ids by destination node (in storage order),
+    built from its store on first use."""
+    index = state.__dict__.get(_INDEX)
+    if index is None:
+        with state.lock:
+            index = state.__dict__.get(_INDEX)
+            if index is None:
+                index = {}
+                for message_id, message in state.message_ins_store.items():
+                    if message.metadata.delivered_at == "":
+                        index.setdefault(message.metadata.dst_node_id, {})[message_id] = None
+                setattr(state, _INDEX, index)
+    return index
+
+
+def indexed_get_message_ins(state: Any, node_id: int, limit: int | None, *,
+                            run_id: int | None = None, stamp: Any = None) -> list[Any]:
+    """``InMemoryLinkState.get_message_ins`` through the index: the first ``limit``
+    undelivered messages for ``node_id`` (of ``run_id``), marked delivered."""
+    if limit is not None and limit < 1:
+        raise AssertionError("`limit` must be >= 1")
+    index = pending_index(state)
+    if not index.get(node_id):  # an idle node's poll: no lock, no scan
+        return []
+    found = []
+    with state.lock:
+        queue = index.get(node_id, {})
+        for message_id in list(queue):
+            state._check_stored_messages({message_id})  # expired or orphaned: deleted
+            message = state.message_ins_store.get(message_id)
+            if message is None or message.metadata.delivered_at != "":
+                del queue[message_id]
+                continue
+            if run_id is not None and message.metadata.run_id != run_id:
+                continue
+            found.append(message)
+            del queue[message_id]
+            if limit and len(found) == limit:
+                break
+        if not queue:
+            index.pop(node_id, None)
+    delivered_at = (stamp or _now)()
+    for message in found:
+        message.metadata.delivered_at = delivered_at
+    return found
+
+
+def _now() -> str:
+    from flwr.supercore.date import now
+
+    return now().isoformat()
+
+
+def install_message_index() -> bool:
+    """Patch ``InMemoryLinkState`` (once); False, with a warning, on another Flower
+    version or when ``FEDUNL_FLOWER_PATCHES=0``."""
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+
+    if os.environ.get(PATCHES_ENV, "1") == "0":
+        return False
+    if flwr.__version__ != FLOWER_VERSION:
+        log(WARNING, "fedunl: Flower %s is not %s: its simulation engine is left unpatched "
+            "(polling every message for every node)", flwr.__version__, FLOWER_VERSION)
+        return False
+    if getattr(InMemoryLinkState, "_fedunl_indexed", False):
+        return True
+    store = InMemoryLinkState.store_message_ins
+    ORIGINALS.update(store_message_ins=store,
+                     get_message_ins=InMemoryLinkState.get_message_ins)
+
+    def store_message_ins(self: Any, message: Any) -> str | None:
+        message_id = store(self, message)
+        if message_id is not None:
+            with self.lock:
+                pending_index(self).setdefault(message.metadata.dst_node_id, {})[
+                    message_id] = None
+        return message_id
+
+    def get_message_ins(self: Any, node_id: int, limit: int | None, *,
+                        run_id: int | None = None) -> list[Any]:
+        return indexed_get_message_ins(self, node_id, limit, run_id=run_id)
+
+    InMemoryLinkState.store_message_ins = store_message_ins  # type: ignore[method-assign]
+    InMemoryLinkState.get_message_ins = get_message_ins  # type: ignore[method-assign]
+    InMemoryLinkState._fedunl_indexed = True  # type: ignore[attr-defined]
+    return True

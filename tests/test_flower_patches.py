@@ -1,0 +1,65 @@
+"""The message index patched into Flower 1.41's in-memory link state answers every poll
+as Flower's own scan does."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+
+from fedunl_flwr import flower_patches
+from fedunl_flwr.flower_patches import indexed_get_message_ins, install_message_index
+
+
+class FakeState:
+    """What ``get_message_ins`` reads of a link state: its lock, its store of messages
+    and the check that deletes expired ones (here: those named in ``expired``)."""
+
+    def __init__(self, messages: list[tuple[str, int, int]], expired: set[str]) -> None:
+        self.lock = threading.RLock()
+        self.message_ins_store = {
+            message_id: SimpleNamespace(metadata=SimpleNamespace(
+                message_id=message_id, dst_node_id=node, run_id=run, delivered_at=""))
+            for message_id, node, run in messages}
+        self.expired = expired
+
+    def _check_stored_messages(self, message_ids: set[str], run_id: int | None = None
+                               ) -> None:
+        for message_id in message_ids & self.expired:
+            self.message_ins_store.pop(message_id, None)
+
+
+def _polls(get, state: FakeState) -> list[list[str]]:
+    """Every answer to a sequence of polls: node by node, with and without a run filter
+    and a limit, as the engine (limit 1) and the Fleet API ask."""
+    asked = [(2, 1, None), (1, 1, None), (2, 1, None), (3, None, 8), (2, None, None),
+             (1, 2, 7), (3, 1, None), (9, 1, None), (1, 1, None)]
+    return [[m.metadata.message_id for m in get(state, node, limit, run_id=run)]
+            for node, limit, run in asked]
+
+
+def test_indexed_polls_return_what_flowers_scan_returns() -> None:
+    messages = [("a", 1, 7), ("b", 2, 7), ("c", 2, 7), ("d", 3, 7), ("e", 1, 8), ("f", 3, 8),
+                ("g", 2, 8), ("h", 1, 7), ("i", 3, 7)]
+    original = flower_patches.ORIGINALS.get("get_message_ins",
+                                            InMemoryLinkState.get_message_ins)
+    theirs, ours = FakeState(messages, {"c", "i"}), FakeState(messages, {"c", "i"})
+    expected = _polls(original, theirs)
+    assert _polls(lambda s, n, limit, run_id: indexed_get_message_ins(
+        s, n, limit, run_id=run_id, stamp=lambda: "now"), ours) == expected
+    assert expected[0] == ["b"] and ["c"] not in expected  # the expired one never comes
+    delivered = {k for k, m in ours.message_ins_store.items() if m.metadata.delivered_at}
+    assert delivered == {k for k, m in theirs.message_ins_store.items()
+                         if m.metadata.delivered_at}
+    assert set(ours.message_ins_store) == set(theirs.message_ins_store)
+
+
+def test_the_patch_is_installed_on_the_pinned_flower_only(monkeypatch) -> None:
+    assert install_message_index()  # the pinned 1.41.0
+    assert InMemoryLinkState.get_message_ins is not flower_patches.ORIGINALS["get_message_ins"]
+    monkeypatch.setattr(flower_patches.flwr, "__version__", "1.42.0")
+    assert not install_message_index()  # another release: left as it is, with a warning
+    monkeypatch.undo()
+    monkeypatch.setenv(flower_patches.PATCHES_ENV, "0")
+    assert not install_message_index()
