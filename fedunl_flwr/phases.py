@@ -19,6 +19,7 @@ from flwr.supercore import log
 from fedunl_flwr import protocol
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.data.scenarios import get_scenario, scenario_test_sets
+from fedunl_flwr.data.sources import DatasetNotFoundError
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.fedavg_train import FedAvgTrain
 from fedunl_flwr.federation import (
@@ -120,8 +121,12 @@ def check_model_input(config: RunConfig) -> None:
     1x1 images through a CNN's pooling), before any client starts: otherwise every
     client fails its first training round with the framework's shape error."""
     scenario = get_scenario(config.scenario)
-    sets = scenario_test_sets(config.scenario, str(config.resolved_data_dir()),
-                              config.download)
+    try:  # never downloads: a dataset still to fetch is checked when the run loads it
+        sets = scenario_test_sets(config.scenario, str(config.resolved_data_dir()), False)
+    except DatasetNotFoundError:
+        if config.download:
+            return
+        raise
     num_classes = 1 + max(int(y.max()) for _, _, y in sets if len(y))
     model = model_for(config, num_classes).eval()
     for dataset, x_test, _ in sets:

@@ -27,7 +27,7 @@ def test_seeds_and_sections_multiply_the_runs(tmp_path) -> None:
 
     _, preset = load_preset("mem-table1-fashion-cpu")
     runs = preset["runs"]
-    assert len(runs) == 2 * 3 * 10  # sections x seeds x rows
+    assert len(runs) == 2 * 3 * 11  # sections x seeds x rows
     assert {(r["scenario"], r["seed"]) for r in runs} == {
         (s, k) for s in ("fashion-mnist-iid", "fashion-mnist-dir0.5") for k in (0, 1, 2)}
     assert sum(r["strategy"] == "fedau" for r in runs) == 6
