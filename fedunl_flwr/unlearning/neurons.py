@@ -45,6 +45,23 @@ def _batches(count: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(start + batch_size, count))
 
 
+def expansion_point(model: nn.Module, site_name: str) -> str | None:
+    """The outermost module containing ``site_name`` that is an element of an
+    ``nn.Sequential``, or None.
+
+    Such a module's input reaches the rest of the network only through its output, so
+    the batch may be repeated at its input (a residual block's shortcut sees the
+    repeated rows too); before it, every layer can run on the samples once.
+    """
+    parts = site_name.split(".")
+    modules = dict(model.named_modules())
+    for depth in range(1, len(parts)):
+        parent = modules[".".join(parts[:depth - 1])] if depth > 1 else model
+        if isinstance(parent, nn.Sequential):
+            return ".".join(parts[:depth])
+    return None
+
+
 def integrated_gradient_attribution(
     model: nn.Module,
     inputs: torch.Tensor | np.ndarray,
@@ -64,7 +81,9 @@ def integrated_gradient_attribution(
 
     Each batch of ``B`` samples is repeated ``m`` times (one row per step, a per-row
     scale) so one forward and one backward pass per site and batch give all units
-    and all steps; the effective batch is ``batch_size * steps`` rows. Runs in eval
+    and all steps; the effective batch is ``batch_size * steps`` rows. The rows are
+    repeated at the site's :func:`expansion_point`, so the layers before it run once per
+    sample, not ``m`` times (per-row operations: the same numbers). Runs in eval
     mode on the model's device without parameter gradients; the model's mode,
     ``requires_grad`` flags and hooks are restored afterwards.
 
@@ -112,6 +131,7 @@ def integrated_gradient_attribution(
     was_training = model.training
     grad_flags = [(param, param.requires_grad) for param in model.parameters()]
     captured: dict[str, torch.Tensor] = {}
+    expansions = {site.name: expansion_point(model, site.name) for site in sites}
 
     def scale_hook(_module: nn.Module, _args: object, output: torch.Tensor) -> torch.Tensor:
         beta = output.detach()
@@ -134,11 +154,18 @@ def integrated_gradient_attribution(
                 captured["alpha"] = fractions.repeat(rows)
                 class_rows = torch.searchsorted(classes_dev, y)
                 for site in sites:
-                    handle = modules[site.name].register_forward_hook(scale_hook)
+                    handles = [modules[site.name].register_forward_hook(scale_hook)]
+                    entry = expansions[site.name]
+                    if entry is not None:  # the layers before it run on the rows once
+                        handles.append(modules[entry].register_forward_pre_hook(
+                            lambda _m, args: (args[0].repeat_interleave(steps, dim=0),
+                                              *args[1:])))
                     try:
-                        probs = torch.softmax(model(x_rep), dim=1)
+                        probs = torch.softmax(model(x if entry is not None else x_rep),
+                                              dim=1)
                     finally:
-                        handle.remove()
+                        for handle in handles:
+                            handle.remove()
                     target = probs.gather(1, y_rep[:, None]).sum()
                     (grad,) = torch.autograd.grad(target, captured["scaled"])
                     shape = (rows, steps, *grad.shape[1:])
