@@ -18,7 +18,7 @@ from fedunl_flwr.data.scenarios import ClientData
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
 from fedunl_flwr.metrics.evaluation import evaluate_model
 from fedunl_flwr.metrics.verification import apply_trigger, backdoor_positions
-from fedunl_flwr.models import build_model, get_device
+from fedunl_flwr.models import SiteModel, build_model, get_device
 from fedunl_flwr.protocol import DataChange, DescribeReply
 from fedunl_flwr.records import get_weights, set_weights
 from fedunl_flwr.seeding import torch_generator
@@ -39,17 +39,22 @@ class BaseClient(NumPyClient):
         Model input channels.
     class_names : tuple[str, ...]
         The federation's label space.
+    model : SiteModel, optional
+        The model to work with (every message sets its weights first), e.g. one shared by
+        the clients a process serves; default: a model of its own.
     """
 
     def __init__(self, data: ClientData, config: RunConfig, model_name: str,
-                 in_channels: int, class_names: tuple[str, ...]) -> None:
+                 in_channels: int, class_names: tuple[str, ...],
+                 model: SiteModel | None = None) -> None:
         self.data = data
         self.config = config
         self.class_names = class_names
         self.num_classes = len(class_names)
         self.device = get_device()
-        self.model = build_model(model_name, in_channels, self.num_classes,
-                                 config.model_width, norm=config.model_norm).to(self.device)
+        self.model = model if model is not None else build_model(
+            model_name, in_channels, self.num_classes, config.model_width,
+            norm=config.model_norm).to(self.device)
         self.x_train = images_to_tensor(data.x_train, in_channels)
         self.y_train = labels_to_tensor(data.y_train)
         self.x_test = images_to_tensor(data.x_test, in_channels)
