@@ -187,7 +187,6 @@ def check_data_view_allowed(client: FedunlClient, config: Mapping[str, Any],
 #: train 50 local epochs (98 s of its CPU); Riemann steps multiply attribution's cost.
 WORK_LIMITS = {"max-local-epochs": ("local epochs", 10),
                "max-attribution-steps": ("attribution steps", 100)}
-DEFAULT_MAX_LOCAL_EPOCHS = WORK_LIMITS["max-local-epochs"][1]
 
 
 def requested_work(client: FedunlClient, message_type: str, config: Mapping[str, Any]
