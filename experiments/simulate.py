@@ -58,7 +58,10 @@ def simulate(overrides: Mapping[str, Any], num_supernodes: int | None = None,
                        num_supernodes=count,
                        backend_config={"client_resources": {"num_cpus": cpus_per_client,
                                                             "num_gpus": gpus},
-                                       "init_args": {"log_to_driver": True}})
+                                       # A Ray cluster started with `ray start` on
+                                       # this machine would be joined otherwise.
+                                       "init_args": {"log_to_driver": True,
+                                                     "address": "local"}})
     paths: dict[str, Path] = {}
     for each in configs:
         listed = store.read_index(each.run_key())

@@ -257,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus-per-client", type=float, default=1.0,
                         help="CPUs each virtual client reserves (2 cores -> 2 in parallel)")
     parser.add_argument("--gpus-per-client", type=float, default=0.0)
+    parser.add_argument("--ray-address", default="local",
+                        help="an existing Ray cluster to run the virtual clients on (its "
+                             "head's HOST:PORT, see docs/deployment.md); default: a Ray "
+                             "instance of the run's own")
     parser.add_argument("-c", "--run-config", action="append", default=[],
                         help='run-config overrides, e.g. -c "num-server-rounds=3"')
     parser.add_argument("--watch", nargs=3, help=argparse.SUPPRESS)
@@ -301,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     env["FLWR_HOME"] = str(Path(state) / "flwr-home")
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     env[SIMULATION_ENV] = "1"  # its virtual clients are simulated (client_app.is_simulated)
+    # Flower's Ray backend calls ray.init() without an address, which reads RAY_ADDRESS;
+    # unset, it would join any cluster a `ray start` left on this machine.
+    env["RAY_ADDRESS"] = args.ray_address
     stop_file = Path(state) / "interrupted"  # once it exists no phase completes (store.py)
     env[STOP_FILE_ENV] = str(stop_file)
     env.setdefault("FEDUNL_RESULTS_DIR", str(ROOT / "results"))

@@ -23,10 +23,11 @@ RUN_CONFIG = ("samples-per-client=300 test-samples-per-client=100 num-server-rou
 pytestmark = pytest.mark.simulation
 
 
-def flwr_run(results: Path, *config: str) -> subprocess.CompletedProcess:
+def flwr_run(results: Path, *config: str, ray_address: str = "local"
+             ) -> subprocess.CompletedProcess:
     env = {**os.environ, "FEDUNL_RESULTS_DIR": str(results),
            "FLWR_HOME": str(results / ".flwr")}
-    command = [sys.executable, "scripts/flwr_run.py"]
+    command = [sys.executable, "scripts/flwr_run.py", "--ray-address", ray_address]
     for item in config:
         command += ["-c", item]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
