@@ -1,4 +1,4 @@
-"""A version-guarded patch of the pinned Flower (1.41.0) for simulations of many clients.
+"""Version-guarded patches of the pinned Flower (1.41.0) for simulations of many clients.
 
 Flower 1.41's simulation engine polls every simulated node every 0.1 s for its next
 message (``flwr/server/superlink/fleet/vce/vce_api.py``, ``add_messages_to_queue``), and
@@ -8,8 +8,21 @@ message (``flwr/server/superlink/fleet/vce/vce_api.py``, ``add_messages_to_queue
 idled (issue 25). The patch keeps an index of undelivered messages by destination node,
 filled where messages are stored, so a poll looks only at its own node's messages and
 the poll of an idle node costs a dictionary lookup. Messages, order, limits, expiry
-checks and the delivered-at stamp are as in Flower's method. To be proposed upstream;
-installed only on the version it was written against (``FLOWER_VERSION``).
+checks and the delivered-at stamp are as in Flower's method.
+
+The ServerApp's side had the same shape: ``InMemoryGrid.send_and_receive`` asks for the
+replies to every awaited message every 0.1 s, and ``get_message_res`` checks each awaited
+message (expiry, its node still online) under the state's lock, which the engine's
+threads need to hand messages out and store replies: with 50,000 awaited messages the
+ServerApp's polls held the lock most of the time. The second patch keeps an index of
+the messages that have a reply waiting (filled where replies are stored) and, while
+more than ``FULL_POLL_MAX`` messages are awaited, asks only for those; a full poll, the
+one that also turns expired messages and lost nodes into error replies, still runs, at
+least every second and at most ``FULL_POLL_SHARE`` of the time. Replies are Flower's
+own; an error reply can come up to that interval later than in Flower.
+
+Both patches are to be proposed upstream and are installed only on the version they
+were written against (``FLOWER_VERSION``).
 
 ``FEDUNL_FLOWER_PATCHES=0`` leaves Flower as it is (for the benchmark's comparison).
 """
@@ -17,6 +30,7 @@ installed only on the version it was written against (``FLOWER_VERSION``).
 from __future__ import annotations
 
 import os
+import time
 from logging import WARNING
 from typing import Any
 
@@ -30,6 +44,14 @@ FLOWER_VERSION = "1.41.0"
 PATCHES_ENV = "FEDUNL_FLOWER_PATCHES"
 
 _INDEX = "_fedunl_pending"
+_REPLIED = "_fedunl_replied"
+_NEXT_FULL_POLL = "_fedunl_next_full_poll"
+
+#: Up to this many awaited messages a poll asks for all of them, as Flower's does.
+FULL_POLL_MAX = 1000
+
+#: The share of the time full polls may take (between them, only replies are fetched).
+FULL_POLL_SHARE = 0.05
 
 #: Flower's own methods, kept when the patch replaces them (the test compares with them).
 ORIGINALS: dict[str, Any] = {}
@@ -83,16 +105,47 @@ def indexed_get_message_ins(state: Any, node_id: int, limit: int | None, *,
     return found
 
 
+def replied_index(state: Any) -> set[str]:
+    """Ids of ``state``'s messages whose reply is stored and not yet pulled."""
+    replied = state.__dict__.get(_REPLIED)
+    if replied is None:
+        replied = state.__dict__.setdefault(_REPLIED, set())
+    return replied
+
+
+def pull_replied_messages(grid: Any, message_ids: Any, pull: Any, *,
+                          clock: Any = time.monotonic) -> list[Any]:
+    """``grid.pull_messages(message_ids)`` through :func:`replied_index`: with more than
+    ``FULL_POLL_MAX`` ids, only those with a reply waiting, except for a full poll (all
+    ids, through ``pull``, Flower's method) once its interval has passed."""
+    awaited = set(message_ids)
+    state = grid.state
+    replied = replied_index(state)
+    start = clock()
+    if len(awaited) <= FULL_POLL_MAX or start >= grid.__dict__.get(_NEXT_FULL_POLL, 0.0):
+        replies = list(pull(grid, awaited))
+        grid.__dict__[_NEXT_FULL_POLL] = clock() + max(1.0, (clock() - start)
+                                                       / FULL_POLL_SHARE)
+    else:
+        with state.lock:
+            ready = awaited & replied
+        replies = list(pull(grid, ready)) if ready else []
+    with state.lock:
+        replied.difference_update(reply.metadata.reply_to_message_id for reply in replies)
+    return replies
+
+
 def _now() -> str:
     from flwr.supercore.date import now
 
     return now().isoformat()
 
 
-def install_message_index() -> bool:
-    """Patch ``InMemoryLinkState`` (once); False, with a warning, on another Flower
-    version or when ``FEDUNL_FLOWER_PATCHES=0``."""
+def install_flower_patches() -> bool:
+    """Patch ``InMemoryLinkState`` and ``InMemoryGrid`` (once); False, with a warning,
+    on another Flower version or when ``FEDUNL_FLOWER_PATCHES=0``."""
     from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
     if os.environ.get(PATCHES_ENV, "1") == "0":
         return False
@@ -103,8 +156,10 @@ def install_message_index() -> bool:
     if getattr(InMemoryLinkState, "_fedunl_indexed", False):
         return True
     store = InMemoryLinkState.store_message_ins
-    ORIGINALS.update(store_message_ins=store,
-                     get_message_ins=InMemoryLinkState.get_message_ins)
+    store_reply = InMemoryLinkState.store_message_res
+    pull = InMemoryGrid.pull_messages
+    ORIGINALS.update(store_message_ins=store, store_message_res=store_reply,
+                     get_message_ins=InMemoryLinkState.get_message_ins, pull_messages=pull)
 
     def store_message_ins(self: Any, message: Any) -> str | None:
         message_id = store(self, message)
@@ -118,7 +173,19 @@ def install_message_index() -> bool:
                         run_id: int | None = None) -> list[Any]:
         return indexed_get_message_ins(self, node_id, limit, run_id=run_id)
 
+    def store_message_res(self: Any, message: Any) -> str | None:
+        message_id = store_reply(self, message)
+        if message_id is not None:
+            with self.lock:
+                replied_index(self).add(message.metadata.reply_to_message_id)
+        return message_id
+
+    def pull_messages(self: Any, message_ids: Any) -> list[Any]:
+        return pull_replied_messages(self, message_ids, pull)
+
     InMemoryLinkState.store_message_ins = store_message_ins  # type: ignore[method-assign]
+    InMemoryLinkState.store_message_res = store_message_res  # type: ignore[method-assign]
+    InMemoryGrid.pull_messages = pull_messages  # type: ignore[method-assign]
     InMemoryLinkState.get_message_ins = get_message_ins  # type: ignore[method-assign]
     InMemoryLinkState._fedunl_indexed = True  # type: ignore[attr-defined]
     return True

@@ -23,7 +23,7 @@ from fedunl_flwr.federation import (
     summarize_error,
     with_reply_timeout,
 )
-from fedunl_flwr.flower_patches import install_message_index
+from fedunl_flwr.flower_patches import install_flower_patches
 from fedunl_flwr.models import MODELS
 from fedunl_flwr.phases import train_original
 from fedunl_flwr.reports.accuracy import accuracy_frame, frame_to_markdown
@@ -147,10 +147,10 @@ def run_method(grid: Grid, config: RunConfig, federation: Federation, store: Run
 def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
     """The ServerApp; ``overrides`` replace run-config values (for ``run_simulation``).
 
-    In a simulation the engine runs in the ServerApp's process: its message store gets
-    the index of :mod:`fedunl_flwr.flower_patches` (elsewhere the patch is unused).
+    In a simulation the engine runs in the ServerApp's process: its message store and
+    grid get the indexes of :mod:`fedunl_flwr.flower_patches` (elsewhere unused).
     """
-    install_message_index()
+    install_flower_patches()
     server_app = ServerApp()
 
     @server_app.main()

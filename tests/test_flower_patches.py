@@ -7,9 +7,10 @@ import threading
 from types import SimpleNamespace
 
 from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
 from fedunl_flwr import flower_patches
-from fedunl_flwr.flower_patches import indexed_get_message_ins, install_message_index
+from fedunl_flwr.flower_patches import indexed_get_message_ins, install_flower_patches
 
 
 class FakeState:
@@ -56,10 +57,55 @@ def test_indexed_polls_return_what_flowers_scan_returns() -> None:
 
 
 def test_the_patch_is_installed_on_the_pinned_flower_only(monkeypatch) -> None:
-    assert install_message_index()  # the pinned 1.41.0
+    assert install_flower_patches()  # the pinned 1.41.0
     assert InMemoryLinkState.get_message_ins is not flower_patches.ORIGINALS["get_message_ins"]
+    assert InMemoryGrid.pull_messages is not flower_patches.ORIGINALS["pull_messages"]
     monkeypatch.setattr(flower_patches.flwr, "__version__", "1.42.0")
-    assert not install_message_index()  # another release: left as it is, with a warning
+    assert not install_flower_patches()  # another release: left as it is, with a warning
     monkeypatch.undo()
     monkeypatch.setenv(flower_patches.PATCHES_ENV, "0")
-    assert not install_message_index()
+    assert not install_flower_patches()
+
+
+class FakeGrid:
+    """An ``InMemoryGrid`` as the pull patch sees it: its state (lock, replied index) and
+    Flower's pull, which answers every id whose reply is stored and records what it
+    was asked."""
+
+    def __init__(self, stored: set[str]) -> None:
+        self.state = SimpleNamespace(lock=threading.RLock())
+        self.stored = stored
+        self.asked: list[set[str]] = []
+
+    @staticmethod
+    def pull(grid: FakeGrid, ids: set[str]) -> list[SimpleNamespace]:
+        grid.asked.append(set(ids))
+        return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i))
+                for i in sorted(ids & grid.stored)]
+
+
+def test_large_polls_ask_only_for_stored_replies_between_full_polls(monkeypatch) -> None:
+    monkeypatch.setattr(flower_patches, "FULL_POLL_MAX", 1)
+    grid, now = FakeGrid(stored={"a"}), [0.0]
+
+    def poll(ids: set[str]) -> list[str]:
+        return [r.metadata.reply_to_message_id for r in flower_patches.pull_replied_messages(
+            grid, ids, FakeGrid.pull, clock=lambda: now[0])]
+
+    replied = flower_patches.replied_index(grid.state)
+    awaited = {"a", "b", "c"}
+    assert poll(awaited) == ["a"] and grid.asked[-1] == awaited  # the first poll is full
+    awaited -= {"a"}
+    grid.stored |= {"b", "c"}
+    replied.add("b")  # stored by the engine (store_message_res), "c" not recorded
+    now[0] = 0.5
+    assert poll(awaited) == ["b"] and grid.asked[-1] == {"b"}  # only what has a reply
+    assert replied == set()  # pulled replies leave the index
+    awaited -= {"b"}
+    awaited |= {"d", "e"}
+    now[0] = 0.9
+    assert poll(awaited) == [] and grid.asked[-1] == {"b"}  # nothing ready: no pull
+    now[0] = 1.0  # a second after the last full poll: "c" comes, as Flower would give it
+    assert poll(awaited) == ["c"] and grid.asked[-1] == {"c", "d", "e"}
+    monkeypatch.setattr(flower_patches, "FULL_POLL_MAX", 1000)
+    assert poll({"d", "e"}) == [] and grid.asked[-1] == {"d", "e"}  # small: always full
