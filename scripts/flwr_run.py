@@ -161,7 +161,7 @@ PRECHECK_MAX_CLIENTS = 1000
 def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
     """Client count of the scenario the run-config selects. Checks, before anything
     starts: keys, values, names, the request's shape, that the scenario's datasets are in
-    the data folder, that the model takes their images, and (when the simulation will
+    the data folder, that the model takes their images, that they partition, and (when the simulation will
     have one node per client) each method's request against the clients' data, as the
     server would once they reported: this runner's clients are simulated here, so it can
     ask them itself, in process (up to ``PRECHECK_MAX_CLIENTS``)."""
@@ -174,7 +174,12 @@ def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
         simulation_environment,
     )
     from fedunl_flwr.config import TRAIN_ONLY
-    from fedunl_flwr.data.scenarios import check_client_count, check_datasets, get_scenario
+    from fedunl_flwr.data.scenarios import (
+        check_client_count,
+        check_datasets,
+        federated_data,
+        get_scenario,
+    )
     from fedunl_flwr.federation import discover_federation
     from fedunl_flwr.inprocess import InProcessGrid, acting_as_server
     from fedunl_flwr.phases import check_model_input
@@ -189,6 +194,9 @@ def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
                        config.download)
     check_writable(config.resolved_results_dir())
     check_model_input(config)
+    # Every virtual client partitions the data the same way: a partition that fails
+    # (a Dirichlet draw with empty clients) fails here, not in each client's actor.
+    federated_data(config)
     count = get_scenario(config.scenario).num_clients(config.num_clients)
     if num_supernodes in (0, count) and count <= PRECHECK_MAX_CLIENTS and \
             config.strategy != TRAIN_ONLY:

@@ -21,6 +21,12 @@ def test_iid_partition_covers_every_sample_once_with_near_equal_sizes():
     assert {len(p) for p in parts} == {10, 11}
 
 
+def test_iid_partition_may_leave_test_parts_empty_when_asked():
+    parts = iid_partition(2, 3, np.random.default_rng(0), allow_empty=True)
+    assert sorted(np.concatenate(parts).tolist()) == [0, 1]
+    assert sorted(len(p) for p in parts) == [0, 1, 1]
+
+
 def test_iid_partition_is_seeded():
     a = iid_partition(50, 5, np.random.default_rng(3))
     b = iid_partition(50, 5, np.random.default_rng(3))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def iid_partition(num_samples: int, num_clients: int,
-                  rng: np.random.Generator) -> list[np.ndarray]:
-    """Split ``range(num_samples)`` into ``num_clients`` shuffled, near-equal parts."""
-    _check_clients(num_clients, num_samples)
+def iid_partition(num_samples: int, num_clients: int, rng: np.random.Generator, *,
+                  allow_empty: bool = False) -> list[np.ndarray]:
+    """Split ``range(num_samples)`` into ``num_clients`` shuffled, near-equal parts
+    (with ``allow_empty``, more clients than samples leave the last parts empty)."""
+    _check_clients(num_clients, num_clients if allow_empty else num_samples)
     return [np.sort(part) for part in np.array_split(rng.permutation(num_samples), num_clients)]
 
 

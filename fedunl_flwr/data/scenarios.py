@@ -218,7 +218,9 @@ def build_federated_data(scenario_name: str, num_clients: int, alpha: float,
         count = group.num_clients or num_clients or 10
         if scenario.partitioner == "iid":
             train_parts = iid_partition(len(y_train), count, rng)
-            test_parts = iid_partition(len(y_test), count, rng)
+            # A test set smaller than the federation (50,000 clients, 10,000 test
+            # images) leaves some clients without test data, as Dirichlet splits may.
+            test_parts = iid_partition(len(y_test), count, rng, allow_empty=True)
         else:
             train_parts, test_parts = dirichlet_partition(
                 y_train, y_test, count, alpha, len(shared), rng)
