@@ -14,6 +14,12 @@ accuracies and peak RSS, plus ratios against the smallest client count.
 
     python scripts/bench_unlearning_speed.py                 # 10, 20, 50 clients
     python scripts/bench_unlearning_speed.py --clients 10    # the speed check only
+    # converged curves (issue 25 point 6): equal caps, each run's plateau
+    python scripts/bench_unlearning_speed.py --clients 10 --rounds 30 --unlearn-rounds 30
+
+Besides the time to peak within the common budget, each run's plateau is printed: the
+round where a run stopped on "no gain above ``--min-gain`` points for ``--patience``
+rounds" would have stopped (``metrics.timing.time_to_plateau``), and the speedup there.
 
 Needs ``FEDUNL_DATA_DIR`` (offline datasets). Defaults are CPU-sized: Fashion-MNIST IID,
 small CNN, 200 training samples per client, 10 rounds of training/retraining and
@@ -73,7 +79,7 @@ def child_main(args: argparse.Namespace) -> None:
         "num-server-rounds": args.rounds, "unlearn-rounds": args.unlearn_rounds,
         "local-epochs": 1, "learning-rate": 1e-3, "batch-size": 32, "retrain-seeds": 1,
         "strategy": "fedmemeraser", "rho": args.rho, "forget-scope": "client",
-        "forget-clients": "0", "results-dir": args.results_dir,
+        "forget-clients": str(args.forget_client), "results-dir": args.results_dir,
     }
     start = time.perf_counter()
     paths = simulate(overrides, cpus_per_client=args.cpus_per_client)
@@ -84,6 +90,16 @@ def child_main(args: argparse.Namespace) -> None:
     data = json.loads((paths["unlearn"] / "summary.json").read_text())
     unlearn, evaluation = PhaseSummary.parse(data), from_json(MemorizationEvaluation, data)
     timing = evaluation.time_analysis
+    from fedunl_flwr.metrics.timing import time_to_plateau
+
+    def plateau(curve: list) -> dict | None:
+        if not curve:
+            return None
+        found = time_to_plateau([c[1] for c in curve], [c[2] for c in curve],
+                                args.min_gain / 100, args.patience)
+        return None if found is None else {
+            "round": int(curve[found.round_index][0]), "seconds": found.time,
+            "accuracy": 100 * found.peak_accuracy}
     print("BENCH " + json.dumps({
         "clients": args.child, "wall_s": wall, "train_s": train.seconds,
         "unlearn_s": unlearn.extra["unlearn_seconds"],
@@ -93,9 +109,12 @@ def child_main(args: argparse.Namespace) -> None:
         "unlearn_rounds_to_peak": timing.unlearn["rounds_to_peak"],
         "retrain_rounds_to_peak": timing.retrain["rounds_to_peak"],
         "speedup": timing.speedup, "same_run": timing.retrain_measured_in_this_run,
+        "unlearn_plateau": plateau(timing.unlearn["curve"]),
+        "retrain_plateau": plateau(timing.retrain["curve"]),
         "test_unlearned": evaluation.test_accuracy.unlearned,
         "test_retrained": evaluation.test_accuracy.retrained[0],
         "test_original": evaluation.test_accuracy.original,
+        "min_gain": args.min_gain, "patience": args.patience,
     }), flush=True)
 
 
@@ -104,6 +123,8 @@ def run_one(args: argparse.Namespace, clients: int, folder: Path) -> dict:
                "--model", args.model, "--samples-per-client", str(args.samples_per_client),
                "--rounds", str(args.rounds), "--unlearn-rounds", str(args.unlearn_rounds),
                "--rho", str(args.rho), "--cpus-per-client", str(args.cpus_per_client),
+               "--min-gain", str(args.min_gain), "--patience", str(args.patience),
+               "--forget-client", str(args.forget_client),
                "--results-dir", str(folder / f"clients-{clients}")]
     log = folder / f"clients-{clients}.log"
     with open(log, "w") as handle:
@@ -150,6 +171,17 @@ def print_table(results: list[dict]) -> None:
         print(f"{r['clients']} clients: unlearning reaches its peak {r['speedup']:.2f}x "
               f"faster than retraining ({verdict} the 2x goal; both measured in one run: "
               f"{r['same_run']})")
+        ends = {}
+        for run in ("unlearn", "retrain"):
+            found = r[f"{run}_plateau"]
+            ends[run] = found and found["seconds"]
+            print(f"  {run} plateau (no gain above {r['min_gain']:g} points for "
+                  f"{r['patience']} rounds): " + (
+                      "none, still rising at the cap" if found is None else
+                      f"round {found['round']}, {found['seconds']:.1f} s, "
+                      f"{found['accuracy']:.2f}%"))
+        if ends["unlearn"] and ends["retrain"]:
+            print(f"  speedup at the plateaus: {ends['retrain'] / ends['unlearn']:.2f}x")
 
 
 def main() -> None:
@@ -163,6 +195,11 @@ def main() -> None:
                         help="training and retraining rounds")
     parser.add_argument("--unlearn-rounds", type=int, default=3)
     parser.add_argument("--rho", type=float, default=0.4)
+    parser.add_argument("--forget-client", type=int, default=0)
+    parser.add_argument("--min-gain", type=float, default=0.5,
+                        help="plateau rule: accuracy points a round must add")
+    parser.add_argument("--patience", type=int, default=3,
+                        help="plateau rule: rounds without that gain")
     parser.add_argument("--cpus-per-client", type=float, default=1.0,
                         help="Ray CPUs per virtual client (1 = two at a time on 2 cores)")
     parser.add_argument("--results-dir", default="",

@@ -17,7 +17,13 @@ from fedunl_flwr.metrics.memorization import (
     grouped_memorization_table,
     memorization_scores,
 )
-from fedunl_flwr.metrics.timing import PeakResult, csl_memorization_agreement, speedup, time_to_peak
+from fedunl_flwr.metrics.timing import (
+    PeakResult,
+    csl_memorization_agreement,
+    speedup,
+    time_to_peak,
+    time_to_plateau,
+)
 
 
 def test_group_constants() -> None:
@@ -139,6 +145,19 @@ def test_time_to_peak_first_round_reaching_peak() -> None:
         time_to_peak([2.0, 1.0], [0.1, 0.2])
     with pytest.raises(ValueError, match="at least one"):
         time_to_peak([], [])
+
+
+def test_time_to_plateau_stops_where_three_rounds_gain_at_most_half_a_point() -> None:
+    times = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0]
+    # round 3 (0.790) is followed by +0.4, +0.5 and -0.1 points: stopped there, although
+    # the run's peak (0.800) comes later; round 2 is followed by a 2.9-point gain.
+    accuracies = [0.40, 0.76, 0.790, 0.794, 0.795, 0.789, 0.800, 0.800]
+    assert time_to_plateau(times, accuracies) == PeakResult(2, 30.0, 0.790)
+    # with no gain allowed, every round is followed by some gain: never stopped
+    assert time_to_plateau(times, accuracies, min_gain=0.0) is None
+    assert time_to_plateau(times[:4], [0.1, 0.2, 0.3, 0.4]) is None  # still rising
+    with pytest.raises(ValueError, match="patience"):
+        time_to_plateau(times, accuracies, patience=0)
 
 
 def test_speedup_ratio_and_guards() -> None:

@@ -9,7 +9,8 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["PeakResult", "csl_memorization_agreement", "speedup", "time_to_peak"]
+__all__ = ["PeakResult", "csl_memorization_agreement", "speedup", "time_to_peak",
+           "time_to_plateau"]
 
 
 class PeakResult(NamedTuple):
@@ -72,6 +73,30 @@ def time_to_peak(
     peak = float(acc.max())
     index = int(np.argmax(acc >= peak - tolerance))
     return PeakResult(round_index=index, time=float(t[index]), peak_accuracy=peak)
+
+
+def time_to_plateau(times: Sequence[float], accuracies: Sequence[float],
+                    min_gain: float = 0.005, patience: int = 3) -> PeakResult | None:
+    """First round after which ``patience`` more rounds raise the best accuracy so far by
+    no more than ``min_gain``: where a run stopped on that rule would have stopped
+    (issue 25: "no gain above 0.5 points for 3 rounds"); ``peak_accuracy`` is the best
+    accuracy up to that round. None when the curve is still rising at its end (fewer
+    than ``patience`` rounds after the last gain).
+
+    Raises ``ValueError`` on the inputs :func:`time_to_peak` refuses, a negative
+    ``min_gain`` or ``patience < 1``.
+    """
+    time_to_peak(times, accuracies)  # the same checks of the inputs
+    if not math.isfinite(min_gain) or min_gain < 0 or patience < 1:
+        raise ValueError(f"min_gain must be >= 0 and patience >= 1, got {min_gain} and "
+                         f"{patience}")
+    acc = np.asarray(accuracies, dtype=np.float64)
+    for index in range(acc.size - patience):
+        best = float(acc[:index + 1].max())
+        if float(acc[index + 1:index + 1 + patience].max()) - best <= min_gain + 1e-12:
+            return PeakResult(round_index=index, time=float(times[index]),
+                              peak_accuracy=best)
+    return None
 
 
 def speedup(retrain_peak_time: float, unlearn_peak_time: float) -> float:
