@@ -5,7 +5,8 @@ Each variant runs the same training-only job (``fashion-mnist-iid``, a few sampl
 client, ``fraction-train`` of them a round, every client evaluating the last round) in a
 results folder of its own and reports, from the run's log, the wall time of discovery
 (until "N clients connected"), of each training round (training plus, in an evaluated
-round, the evaluation) and of the whole run; then the ratio unpatched / patched.
+round, the evaluation) and of the whole run, and the peak PSS of the run's processes
+(sampled every 2 s, ``bench_footprint.sample``); then the ratio unpatched / patched.
 Usage: ``python scripts/bench_scale.py --clients 1000 [--rounds 2] [--only patched]``.
 """
 
@@ -17,8 +18,11 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+from bench_footprint import sample
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +36,18 @@ def run(clients: int, rounds: int, samples: int, fraction: float, patched: bool
     with tempfile.TemporaryDirectory(prefix="fedunl-scale-") as folder:
         env = {**os.environ, "FEDUNL_RESULTS_DIR": folder,
                "FEDUNL_FLOWER_PATCHES": "1" if patched else "0"}
+        peak: dict[str, int] = {}
+        done = threading.Event()
+
+        def watch() -> None:
+            nonlocal peak
+            while not done.wait(2.0):
+                usage = sample(folder.encode())
+                if sum(usage.values()) > sum(peak.values()):
+                    peak = dict(usage)
+
+        sampler = threading.Thread(target=watch, daemon=True)
+        sampler.start()
         start = time.perf_counter()
         marks: dict[str, float] = {}
         process = subprocess.Popen([sys.executable, "scripts/flwr_run.py", "-c", config],
@@ -50,6 +66,8 @@ def run(clients: int, rounds: int, samples: int, fraction: float, patched: bool
                 marks[f"round {found.group(1)}"] = now
         process.wait()
         marks["total"] = time.perf_counter() - start
+        done.set()
+        sampler.join()
         if process.returncode != 0:
             raise RuntimeError(f"the run failed (exit {process.returncode}):\n"
                                + "".join(tail))
@@ -61,6 +79,9 @@ def run(clients: int, rounds: int, samples: int, fraction: float, patched: bool
         previous = marks[f"round {index}"]
     spans["final evaluation, table, stop"] = marks["total"] - previous
     spans["total"] = marks["total"]
+    spans["peak PSS, all processes (MiB)"] = sum(peak.values()) / 1024
+    for role, kib in sorted(peak.items(), key=lambda item: -item[1])[:3]:
+        spans[f"  of which {role} (MiB)"] = kib / 1024
     return spans
 
 
@@ -80,7 +101,7 @@ def main() -> int:
     print(f"{'seconds':<36}" + "".join(f"{v:>12}" for v in variants)
           + ("  unpatched/patched" if len(variants) == 2 else ""))
     for span in results[variants[0]]:
-        values = [results[v][span] for v in variants]
+        values = [results[v].get(span, 0.0) for v in variants]
         ratio = f"  {values[0] / values[1]:8.2f}" if len(values) == 2 and values[1] else ""
         print(f"{span:<36}" + "".join(f"{value:>12.1f}" for value in values) + ratio)
     return 0
