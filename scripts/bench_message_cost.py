@@ -105,17 +105,17 @@ def main() -> None:
 
     import ray
 
-    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level=logging.ERROR,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), SIMULATION_ENV: "1",
                                        "FEDUNL_DATA_DIR": os.environ.get(
                                            "FEDUNL_DATA_DIR", "")}})
 
-    @ray.remote(num_cpus=1)
+    @ray.remote(num_cpus=1)  # one each: two CPUs for the two actors
     class Echo:
         def run(self, message, context):
             return message, context
 
-    @ray.remote(num_cpus=1)
+    @ray.remote(num_cpus=1)  # one each: two CPUs for the two actors
     class AppActor:
         def __init__(self) -> None:
             from fedunl_flwr.client_app import build_client_app
