@@ -46,7 +46,7 @@ def plain_fedavg_times(overrides: dict, rounds: int) -> tuple[list[float], float
                              config.batch_size)
     global_model = model_for(config, fed.num_classes, 0)
     local = model_for(config, fed.num_classes)
-    sampling = numpy_generator(config.seed, "plain-sampling")
+    sampling = numpy_generator(config.seed, "sampling", "plain")
     count = max(1, round(config.fraction_train * len(data)))
     times = []
     for round_ in range(rounds):
