@@ -161,10 +161,11 @@ PRECHECK_MAX_CLIENTS = 1000
 def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
     """Client count of the scenario the run-config selects. Checks, before anything
     starts: keys, values, names, the request's shape, that the scenario's datasets are in
-    the data folder, that the model takes their images, that they partition, and (when the simulation will
-    have one node per client) each method's request against the clients' data, as the
-    server would once they reported: this runner's clients are simulated here, so it can
-    ask them itself, in process (up to ``PRECHECK_MAX_CLIENTS``)."""
+    the data folder, that the model takes their images, that they partition, and (when
+    the simulation will have one node per client) each method's request against the
+    clients' data, as the server would once they reported: this runner's clients are
+    simulated here, so it can ask them itself, in process (up to
+    ``PRECHECK_MAX_CLIENTS``)."""
     sys.path.insert(0, str(ROOT))
     from flwr.supercore.logger import FLOWER_LOGGER
 
