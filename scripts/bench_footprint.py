@@ -15,9 +15,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from collections import defaultdict
 from pathlib import Path
+
+from bench_utils import PeakSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,28 +62,26 @@ def sample(marker: bytes) -> dict[str, int]:
     return usage
 
 
+class PeakPss(PeakSampler):
+    """The PSS per role (KiB) at the peak of the total, over samples every ``interval``
+    seconds while the ``with`` block runs, of the processes whose environment contains
+    ``marker``."""
+
+    def __init__(self, marker: bytes, interval: float) -> None:
+        super().__init__(lambda: sample(marker), interval, {},
+                         size=lambda usage: sum(usage.values()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runner_args", nargs="*", help="arguments for scripts/flwr_run.py")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fedunl-footprint-") as folder:
         env = {**os.environ, "FEDUNL_RESULTS_DIR": folder}
-        peak: dict[str, int] = {}
-        done = threading.Event()
-
-        def watch() -> None:
-            nonlocal peak
-            while not done.wait(0.5):
-                usage = sample(folder.encode())
-                if sum(usage.values()) > sum(peak.values()):
-                    peak = dict(usage)
-
-        sampler = threading.Thread(target=watch, daemon=True)
-        sampler.start()
-        run = subprocess.run([sys.executable, "scripts/flwr_run.py", *args.runner_args],
-                             cwd=ROOT, env=env, capture_output=True, text=True)
-        done.set()
-        sampler.join()
+        with PeakPss(folder.encode(), 0.5) as memory:
+            run = subprocess.run([sys.executable, "scripts/flwr_run.py", *args.runner_args],
+                                 cwd=ROOT, env=env, capture_output=True, text=True)
+    peak = memory.peak
     print(f"runner exit status {run.returncode}")
     total = sum(peak.values())
     print(f"peak PSS of the run's processes: {total / 1024:.0f} MiB")

@@ -6,7 +6,7 @@ client, ``fraction-train`` of them a round, every client evaluating the last rou
 results folder of its own and reports, from the run's log, the wall time of discovery
 (until "N clients connected"), of each training round (training plus, in an evaluated
 round, the evaluation) and of the whole run, and the peak PSS of the run's processes
-(sampled every 2 s, ``bench_footprint.sample``); then the ratio unpatched / patched.
+(sampled every 2 s, ``bench_footprint.PeakPss``); then the ratio unpatched / patched.
 Usage: ``python scripts/bench_scale.py --clients 1000 [--rounds 2] [--only patched]``.
 """
 
@@ -18,11 +18,10 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from bench_footprint import sample
+from bench_footprint import PeakPss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,38 +35,26 @@ def run(clients: int, rounds: int, samples: int, fraction: float, patched: bool
     with tempfile.TemporaryDirectory(prefix="fedunl-scale-") as folder:
         env = {**os.environ, "FEDUNL_RESULTS_DIR": folder,
                "FEDUNL_FLOWER_PATCHES": "1" if patched else "0"}
-        peak: dict[str, int] = {}
-        done = threading.Event()
-
-        def watch() -> None:
-            nonlocal peak
-            while not done.wait(2.0):
-                usage = sample(folder.encode())
-                if sum(usage.values()) > sum(peak.values()):
-                    peak = dict(usage)
-
-        sampler = threading.Thread(target=watch, daemon=True)
-        sampler.start()
-        start = time.perf_counter()
-        marks: dict[str, float] = {}
-        process = subprocess.Popen([sys.executable, "scripts/flwr_run.py", "-c", config],
-                                   cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
-        assert process.stdout is not None
-        tail: list[str] = []
-        for line in process.stdout:
-            tail = [*tail, line][-40:]
-            now = time.perf_counter() - start
-            if "Successfully started run" in line:
-                marks["started"] = now
-            elif "clients connected" in line:
-                marks["discovery"] = now
-            elif found := re.search(r"fedunl train round (\d+)/", line):
-                marks[f"round {found.group(1)}"] = now
-        process.wait()
-        marks["total"] = time.perf_counter() - start
-        done.set()
-        sampler.join()
+        with PeakPss(folder.encode(), 2.0) as memory:
+            start = time.perf_counter()
+            marks: dict[str, float] = {}
+            process = subprocess.Popen([sys.executable, "scripts/flwr_run.py", "-c", config],
+                                       cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True)
+            assert process.stdout is not None
+            tail: list[str] = []
+            for line in process.stdout:
+                tail = [*tail, line][-40:]
+                now = time.perf_counter() - start
+                if "Successfully started run" in line:
+                    marks["started"] = now
+                elif "clients connected" in line:
+                    marks["discovery"] = now
+                elif found := re.search(r"fedunl train round (\d+)/", line):
+                    marks[f"round {found.group(1)}"] = now
+            process.wait()
+            marks["total"] = time.perf_counter() - start
+        peak = memory.peak
         if process.returncode != 0:
             raise RuntimeError(f"the run failed (exit {process.returncode}):\n"
                                + "".join(tail))

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,28 +66,43 @@ def tree_rss(root: int | None = None) -> int:
     return total
 
 
-class PeakMemory:
-    """Samples :func:`tree_rss` in a background thread; ``peak`` holds the maximum."""
+class PeakSampler:
+    """Calls ``measure`` every ``interval`` seconds in a background thread while the
+    ``with`` block runs (and once at its end); ``peak`` holds the result that ``size``
+    found largest (``initial`` before the first)."""
 
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval = interval
-        self.peak = 0
+    def __init__(self, measure: Callable[[], Any], interval: float, initial: Any,
+                 size: Callable[[Any], float] = float) -> None:
+        self.measure, self.interval, self.size = measure, interval, size
+        self.peak = initial
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _take(self) -> None:
+        value = self.measure()
+        if self.size(value) > self.size(self.peak):
+            self.peak = value
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss())
+            self._take()
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> PeakSampler:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, tree_rss())
+        self._take()
+
+
+class PeakMemory(PeakSampler):
+    """The peak of :func:`tree_rss` (bytes) while the ``with`` block runs."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__(tree_rss, interval, 0)
 
 
 def captum_attribution(model, inputs, labels, steps: int,
