@@ -213,6 +213,7 @@ def main() -> None:
         raise SystemExit("set FEDUNL_DATA_DIR to the offline datasets folder")
     counts = [int(c) for c in args.clients.split(",") if c.strip()]
     folder = Path(args.results_dir or tempfile.mkdtemp(prefix="fedunl-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
     print(f"scenario {args.scenario}, model {args.model}, {args.samples_per_client} samples "
           f"per client, {args.rounds} training rounds, {args.unlearn_rounds} unlearning "
           f"rounds, rho {args.rho}; runs in {folder}\n", flush=True)
