@@ -484,3 +484,35 @@ def test_bad_request_leaves_nothing_on_disk(tmp_path: Path, data_dir) -> None:
     with pytest.raises(ConfigError, match="nobody would remain"):
         simulate(overrides, engine="inprocess")
     assert not list(tmp_path.rglob("*.npz"))
+
+
+def test_no_model_goes_twice_to_a_client_with_the_same_request(tmp_path, data_dir,
+                                                              monkeypatch) -> None:
+    """A whole FedMemEraser run (original, retrains, unlearning, evaluation) never asks a
+    client twice for the same work on the same model: evaluations and queries of a
+    model a phase already asked about are answered from what it kept (issue 25 point 5)."""
+    import hashlib
+    from collections import Counter
+
+    from experiments.simulate import simulate
+    from fedunl_flwr.inprocess import InProcessGrid
+
+    sent: Counter = Counter()
+    deliver = InProcessGrid._deliver
+
+    def recording(self, message):
+        arrays = message.content.array_records.get("arrays")
+        if arrays is not None:
+            model = hashlib.sha256(b"".join(a.data for a in arrays.values())).hexdigest()
+            config = dict(message.content.config_records.get("config", {}))
+            config.pop("server-round", None)
+            sent[(message.metadata.message_type, model, message.metadata.dst_node_id,
+                  repr(sorted(config.items())))] += 1
+        return deliver(self, message)
+
+    monkeypatch.setattr(InProcessGrid, "_deliver", recording)
+    simulate({**BASE, "num-server-rounds": 2, "unlearn-rounds": 1, "strategy": "fedmemeraser",
+              "results-dir": str(tmp_path), "data-dir": str(data_dir)}, engine="inprocess")
+    kinds = Counter(kind for kind, *_ in sent)
+    assert kinds["evaluate"] > 0 and kinds["train"] > 0 and len(kinds) >= 4, kinds
+    assert [key for key, count in sent.items() if count > 1] == []
