@@ -60,6 +60,9 @@ def test_the_patch_is_installed_on_the_pinned_flower_only(monkeypatch) -> None:
     assert install_flower_patches()  # the pinned 1.41.0
     assert InMemoryLinkState.get_message_ins is not flower_patches.ORIGINALS["get_message_ins"]
     assert InMemoryGrid.pull_messages is not flower_patches.ORIGINALS["pull_messages"]
+    factory = SimpleNamespace(state=lambda: SimpleNamespace())
+    assert InMemoryGrid(factory).pull_interval == flower_patches.PULL_INTERVAL < 0.1
+    assert InMemoryGrid(factory, pull_interval=0.001).pull_interval == 0.001
     monkeypatch.setattr(flower_patches.flwr, "__version__", "1.42.0")
     assert not install_flower_patches()  # another release: left as it is, with a warning
     monkeypatch.undo()
