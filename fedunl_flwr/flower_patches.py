@@ -124,6 +124,9 @@ def pull_replied_messages(grid: Any, message_ids: Any, pull: Any, *,
     """``grid.pull_messages(message_ids)`` through :func:`replied_index`: with more than
     ``FULL_POLL_MAX`` ids, only those with a reply waiting, except for a full poll (all
     ids, through ``pull``, Flower's method) once its interval has passed."""
+    # The grid exists before the ServerApp installs the patches (flwr run): its poll
+    # interval is shortened here, before send_and_receive's next sleep.
+    grid.pull_interval = min(getattr(grid, "pull_interval", PULL_INTERVAL), PULL_INTERVAL)
     # Flower's send_and_receive passes its set of awaited ids: not copied (50,000 ids).
     awaited = message_ids if isinstance(message_ids, set | frozenset) else set(message_ids)
     state = grid.state
@@ -193,14 +196,6 @@ def install_flower_patches() -> bool:
     InMemoryLinkState.store_message_ins = store_message_ins  # type: ignore[method-assign]
     InMemoryLinkState.store_message_res = store_message_res  # type: ignore[method-assign]
     InMemoryGrid.pull_messages = pull_messages  # type: ignore[method-assign]
-    grid_init = InMemoryGrid.__init__
-    ORIGINALS["grid_init"] = grid_init
-
-    def __init__(self: Any, state_factory: Any, pull_interval: float = PULL_INTERVAL
-                 ) -> None:
-        grid_init(self, state_factory, min(pull_interval, PULL_INTERVAL))
-
-    InMemoryGrid.__init__ = __init__  # type: ignore[method-assign]
     InMemoryLinkState.get_message_ins = get_message_ins  # type: ignore[method-assign]
     InMemoryLinkState._fedunl_indexed = True  # type: ignore[attr-defined]
     return True
