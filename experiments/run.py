@@ -186,7 +186,7 @@ def report_builder(name: str) -> ReportBuilder:
 
 
 def run_preset(name: str, sets: dict[str, Any] | None = None, out: Path | None = None,
-               cpus_per_client: float = 1.0, dry_run: bool = False,
+               cpus_per_client: float | None = None, dry_run: bool = False,
                engine: str = "ray") -> list[Path]:
     """Validate, run every run of the preset, build its report; the report's files.
 
@@ -235,8 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         metavar="KEY=VALUE", help="run-config override for every run")
     parser.add_argument("--out", type=Path, help="report folder "
                         "(default <results-dir>/reports/<preset>)")
-    parser.add_argument("--cpus-per-client", type=float, default=1.0,
-                        help="CPUs per simulated client (default 1)")
+    parser.add_argument("--cpus-per-client", type=float, default=None,
+                        help="CPUs per Ray virtual client (default 1; a round of fewer "
+                        "clients than fit at once computes with the idle cores). In process "
+                        "every client computes with all threads unless this is given")
     parser.add_argument("--engine", choices=ENGINES, default="ray",
                         help="ray (Flower's simulation, default) or inprocess (the same apps "
                         "over an in-process grid: no Ray)")

@@ -18,7 +18,7 @@ from clients.handlers import MIN_AGGREGATE_SAMPLES, NODE_MINIMUM_SAMPLES, query_
 from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig, pyproject_defaults
 from fedunl_flwr.data.scenarios import federated_data, get_scenario, load_client_file
-from fedunl_flwr.environment import SIMULATION_ENV
+from fedunl_flwr.environment import CLIENT_CPUS_ENV, SIMULATION_ENV
 from fedunl_flwr.models import SiteModel, build_model, get_device
 from fedunl_flwr.protocol import (
     AscentSettings,
@@ -29,6 +29,7 @@ from fedunl_flwr.protocol import (
     TrainReply,
 )
 from fedunl_flwr.records import from_record, state_keys, to_record
+from fedunl_flwr.threads import message_threads
 
 
 def load_run_config(run_config: Mapping[str, Any],
@@ -85,17 +86,26 @@ def is_simulated(node_config: Mapping[str, Any]) -> bool:
 
 
 @contextmanager
-def simulation_environment() -> Iterator[None]:
-    """``SIMULATION_ENV`` set for the duration (restored after)."""
-    before = os.environ.get(SIMULATION_ENV)
-    os.environ[SIMULATION_ENV] = "1"
+def simulation_environment(client_cpus: float | None = None) -> Iterator[None]:
+    """``SIMULATION_ENV`` set for the duration, and ``CLIENT_CPUS_ENV`` as
+    ``client_cpus`` says (None: unset; the in-process engine runs one client at a time
+    with the process's threads); both restored after."""
+    wanted = {SIMULATION_ENV: "1",
+              CLIENT_CPUS_ENV: None if client_cpus is None else f"{client_cpus:g}"}
+    before = {name: os.environ.get(name) for name in wanted}
     try:
+        _set_environment(wanted)
         yield
     finally:
-        if before is None:
-            del os.environ[SIMULATION_ENV]
+        _set_environment(before)
+
+
+def _set_environment(values: Mapping[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
         else:
-            os.environ[SIMULATION_ENV] = before
+            os.environ[name] = value
 
 
 def check_query_allowed(action: str, config: Mapping[str, Any],
@@ -276,7 +286,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             check_data_view_allowed(client, config, context.node_config)
             check_work_allowed(requested_work(client, message.metadata.message_type, config),
                                context.node_config)
-            reply = client.answer_query(action, _weights_in(message), config)
+            with message_threads(config, is_simulated(context.node_config)):
+                reply = client.answer_query(action, _weights_in(message), config)
             return _reply(message, reply.to_content())
 
         return handler
@@ -291,8 +302,9 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         check_work_allowed(requested_work(client, MessageType.TRAIN, _config(message)),
                            context.node_config)
         check_data_view_allowed(client, _config(message), context.node_config)
-        weights, num_examples, metrics = client.fit(
-            _required(_weights_in(message)), _config(message))
+        with message_threads(_config(message), is_simulated(context.node_config)):
+            weights, num_examples, metrics = client.fit(
+                _required(_weights_in(message)), _config(message))
         return _reply(message, TrainReply(
             client.partition_id, _weights_out(client, weights),
             num_examples, float(metrics["train-loss"]),
@@ -302,8 +314,9 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     def evaluate(message: Message, context: Context) -> Message:
         """Loss, accuracy and per-class counts on the client's test split."""
         client = get_client(context, overrides)
-        loss, num_examples, metrics = client.evaluate(
-            _required(_weights_in(message)), _config(message))
+        with message_threads(_config(message), is_simulated(context.node_config)):
+            loss, num_examples, metrics = client.evaluate(
+                _required(_weights_in(message)), _config(message))
         return _reply(message, EvaluateReply(
             client.partition_id, loss, num_examples, float(metrics["accuracy"]),
             float(metrics["loss-sum"]), tuple(metrics["class-correct"]),

@@ -16,3 +16,8 @@ SIMULATION_ENV = "FEDUNL_SIMULATION"
 #: processes; a ServerApp still running then never marks a phase complete
 #: (``store.check_not_interrupted``).
 STOP_FILE_ENV = "FEDUNL_STOP_FILE"
+
+#: CPUs each Ray virtual client holds (``--cpus-per-client``), set by the simulation
+#: launchers. With it, a simulated client computes with the cores that the round's other
+#: clients leave free (:func:`fedunl_flwr.threads.message_threads`).
+CLIENT_CPUS_ENV = "FEDUNL_CLIENT_CPUS"

@@ -16,28 +16,35 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 from flwr.supercore.run import Run
 
+from fedunl_flwr import protocol
 from fedunl_flwr.metrics.evaluation import Evaluation
 from fedunl_flwr.protocol import DescribeReply, EvaluateReply, ReplyRecord
 
 R = TypeVar("R", bound=ReplyRecord)
 
 
-class ReplyTimeoutGrid(Grid):
-    """``grid`` whose ``send_and_receive`` waits at most ``timeout`` seconds (run-config
-    ``reply-timeout``), whatever its caller asks (Flower's strategies ask 3600 s): a node
-    that does not answer in time is then named by :func:`raise_on_errors`.
+class RunGrid(Grid):
+    """The run's ``grid`` as the server uses it.
+
+    - Each ``send_and_receive`` waits at most ``reply_timeout`` seconds (run-config
+      ``reply-timeout``; 0: as long as the caller asks), whatever its caller asks
+      (Flower's strategies ask 3600 s): a node that does not answer in time is then
+      named by :func:`raise_on_errors`.
+    - Each message's config says how many messages were sent with it
+      (``protocol.ROUND_MESSAGES``): a simulated client computes with the cores the
+      others leave free (:mod:`fedunl_flwr.threads`).
 
     Parameters
     ----------
     grid : Grid
         The grid of the run (``InMemoryGrid``, ``GrpcGrid`` or the tests' in-process one).
-    timeout : float
-        Seconds, > 0.
+    reply_timeout : float
+        Seconds, >= 0.
     """
 
-    def __init__(self, grid: Grid, timeout: float) -> None:
+    def __init__(self, grid: Grid, reply_timeout: float) -> None:
         self.grid = grid
-        self.timeout = timeout
+        self.timeout = reply_timeout
 
     def set_run(self, run: Run) -> None:
         self.grid.set_run(run)
@@ -54,20 +61,27 @@ class ReplyTimeoutGrid(Grid):
         return self.grid.get_node_ids()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.grid.push_messages(messages)
+        return self.grid.push_messages(with_round_size(messages))
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return self.grid.pull_messages(message_ids)
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
-        limit = self.timeout if timeout is None else min(timeout, self.timeout)
-        return self.grid.send_and_receive(messages, timeout=limit)
+        limit = timeout
+        if self.timeout > 0:
+            limit = self.timeout if timeout is None else min(timeout, self.timeout)
+        return self.grid.send_and_receive(with_round_size(messages), timeout=limit)
 
 
-def with_reply_timeout(grid: Grid, timeout: float) -> Grid:
-    """``grid`` with its replies awaited at most ``timeout`` seconds (0: unchanged)."""
-    return ReplyTimeoutGrid(grid, timeout) if timeout > 0 else grid
+def with_round_size(messages: Iterable[Message]) -> list[Message]:
+    """``messages``, each config telling how many there are (Flower's strategies share one
+    config record among a round's messages: the same value for all)."""
+    batch = list(messages)
+    for message in batch:
+        message.content.config_records.setdefault("config", ConfigRecord())[
+            protocol.ROUND_MESSAGES] = len(batch)
+    return batch
 
 
 class ClientError(RuntimeError):
@@ -172,7 +186,7 @@ WAITING_EVERY = 30.0
 def send_and_receive_with_progress(grid: Grid, messages: list[Message],
                                    what: str) -> list[Message]:
     """``grid.send_and_receive`` that shows progress on long client work (and, like it,
-    waits at most a :class:`ReplyTimeoutGrid`'s timeout).
+    waits at most a :class:`RunGrid`'s reply timeout).
 
     Attribution, gradient statistics or an ascent can keep every client busy for minutes;
     once the query has run ``PROGRESS_AFTER`` s, each arriving reply logs the count, the
@@ -183,7 +197,7 @@ def send_and_receive_with_progress(grid: Grid, messages: list[Message],
     total, start = len(pending), time.monotonic()
     last_log = start
     # run-config reply-timeout: stop waiting; the caller names who did not answer.
-    limit = grid.timeout if isinstance(grid, ReplyTimeoutGrid) else None
+    limit = grid.timeout if isinstance(grid, RunGrid) and grid.timeout > 0 else None
     while pending and (limit is None or time.monotonic() - start < limit):
         arrived = list(grid.pull_messages(pending))
         now = time.monotonic()

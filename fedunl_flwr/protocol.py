@@ -60,6 +60,9 @@ SAMPLES_PER_CLASS = "samples-per-class"  # attribution: samples per class (cap)
 #: train (original training) and csl: the training phase whose client-side records (CSL)
 #: the client writes or reads, as ``<scenario>/train-<key hash>`` under its results dir.
 RECORDS_TO = "records-to"
+#: every message: how many messages the server sent with it at once (a simulated client
+#: sizes its torch threads by it, ``fedunl_flwr.threads``; real SuperNodes ignore it).
+ROUND_MESSAGES = "round-messages"
 
 # Reply metric keys every client reply may carry.
 PARTITION_ID = "partition-id"

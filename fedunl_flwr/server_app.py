@@ -19,9 +19,9 @@ from fedunl_flwr.config import RunConfig
 from fedunl_flwr.data.scenarios import get_scenario
 from fedunl_flwr.federation import (
     Federation,
+    RunGrid,
     discover_federation,
     summarize_error,
-    with_reply_timeout,
 )
 from fedunl_flwr.flower_patches import install_flower_patches
 from fedunl_flwr.models import MODELS
@@ -114,7 +114,7 @@ def run(grid: Grid, config: RunConfig) -> dict:
     check_names(config)
     scenario = get_scenario(config.scenario)
     federation = discover_federation(grid, scenario.num_clients(config.num_clients))
-    grid = with_reply_timeout(grid, config.reply_timeout)
+    grid = RunGrid(grid, config.reply_timeout)
     plan = plan_methods(config, federation)
     store = RunStore(config.resolved_results_dir())
     outputs: dict[str, str] = {}

@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "--checked", str(count), *arguments])
     num_supernodes = args.num_supernodes or args.checked
     sys.path.insert(0, str(ROOT))
-    from fedunl_flwr.environment import SIMULATION_ENV, STOP_FILE_ENV
+    from fedunl_flwr.environment import CLIENT_CPUS_ENV, SIMULATION_ENV, STOP_FILE_ENV
 
     env = dict(os.environ)
     # Flower's executables (and the ones the SuperLink starts) sit beside this
@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     env["FLWR_HOME"] = str(Path(state) / "flwr-home")
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     env[SIMULATION_ENV] = "1"  # its virtual clients are simulated (client_app.is_simulated)
+    # A round of fewer clients than fit at once computes with the idle cores (threads.py).
+    env[CLIENT_CPUS_ENV] = f"{args.cpus_per_client:g}"
     # Flower's Ray backend calls ray.init() without an address, which reads RAY_ADDRESS;
     # unset, it would join any cluster a `ray start` left on this machine.
     env["RAY_ADDRESS"] = args.ray_address

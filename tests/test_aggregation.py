@@ -8,9 +8,10 @@ from typing import cast
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedunl_flwr import protocol
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.fedavg_train import FedAvgTrain, TrainingDiverged
 from fedunl_flwr.federation import ClientError, ClientInfo, Federation
@@ -287,7 +288,7 @@ def test_reply_timeout_also_ends_a_querys_wait(monkeypatch) -> None:
     from types import SimpleNamespace
 
     from fedunl_flwr import federation
-    from fedunl_flwr.federation import ReplyTimeoutGrid
+    from fedunl_flwr.federation import RunGrid
 
     class SilentThird:
         def __init__(self) -> None:
@@ -301,9 +302,34 @@ def test_reply_timeout_also_ends_a_querys_wait(monkeypatch) -> None:
             return self.queue.pop(0) if self.queue else []
 
     monkeypatch.setattr(federation, "log", lambda *args: None)
-    grid = ReplyTimeoutGrid(cast(Grid, SilentThird()), 0.5)
-    replies = federation.send_and_receive_with_progress(grid, as_messages(1, 2, 3), "query.x")
+    grid = RunGrid(cast(Grid, SilentThird()), 0.5)
+    messages = as_messages(*(SimpleNamespace(content=RecordDict()) for _ in range(3)))
+    replies = federation.send_and_receive_with_progress(grid, messages, "query.x")
     assert [r.metadata.reply_to_message_id for r in replies] == ["a", "b"]
+
+
+def test_each_message_says_how_many_were_sent_with_it() -> None:
+    """The run's grid writes the batch size into every message's config (a simulated
+    client sizes its torch threads by it), on both ways a batch goes out."""
+    from types import SimpleNamespace
+
+    from fedunl_flwr.federation import RunGrid
+
+    class Recording:
+        def push_messages(self, messages):
+            return [dict(m.content.config_records["config"]) for m in messages]
+
+        def send_and_receive(self, messages, *, timeout=None):
+            return self.push_messages(messages)
+
+    shared = ConfigRecord({"phase": "train"})  # Flower's strategies share one record
+    batch = as_messages(*(SimpleNamespace(content=RecordDict({"config": shared}))
+                          for _ in range(3)))
+    grid = RunGrid(cast(Grid, Recording()), 0)
+    assert list(grid.send_and_receive(batch)) == [{"phase": "train",
+                                                   protocol.ROUND_MESSAGES: 3}] * 3
+    alone = as_messages(SimpleNamespace(content=RecordDict()))
+    assert list(grid.push_messages(alone)) == [{protocol.ROUND_MESSAGES: 1}]
 
 
 def test_a_reply_is_the_partition_of_the_node_that_sent_it() -> None:
@@ -406,8 +432,8 @@ def test_central_test_outputs_are_computed_once_per_model(monkeypatch, data_dir)
 
 def test_reply_timeout_caps_every_wait_for_replies() -> None:
     """run-config ``reply-timeout``: each ``send_and_receive`` waits at most that long,
-    also when a Flower strategy asks for its 3600 s; 0 leaves the grid as it is."""
-    from fedunl_flwr.federation import ReplyTimeoutGrid, with_reply_timeout
+    also when a Flower strategy asks for its 3600 s; 0 leaves the caller's wait."""
+    from fedunl_flwr.federation import RunGrid
 
     class RecordingGrid(Grid):
         def __init__(self) -> None:
@@ -421,13 +447,12 @@ def test_reply_timeout_caps_every_wait_for_replies() -> None:
         push_messages = pull_messages = None  # type: ignore[assignment]
 
     inner = RecordingGrid()
-    assert with_reply_timeout(inner, 0) is inner
-    grid = with_reply_timeout(inner, 30.0)
-    assert isinstance(grid, ReplyTimeoutGrid)
+    RunGrid(inner, 0).send_and_receive([], timeout=3600)
+    grid = RunGrid(inner, 30.0)
     grid.send_and_receive([])
     grid.send_and_receive([], timeout=3600)
     grid.send_and_receive([], timeout=5)
-    assert inner.timeouts == [30.0, 30.0, 5]
+    assert inner.timeouts == [3600, 30.0, 30.0, 5]
     with pytest.raises(ConfigError, match="reply-timeout must be >= 0"):
         RunConfig.from_mapping({"reply-timeout": -1})
 

@@ -52,7 +52,9 @@ def test_same_config_twice_gives_the_same_models_and_summary(tmp_path, data_dir)
     # workers set it), else with their CPU count, 1: the in-process half does the same.
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     try:
-        second = simulate({**base, "results-dir": str(tmp_path / "b")}, engine="inprocess")
+        # Each message computes with the threads a one-CPU Ray client would (threads.py).
+        second = simulate({**base, "results-dir": str(tmp_path / "b")}, engine="inprocess",
+                          cpus_per_client=1.0)
     finally:
         torch.set_num_threads(threads)
     for phase in ("train", "unlearn"):
