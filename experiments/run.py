@@ -207,6 +207,7 @@ def run_preset(name: str, sets: dict[str, Any] | None = None, out: Path | None =
         print(f"dry run: {len(plan)} run(s) valid; report {preset['report']!r} -> {out_dir}")
         return []
     results = []
+    preset_start = time.perf_counter()
     for index, (overrides, config) in enumerate(plan, start=1):
         start = time.perf_counter()
         print(f"[{index}/{len(plan)}] running {config.strategy} ...", flush=True)
@@ -221,6 +222,9 @@ def run_preset(name: str, sets: dict[str, Any] | None = None, out: Path | None =
               f"{time.perf_counter() - start:.1f} s: "
               f"{', '.join(str(p) for p in results[-1].values())}", flush=True)
     written = build(preset, results, out_dir)
+    print(f"preset {preset_name}: {len(plan)} run(s) in "
+          f"{(time.perf_counter() - preset_start) / 60:.1f} min (phases the run store "
+          "already held were loaded, not computed)")
     print(f"report {preset['report']!r} for preset {preset_name} written to {out_dir}:")
     for path in written:
         print(f"  {path}")
