@@ -32,6 +32,7 @@ The report goes to ``--out`` or ``<results-dir>/reports/<preset name>/``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -46,6 +47,7 @@ from typing import Any
 from experiments.simulate import ENGINES
 from fedunl_flwr.client_app import load_run_config
 from fedunl_flwr.config import ConfigError, RunConfig
+from fedunl_flwr.processes import descendants
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -255,29 +257,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             _, preset = load_preset(name)
             print(f"{name:28s} {preset.get('description', '')}")
         return 0 if args.list else 2
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    # Explicit: a runner started in the background of a non-interactive shell inherits
-    # SIGINT ignored, and Ctrl-C (or a supervisor's SIGINT) would not stop it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if not args.dry_run:
+        signal.signal(signal.SIGTERM, _stop_now)
+        # Explicit: a runner started in the background of a non-interactive shell inherits
+        # SIGINT ignored, and Ctrl-C (or a supervisor's SIGINT) would not stop it.
+        signal.signal(signal.SIGINT, _stop_now)
     try:
         run_preset(args.preset, parse_sets(args.sets), args.out, args.cpus_per_client,
                    args.dry_run, args.engine)
     except PresetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        # Flower has stopped Ray by now, but its ServerApp thread keeps polling for
-        # replies (up to an hour) and would hold the interpreter open: leave at once.
-        # Phases write their summary last, so an interrupted phase is recomputed on rerun.
-        print("fedunl: interrupted; completed phases stay in the run store and a rerun "
-              "resumes from them", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(130)
     return 0
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+def _stop_now(signum: int, frame: Any) -> None:
+    """Leave at once with 130 on SIGINT or SIGTERM (before ``ray.init`` replaces the
+    latter with Ray's own handler). Unwinding through Flower instead let its engine's
+    threads call into Ray after Flower had shut it down, and Ray's core worker then ended
+    the process with status 1 (seen under load); its ServerApp thread would also keep
+    polling for replies for up to an hour. Phases write their summary last (atomically),
+    so an interrupted phase is recomputed on rerun. Without Flower's ``ray.shutdown`` the
+    Ray processes this one started outlive it (seen for 30 s and more): they are killed."""
+    with contextlib.suppress(Exception):  # a print interrupted by the signal holds stdout
+        sys.stdout.flush()
+    os.write(2, b"fedunl: interrupted; completed phases stay in the run store and a rerun "
+                b"resumes from them\n")
+    for pid in descendants(os.getpid()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    os._exit(130)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the fedunl_flwr package, imported where needed
 CONNECTION = "fedunl-local"
 
 
@@ -93,23 +94,9 @@ def stage_app(root: Path, into: Path) -> Path:
 def descendant_groups(pid: int) -> set[int]:
     """Process groups of ``pid``'s descendants: the SuperLink's SuperExec starts a session
     of its own, and the simulation (with its Ray cluster) runs under it."""
-    children: dict[int, list[int]] = {}
-    groups: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-        groups[int(entry)] = int(fields[2])
-    found, stack = set(), [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.add(groups[child])
-            stack.append(child)
-    return found
+    from fedunl_flwr.processes import descendants
+
+    return set(descendants(pid).values())
 
 
 def stop_process_group(process: subprocess.Popen) -> None:
@@ -166,7 +153,6 @@ def scenario_clients(items: list[str], num_supernodes: int = 0) -> int:
     clients' data, as the server would once they reported: this runner's clients are
     simulated here, so it can ask them itself, in process (up to
     ``PRECHECK_MAX_CLIENTS``)."""
-    sys.path.insert(0, str(ROOT))
     from flwr.supercore.logger import FLOWER_LOGGER
 
     from fedunl_flwr.client_app import (
@@ -300,7 +286,6 @@ def main(argv: list[str] | None = None) -> int:
         os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()),
                                   "--checked", str(count), *arguments])
     num_supernodes = args.num_supernodes or args.checked
-    sys.path.insert(0, str(ROOT))
     from fedunl_flwr.environment import CLIENT_CPUS_ENV, SIMULATION_ENV, STOP_FILE_ENV
 
     env = dict(os.environ)

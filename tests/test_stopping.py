@@ -112,3 +112,22 @@ def _processes_with(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_descendants_finds_grandchildren_in_their_own_sessions():
+    """A child in a session of its own and its child are found, with their groups."""
+    from fedunl_flwr.processes import descendants
+
+    child = subprocess.Popen(["sh", "-c", "sleep 30 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (below := descendants(child.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        found = descendants(os.getpid())
+        assert found[child.pid] == child.pid  # its own group
+        (grandchild,) = below
+        assert found[grandchild] == below[grandchild] == child.pid
+        assert Path(f"/proc/{grandchild}/cmdline").read_bytes().startswith(b"sleep")
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
