@@ -43,28 +43,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def descendants_rss_kib(root_pid: int) -> int:
     """Sum of VmRSS (KiB) of ``root_pid`` and every process below it (from /proc)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    sys.path.insert(0, str(ROOT))
+    from fedunl_flwr.processes import descendants
+
+    total = 0
+    for pid in [root_pid, *descendants(root_pid)]:
         try:
-            with open(f"/proc/{entry}/stat") as handle:
-                stat = handle.read()
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-            with open(f"/proc/{entry}/status") as handle:
-                value = next((line.split()[1] for line in handle if line.startswith("VmRSS:")),
-                             "0")
-        except (OSError, ValueError, IndexError):
+            with open(f"/proc/{pid}/status") as handle:
+                total += int(next((line.split()[1] for line in handle
+                                   if line.startswith("VmRSS:")), "0"))
+        except (OSError, ValueError):  # gone since the listing
             continue
-        pid = int(entry)
-        children.setdefault(ppid, []).append(pid)
-        rss[pid] = int(value)
-    total, stack = 0, [root_pid]
-    while stack:
-        pid = stack.pop()
-        total += rss.get(pid, 0)
-        stack.extend(children.get(pid, []))
     return total
 
 
