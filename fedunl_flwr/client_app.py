@@ -18,7 +18,12 @@ from clients.handlers import MIN_AGGREGATE_SAMPLES, NODE_MINIMUM_SAMPLES, query_
 from fedunl_flwr import protocol
 from fedunl_flwr.config import RunConfig, pyproject_defaults
 from fedunl_flwr.data.scenarios import federated_data, get_scenario, load_client_file
-from fedunl_flwr.environment import CLIENT_CPUS_ENV, SIMULATION_ENV
+from fedunl_flwr.environment import (
+    CLIENT_CPUS_ENV,
+    RAY_INLINE_BYTES,
+    RAY_INLINE_ENV,
+    SIMULATION_ENV,
+)
 from fedunl_flwr.models import SiteModel, build_model, get_device
 from fedunl_flwr.protocol import (
     AscentSettings,
@@ -87,11 +92,12 @@ def is_simulated(node_config: Mapping[str, Any]) -> bool:
 
 @contextmanager
 def simulation_environment(client_cpus: float | None = None) -> Iterator[None]:
-    """``SIMULATION_ENV`` set for the duration, and ``CLIENT_CPUS_ENV`` as
-    ``client_cpus`` says (None: unset; the in-process engine runs one client at a time
-    with the process's threads); both restored after."""
+    """``SIMULATION_ENV`` set for the duration, ``CLIENT_CPUS_ENV`` as ``client_cpus``
+    says (None: unset; the in-process engine runs one client at a time with the
+    process's threads) and ``RAY_INLINE_ENV`` unless it is set; all restored after."""
     wanted = {SIMULATION_ENV: "1",
-              CLIENT_CPUS_ENV: None if client_cpus is None else f"{client_cpus:g}"}
+              CLIENT_CPUS_ENV: None if client_cpus is None else f"{client_cpus:g}",
+              RAY_INLINE_ENV: os.environ.get(RAY_INLINE_ENV, str(RAY_INLINE_BYTES))}
     before = {name: os.environ.get(name) for name in wanted}
     try:
         _set_environment(wanted)

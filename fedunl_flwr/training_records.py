@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from flwr.app import ArrayRecord
 
 from fedunl_flwr.store import CheckpointError, PhaseStore, atomic_write_bytes
 
@@ -55,8 +54,9 @@ class RecordSpec(Protocol):
 class RoundRecorder(Protocol):
     """Called by the training strategy once per aggregated round."""
 
-    def record(self, server_round: int, global_arrays: ArrayRecord,
-               client_arrays: Mapping[int, ArrayRecord], weights: Mapping[int, float]) -> None:
+    def record(self, server_round: int, global_arrays: Mapping[str, np.ndarray],
+               client_arrays: Mapping[int, Mapping[str, np.ndarray]],
+               weights: Mapping[int, float]) -> None:
         ...
 
 
@@ -115,10 +115,11 @@ class LastLocalModels:
     def __init__(self, folder: Path) -> None:
         self.store = PhaseStore(folder, {})
 
-    def record(self, server_round: int, global_arrays: ArrayRecord,
-               client_arrays: Mapping[int, ArrayRecord], weights: Mapping[int, float]) -> None:
-        for pid, record in sorted(client_arrays.items()):
-            self.store.write_arrays(f"client-{pid}", {k: v.numpy() for k, v in record.items()})
+    def record(self, server_round: int, global_arrays: Mapping[str, np.ndarray],
+               client_arrays: Mapping[int, Mapping[str, np.ndarray]],
+               weights: Mapping[int, float]) -> None:
+        for pid, arrays in sorted(client_arrays.items()):
+            self.store.write_arrays(f"client-{pid}", arrays)
 
 
 # --- per-round client updates ------------------------------------------------------------
@@ -159,15 +160,15 @@ class ClientUpdatesRecorder:
         self.spec = spec
         self.folder = folder
 
-    def record(self, server_round: int, global_arrays: ArrayRecord,
-               client_arrays: Mapping[int, ArrayRecord], weights: Mapping[int, float]) -> None:
+    def record(self, server_round: int, global_arrays: Mapping[str, np.ndarray],
+               client_arrays: Mapping[int, Mapping[str, np.ndarray]],
+               weights: Mapping[int, float]) -> None:
         if not self.spec.retained(server_round):
             return
-        base = {name: array.numpy() for name, array in global_arrays.items()}
-        arrays = {f"global/{name}": value for name, value in base.items()}
-        for pid, record in sorted(client_arrays.items()):
-            for name, array in record.items():
-                arrays[f"client-{pid}/{name}"] = array.numpy() - base[name]
+        arrays = {f"global/{name}": value for name, value in global_arrays.items()}
+        for pid, model in sorted(client_arrays.items()):
+            for name, value in model.items():
+                arrays[f"client-{pid}/{name}"] = value - global_arrays[name]
         store = PhaseStore(self.folder, {})
         store.write_arrays(f"round-{server_round:04d}", arrays)
         store.write_json(f"round-{server_round:04d}.json",

@@ -93,16 +93,18 @@ def main() -> None:
         flower = statistics.median(history["seconds"].iloc[1:-1])
         flower_evaluation = float(history["seconds"].iloc[-1]) - flower
         # The plain loop at its best thread count (one thread per core, or one).
-        plain, plain_evaluation, peak = float("inf"), float("inf"), 0
+        plain, plain_evaluation, peak, per_threads = float("inf"), float("inf"), 0, {}
         for threads in sorted({1, os.cpu_count() or 1}):
             torch.set_num_threads(threads)
             with PeakMemory() as plain_memory:
                 times, evaluation = plain_fedavg_times(overrides, args.rounds)
+            per_threads[threads] = round(statistics.median(times[1:]), 3)
             plain = min(plain, statistics.median(times[1:]))
             plain_evaluation = min(plain_evaluation, evaluation)
             peak = max(peak, plain_memory.peak)
         row = {"clients": clients, "flower s/round": round(flower, 3),
                "plain s/round": round(plain, 3),
+               "plain s/round by threads": per_threads,
                "ratio flower/plain": round(flower / plain, 3)}
         if args.evaluate:
             row.update({"flower s/evaluation": round(flower_evaluation, 3),

@@ -12,7 +12,10 @@ of a federation of many small clients, timed layer by layer in one run:
 5. Ray + ClientApp: an actor that runs the ClientApp on them (Flower's actor does this).
 
 Each layer's extra cost over the one below it is the breakdown. Sequential calls, one
-actor; the Flower engine's own share (its threads, its link state) is what
+actor. Ray passes arguments up to ``RAY_max_direct_call_object_size`` bytes inline
+(fedunl's launchers: 4 MiB, ``fedunl_flwr.environment.RAY_INLINE_BYTES``; set the
+variable to 102400, Ray's default, to time the object store's path). The Flower
+engine's own share (its threads, its link state) is what
 ``scripts/bench_flower_vs_plain.py --evaluate`` measures beyond layer 5.
 Usage: ``python scripts/bench_message_cost.py [--clients 200]``.
 """
@@ -34,7 +37,7 @@ from bench_utils import ROOT
 from fedunl_flwr.client_app import build_client_app, load_run_config, simulation_environment
 from fedunl_flwr.data.scenarios import federated_data, get_scenario
 from fedunl_flwr.data.tensors import images_to_tensor, labels_to_tensor
-from fedunl_flwr.environment import SIMULATION_ENV
+from fedunl_flwr.environment import RAY_INLINE_BYTES, RAY_INLINE_ENV, SIMULATION_ENV
 from fedunl_flwr.inprocess import InProcessGrid, acting_as_server
 from fedunl_flwr.metrics.evaluation import evaluate_model
 from fedunl_flwr.phases import model_for
@@ -105,6 +108,7 @@ def main() -> None:
 
     import ray
 
+    os.environ.setdefault(RAY_INLINE_ENV, str(RAY_INLINE_BYTES))  # as the launchers do
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), SIMULATION_ENV: "1",
                                        "FEDUNL_DATA_DIR": os.environ.get(
@@ -138,7 +142,8 @@ def main() -> None:
           f"training samples, {len(tests[0][1])} test samples a client, model "
           f"{config.model or scenario.default_model} ({parameters:,} parameters); median "
           f"ms of {len(tests)} sequential messages, one process / one actor, "
-          f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+          f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}, Ray inline "
+          f"limit {int(os.environ[RAY_INLINE_ENV]):,} bytes")
     plain, app = layers["1 plain evaluate_model"], layers["2 ClientApp"]
     ray_call = layers["4 Ray actor call, no-op"]
     both = layers["5 Ray actor call running the ClientApp"]

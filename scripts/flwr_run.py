@@ -286,7 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()),
                                   "--checked", str(count), *arguments])
     num_supernodes = args.num_supernodes or args.checked
-    from fedunl_flwr.environment import CLIENT_CPUS_ENV, SIMULATION_ENV, STOP_FILE_ENV
+    from fedunl_flwr.environment import (
+        CLIENT_CPUS_ENV,
+        RAY_INLINE_BYTES,
+        RAY_INLINE_ENV,
+        SIMULATION_ENV,
+        STOP_FILE_ENV,
+    )
 
     env = dict(os.environ)
     # Flower's executables (and the ones the SuperLink starts) sit beside this
@@ -304,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     # Flower's Ray backend calls ray.init() without an address, which reads RAY_ADDRESS;
     # unset, it would join any cluster a `ray start` left on this machine.
     env["RAY_ADDRESS"] = args.ray_address
+    # A client message (the model) inside Ray's task messages, not its object store.
+    env.setdefault(RAY_INLINE_ENV, str(RAY_INLINE_BYTES))
     stop_file = Path(state) / "interrupted"  # once it exists no phase completes (store.py)
     env[STOP_FILE_ENV] = str(stop_file)
     env.setdefault("FEDUNL_RESULTS_DIR", str(ROOT / "results"))

@@ -141,7 +141,7 @@ class CalibrationFedAvg(RemainingDataFedAvg):
         if averaged is None:
             return averaged, metrics
         stored = next(self.stored)
-        new_models = {pid: from_record(arrays) for pid, arrays in self.round_models.items()}
+        new_models = self.round_models
         missing = [pid for pid in new_models if pid not in stored.updates]
         if missing:
             raise RuntimeError(f"round {stored.server_round} of the records holds no update of "

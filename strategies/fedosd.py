@@ -194,8 +194,7 @@ class _PlainSgdRounds(RemainingDataFedAvg):
         averaged, metrics = super().aggregate_train(server_round, replies)
         if averaged is None or self._sent is None:
             return averaged, metrics
-        models = {pid: from_record(a) for pid, a in self.round_models.items()}
-        return to_record(self.server_step(from_record(self._sent), models)), metrics
+        return to_record(self.server_step(from_record(self._sent), self.round_models)), metrics
 
     def server_step(self, global_arrays: Arrays, models: Mapping[int, Arrays]
                     ) -> dict[str, np.ndarray]:

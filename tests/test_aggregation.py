@@ -3,20 +3,24 @@ in partition-id order whatever order the replies arrive in."""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import cast
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedunl_flwr import protocol
+from fedunl_flwr.aggregation import fedavg_mean
 from fedunl_flwr.config import ConfigError, RunConfig
 from fedunl_flwr.fedavg_train import FedAvgTrain, TrainingDiverged
 from fedunl_flwr.federation import ClientError, ClientInfo, Federation
 from fedunl_flwr.protocol import EvaluateReply, TrainReply
-from fedunl_flwr.records import model_to_record, scalar
+from fedunl_flwr.records import model_to_record, scalar, to_record
 
 
 def federation(n: int) -> Federation:
@@ -73,6 +77,26 @@ def test_arrival_order_does_not_change_the_sum() -> None:
     b, _ = second.aggregate_train(1, as_messages(*reversed(replies)))
     assert a is not None and b is not None
     assert np.array_equal(a["w"].numpy(), b["w"].numpy())
+
+
+def test_fedavg_mean_is_flowers_aggregate_bit_for_bit() -> None:
+    rng = np.random.default_rng(0)
+    models = {pid: {"conv": rng.standard_normal((3, 4)).astype(np.float32),
+                    "bias": rng.standard_normal(5).astype(np.float32)} for pid in (4, 0, 7)}
+    weights = {4: 60.0, 0: 17.0, 7: 3.0}
+    flower = aggregate_arrayrecords(
+        [RecordDict({"arrays": to_record(models[pid]),
+                     "metrics": MetricRecord({"weight": weights[pid]})})
+         for pid in sorted(models)], "weight")
+    ours = fedavg_mean(models, weights)
+    for name in ("conv", "bias"):
+        assert ours[name].dtype == np.float32
+        assert np.array_equal(ours[name], flower[name].numpy())
+    # by hand: (2 * 1 + 6 * 3) / 4
+    assert fedavg_mean({0: {"w": np.array([2.0])}, 1: {"w": np.array([6.0])}},
+                       {0: 1.0, 1: 3.0})["w"].tolist() == [5.0]
+    with pytest.raises(ValueError, match="sum to zero"):
+        fedavg_mean({0: {"w": np.array([2.0])}}, {0: 0.0})
 
 
 @pytest.mark.parametrize("loss, value, message", [
@@ -477,3 +501,47 @@ def test_the_final_model_is_not_evaluated_twice(monkeypatch, tmp_path, data_dir)
               "results-dir": str(tmp_path), "data-dir": str(data_dir)}, engine="inprocess")
     assert sent.count("train") == 4
     assert sent.count("evaluate") == 4  # rounds 1 and 2; not a third time for the phase
+
+
+class BlockingRecorder:
+    """A training record that waits for ``release`` and notes what it saw."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.release = threading.Event()
+        self.seen: list[tuple[int, str, bool]] = []
+        self.fail = fail
+
+    def record(self, server_round, global_arrays, client_arrays, weights) -> None:
+        assert self.release.wait(timeout=30)
+        if self.fail:
+            raise OSError("disk full")
+        self.seen.append((server_round, threading.current_thread().name,
+                          any(a.flags.writeable for m in client_arrays.values()
+                              for a in m.values())))
+
+
+def test_recorders_run_beside_the_next_round_one_round_at_a_time(monkeypatch) -> None:
+    recorder = BlockingRecorder()
+    strategy = FedAvgTrain(federation(2), [0, 1], 2, recorders=[recorder])
+    strategy._sent = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    strategy.aggregate_train(1, as_messages(reply(0, 1.0, 10), reply(1, 4.0, 30)))
+    assert recorder.seen == []  # returned while round 1's record waits
+    recorder.release.set()
+    strategy.aggregate_train(2, as_messages(reply(0, 2.0, 10), reply(1, 3.0, 30)))
+    assert recorder.seen[0] == (1, recorder.seen[0][1], False)  # ended before round 2's
+    assert recorder.seen[0][1].startswith("fedunl-records")  # read-only arrays, own thread
+
+    def rounds(self, *args, **kwargs):  # Flower's loop, reduced to one more round
+        self.aggregate_train(3, as_messages(reply(0, 2.0, 10), reply(1, 3.0, 30)))
+        return "result"
+
+    monkeypatch.setattr(FedAvg, "start", rounds)
+    assert strategy.start(NO_GRID, ArrayRecord()) == "result"
+    assert [r for r, _, _ in recorder.seen] == [1, 2, 3]  # all written when start returns
+
+    failing = BlockingRecorder(fail=True)
+    failing.release.set()
+    strategy = FedAvgTrain(federation(2), [0, 1], 2, recorders=[failing])
+    strategy._sent = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    with pytest.raises(OSError, match="disk full"):  # from the last round, at start's end
+        strategy.start(NO_GRID, ArrayRecord())

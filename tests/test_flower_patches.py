@@ -3,9 +3,12 @@ as Flower's own scan does."""
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from types import SimpleNamespace
 
+from flwr.server.superlink.fleet.vce import vce_api
 from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
 from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
@@ -60,6 +63,7 @@ def test_the_patch_is_installed_on_the_pinned_flower_only(monkeypatch) -> None:
     assert install_flower_patches()  # the pinned 1.41.0
     assert InMemoryLinkState.get_message_ins is not flower_patches.ORIGINALS["get_message_ins"]
     assert InMemoryGrid.pull_messages is not flower_patches.ORIGINALS["pull_messages"]
+    assert vce_api.add_messages_to_queue is flower_patches.add_messages_to_queue
     monkeypatch.setattr(flower_patches.flwr, "__version__", "1.42.0")
     assert not install_flower_patches()  # another release: left as it is, with a warning
     monkeypatch.undo()
@@ -111,3 +115,52 @@ def test_large_polls_ask_only_for_stored_replies_between_full_polls(monkeypatch)
     assert poll(awaited) == ["c"] and grid.asked[-1] == {"c", "d", "e"}
     monkeypatch.setattr(flower_patches, "FULL_POLL_MAX", 1000)
     assert poll({"d", "e"}) == [] and grid.asked[-1] == {"d", "e"}  # small: always full
+
+
+def test_the_extractor_wakes_on_a_stored_message_and_asks_only_waiting_nodes(
+        monkeypatch) -> None:
+    # Waits of a minute: a message that arrives within the test's 10 s came by the event.
+    monkeypatch.setattr(flower_patches, "EXTRACTOR_WAIT", 60.0)
+    state = FakeState([("a", 1, 7), ("b", 2, 7), ("c", 1, 7), ("x", 9, 7)], set())
+    asked: list[int] = []
+
+    def get_message_ins(node_id: int, limit: int) -> list:
+        asked.append(node_id)
+        return indexed_get_message_ins(state, node_id, limit, stamp=lambda: "now")
+
+    state.get_message_ins = get_message_ins  # type: ignore[attr-defined]
+    out: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    extractor = threading.Thread(target=flower_patches.add_messages_to_queue,
+                                 args=(state, out, {1: 0, 2: 1, 3: 2}, stop))
+    extractor.start()
+    try:
+        # one message per node per pass, as Flower's; node 9 is not this engine's
+        assert [out.get(timeout=10).metadata.message_id for _ in range(2)] == ["a", "b"]
+        assert sorted(asked) == [1, 2]  # node 3 has nothing waiting: never asked
+    finally:
+        stop.set()
+        extractor.join(timeout=10)
+    assert not extractor.is_alive() and out.empty()
+    assert state.message_ins_store["c"].metadata.delivered_at == ""
+
+    state = FakeState([], set())
+    state.get_message_ins = get_message_ins  # type: ignore[attr-defined]
+    stop = threading.Event()
+    extractor = threading.Thread(target=flower_patches.add_messages_to_queue,
+                                 args=(state, out, {1: 0, 2: 1}, stop))
+    extractor.start()
+    try:
+        time.sleep(0.2)  # asleep on the event (nothing waiting)
+        message = SimpleNamespace(metadata=SimpleNamespace(
+            message_id="d", dst_node_id=2, run_id=7, delivered_at=""))
+        with state.lock:  # what the patched store_message_ins does
+            state.message_ins_store["d"] = message
+            flower_patches.pending_index(state).setdefault(2, {})["d"] = None
+        flower_patches.stored_event(state).set()
+        assert out.get(timeout=10) is message
+    finally:
+        stop.set()
+        flower_patches.stored_event(state).set()
+        extractor.join(timeout=10)
+    assert not extractor.is_alive()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -48,6 +50,23 @@ def test_message_threads_only_on_a_simulated_node_its_launcher_sized(monkeypatch
     assert inside({protocol.ROUND_MESSAGES: 4}, simulated=True) == 1
     assert inside(config, simulated=False) == before
     assert inside({}, simulated=True) == before
+
+
+def test_simulations_pass_client_messages_inline_in_ray_unless_told_otherwise(
+        monkeypatch) -> None:
+    """Ray's processes read the setting at start: the launchers' environment carries it
+    (a user's own value wins) and it is restored after."""
+    from fedunl_flwr.client_app import simulation_environment
+    from fedunl_flwr.environment import RAY_INLINE_BYTES, RAY_INLINE_ENV
+
+    monkeypatch.delenv(RAY_INLINE_ENV, raising=False)
+    with simulation_environment(client_cpus=1):
+        assert os.environ[RAY_INLINE_ENV] == str(RAY_INLINE_BYTES)
+    assert RAY_INLINE_ENV not in os.environ
+    monkeypatch.setenv(RAY_INLINE_ENV, "102400")
+    with simulation_environment():
+        assert os.environ[RAY_INLINE_ENV] == "102400"
+    assert RAY_INLINE_BYTES > 151_402 * 4 + 4096  # the 1,000-client CNN and its message
 
 
 @pytest.mark.simulation
