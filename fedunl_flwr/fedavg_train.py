@@ -176,8 +176,9 @@ class FedAvgTrain(FedAvg):
             result = super().start(grid, initial_arrays, num_rounds, timeout, train_config,
                                    evaluate_config, evaluate_fn)
         except BaseException:
-            if self._recording is not None:
-                self._recording.exception()  # no write may outlive the phase
+            recording, self._recording = self._recording, None
+            if recording is not None:
+                recording.exception()  # no write may outlive the phase
             raise
         finally:
             if self._writer is not None:
@@ -195,6 +196,7 @@ class FedAvgTrain(FedAvg):
         sent = from_record(self._sent)
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="fedunl-records")
+
         def record() -> None:
             for recorder in self.recorders:
                 recorder.record(server_round, sent, returned, weights)
