@@ -39,13 +39,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from fedunl_flwr.processes import descendants  # noqa: E402  (light: /proc only)
 
 
 def descendants_rss_kib(root_pid: int) -> int:
     """Sum of VmRSS (KiB) of ``root_pid`` and every process below it (from /proc)."""
-    sys.path.insert(0, str(ROOT))
-    from fedunl_flwr.processes import descendants
-
     total = 0
     for pid in [root_pid, *descendants(root_pid)]:
         try:
